@@ -1,0 +1,88 @@
+"""What every adapter is: a tiny async surface over private protocol code.
+
+    async with factory(source_config, machines, context) as adapter:   # connects
+        async for event in adapter:                                     # Reading | ...
+            ...
+
+The adapter connects in ``__aenter__`` and raises ``SourceError`` (or lets a library error
+escape) when the source is lost; it does not retry. The engine's supervisor owns
+reconnection: it marks the source's machines offline, waits a jittered, capped backoff and
+opens the adapter again. Protocol types never leave the adapter: they are converted to
+``collector.model`` events at the boundary.
+"""
+
+from __future__ import annotations
+
+from collections.abc import AsyncIterator, Callable, Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+from types import TracebackType
+from typing import Protocol, Self
+
+from pydantic import BaseModel, ConfigDict, Field
+
+from collector.badinput import BadInput
+from collector.model import Event, MachineInfo
+
+
+class SourceConfig(BaseModel):
+    """Fields every source has. Each adapter subclasses it with ``type: Literal[...]``."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    id: str = Field(description="Unique name of this source; machines refer to it with `source:`.",
+                    examples=["cell-a"])
+
+
+@dataclass(frozen=True, slots=True)
+class BoundMachine:
+    """A configured machine as its source sees it: its id, its tags and, per signal name,
+    the source-specific address (OPC UA node id or browse path, MQTT topic or JSON path...),
+    already expanded from the profile's templates."""
+
+    info: MachineInfo
+    signals: dict[str, str] = field(default_factory=dict)
+
+    @property
+    def id(self) -> str:
+        return self.info.id
+
+
+@dataclass(slots=True)
+class AdapterContext:
+    """What the engine lends an adapter: where it may keep files (certificates, session
+    state) and where it counts bad input."""
+
+    data_dir: Path
+    bad_input: BadInput
+
+
+class Adapter(Protocol):
+    async def __aenter__(self) -> Self: ...
+
+    async def __aexit__(
+        self,
+        exc_type: type[BaseException] | None,
+        exc: BaseException | None,
+        tb: TracebackType | None,
+    ) -> None: ...
+
+    def __aiter__(self) -> AsyncIterator[Event]: ...
+
+
+AdapterFactory = Callable[[SourceConfig, Sequence[BoundMachine], AdapterContext], Adapter]
+
+
+class SourceError(Exception):
+    """The source is unreachable or was lost; the supervisor will reconnect."""
+
+
+@dataclass(frozen=True, slots=True)
+class AdapterSpec:
+    """One registry entry: the config model (light, imported at config time) and a loader for
+    the adapter class (imported only when a source of this type runs, so that e.g. ``asyncua``
+    is not imported to validate an MQTT-only config)."""
+
+    type: str
+    config: type[SourceConfig]
+    load: Callable[[], AdapterFactory]

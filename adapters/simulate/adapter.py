@@ -1,0 +1,1 @@
+"""Placeholder; the simulated plant is being written."""

@@ -1,0 +1,17 @@
+"""``type: simulate``: a simulated plant, for the demo and for tests."""
+
+from __future__ import annotations
+
+from typing import Literal
+
+from pydantic import Field
+
+from adapters.base import SourceConfig
+from collector.durations import Duration
+
+
+class SimulateSource(SourceConfig):
+    type: Literal["simulate"] = Field(description="A simulated plant: machines with work cycles, setups and alarms.")
+    seed: int | None = Field(None, description="Random seed; the same seed gives the same plant.")
+    publish_every: Duration = Field(1.0, gt=0, description="How often each machine publishes its signals.")
+    speed: float = Field(1.0, gt=0, description="Time-lapse factor for the simulated behaviour (10: ten times faster cycles).")

@@ -1,0 +1,130 @@
+"""The configuration models: one YAML file, every field declared once with its description.
+
+The README's config reference (docs/CONFIG.md) and the JSON Schema (`collector schema`) are
+generated from these models. Loading, `${VAR}` substitution and error messages with file and
+line live in ``collector.configfile``.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Annotated, Literal, Union
+
+from pydantic import BaseModel, ConfigDict, Field, model_validator
+
+from adapters import REGISTRY
+from collector.durations import Duration
+from collector.influx.config import InfluxSettings, OutboxSettings
+from collector.model import State
+
+# The `type` field discriminates the registered source models (see adapters/__init__.py).
+# Built from the registry at import time, so mypy sees only `Any` here.
+SourceSettings = Annotated[  # type: ignore[valid-type]
+    Union[tuple(spec.config for spec in REGISTRY.values())],  # noqa: UP007
+    Field(discriminator="type"),
+]
+
+
+class _Strict(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+
+class Site(_Strict):
+    plant: str = Field(description="Plant name: the `plant` tag of every machine unless a machine sets its own.",
+                       examples=["shenzhen-1"])
+    name: str = Field("", description="Human-readable site name, for logs and boards.")
+
+
+class Rule(_Strict):
+    state: State = Field(description="The state this rule yields.")
+    when: str | None = Field(
+        None,
+        description=("Condition over the machine's signals (safe expression: `and`, `or`, `not`, "
+                     "comparisons, `in [...]`). Omit it on the last rule: the default."),
+        examples=["execution == 'ACTIVE' or spindle_rpm > 50"])
+    reason: str | None = Field(None, description="Reason written with the change; default: the rule and the values it saw.")
+
+
+class Profile(_Strict):
+    extends: str | None = Field(
+        None, description="A built-in (`opc40001`, `packml`, `mtconnect`) or another profile whose rules and signals this one starts from.")
+    signals: dict[str, str] = Field(
+        default_factory=dict,
+        description=("Signal name -> source address template. `{id}`, `{name}`, `{line}` and the "
+                     "machine's `vars` are filled in per machine."),
+        examples=[{"execution": "nsu=urn:acme:cnc;s={node}.Execution"}])
+    rules: list[Rule] | None = Field(None, description="Ordered rules, first match wins; the last should have no `when`.")
+    debounce: Duration | None = Field(None, description="Overrides `tracker.debounce` for machines of this profile.")
+    stale_after: Duration | None = Field(None, description="Overrides `tracker.stale_after` for machines of this profile.")
+
+
+class Machine(_Strict):
+    id: str = Field(description="Machine id: the `machine` tag.", examples=["cnc-07"])
+    name: str = Field("", description="Display name.")
+    plant: str | None = Field(None, description="Plant tag; default `site.plant`.")
+    line: str = Field("", description="Line tag.")
+    cell: str = Field("", description="Optional cell tag.")
+    kind: str = Field("", description="Machine type shown on the capacity board (e.g. `lathe`).")
+    public: bool = Field(False, description="May appear by name on the shared capacity board.")
+    source: str = Field(description="Id of the source that reads this machine.")
+    profile: str = Field(description="Profile name: one of `profiles` or a built-in.")
+    vars: dict[str, str] = Field(default_factory=dict, description="Values for the profile's signal templates.",
+                                 examples=[{"node": "CNC07"}])
+    signals: dict[str, str] = Field(default_factory=dict, description="Signal addresses that override or add to the profile's.")
+    debounce: Duration | None = Field(None, description="Overrides the profile's and `tracker.debounce`.")
+    stale_after: Duration | None = Field(None, description="Overrides the profile's and `tracker.stale_after`.")
+
+
+class TrackerSettings(_Strict):
+    debounce: Duration = Field(0.0, description="A new state counts once it held this long; its start stays the moment it began.")
+    stale_after: Duration | None = Field(
+        None, description="No reading for this long makes a machine `offline` from its last reading on. Off by default: OPC UA subscriptions only report changes; set it for sources that publish periodically.")
+    interval: Duration = Field(60.0, gt=0, description="Roll-up interval of `machine_availability`, aligned to the wall clock.")
+
+
+class HttpSettings(_Strict):
+    enabled: bool = Field(True, description="Serve /healthz, /readyz, /metrics and /api/v1/machines.")
+    host: str = Field("127.0.0.1", description="Listen address.")
+    port: int = Field(9180, ge=0, le=65535, description="Listen port (0: any free port).")
+
+
+class Config(_Strict):
+    site: Site = Field(description="Where this collector runs.")
+    sources: list[SourceSettings] = Field(description="Where machine signals come from; `type` picks the adapter.")
+    profiles: dict[str, Profile] = Field(default_factory=dict, description="Named signal->state mappings, written once, used by many machines.")
+    machines: list[Machine] = Field(default_factory=list, description="The machines to track.")
+    tracker: TrackerSettings = Field(default_factory=TrackerSettings, description="State tracking defaults.")
+    influx: InfluxSettings | None = Field(None, description="InfluxDB to write to; without it `run` needs `--print`.")
+    outbox: OutboxSettings = Field(default_factory=OutboxSettings, description="The durable on-disk buffer in front of InfluxDB.")
+    http: HttpSettings = Field(default_factory=HttpSettings, description="The status HTTP server.")
+    data_dir: Path = Field(Path("data"), description="Where the collector keeps state (outbox, certificates). Relative paths are relative to the config file.")
+
+    @model_validator(mode="after")
+    def _references(self) -> Config:
+        from collector.profiles import BUILTIN
+
+        source_ids = [s.id for s in self.sources]
+        dup = {s for s in source_ids if source_ids.count(s) > 1}
+        if dup:
+            raise ValueError(f"duplicate source id(s): {', '.join(sorted(dup))}")
+        machine_ids = [m.id for m in self.machines]
+        dup = {m for m in machine_ids if machine_ids.count(m) > 1}
+        if dup:
+            raise ValueError(f"duplicate machine id(s): {', '.join(sorted(dup))}")
+        known_profiles = set(self.profiles) | set(BUILTIN)
+        for name, profile in self.profiles.items():
+            if profile.extends is not None and profile.extends not in known_profiles:
+                raise ValueError(f"profiles.{name}.extends: unknown profile {profile.extends!r}; "
+                                 f"known: {', '.join(sorted(known_profiles))}")
+        for i, m in enumerate(self.machines):
+            if m.source not in source_ids:
+                raise ValueError(f"machines[{i}].source: unknown source {m.source!r}; "
+                                 f"known: {', '.join(source_ids) or 'none'}")
+            if m.profile not in known_profiles:
+                raise ValueError(f"machines[{i}].profile: unknown profile {m.profile!r}; "
+                                 f"known: {', '.join(sorted(known_profiles))}")
+        return self
+
+
+__all__ = ["Config", "HttpSettings", "Machine", "Profile", "Rule", "Site", "SourceSettings", "TrackerSettings",
+           "InfluxSettings", "OutboxSettings", "Literal"]

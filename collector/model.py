@@ -1,0 +1,142 @@
+"""The events that flow from adapters into the collector, and what the collector emits.
+
+Time is always integer nanoseconds since the Unix epoch (``*_ns``): InfluxDB's own unit, and
+integers make the tracker's arithmetic exact (roll-up fields add up to the interval to the ns).
+Adapters convert protocol types (paho messages, asyncua DataValues) into these at their
+boundary; nothing protocol-specific crosses into ``collector/``.
+"""
+
+from __future__ import annotations
+
+import enum
+import time
+from dataclasses import dataclass, field
+from typing import Any
+
+NS_PER_S = 1_000_000_000
+
+
+class State(enum.StrEnum):
+    """The canonical machine state. ``code`` is the ``state_code`` field in InfluxDB."""
+
+    BUSY = "busy"
+    IDLE = "idle"
+    SETUP = "setup"
+    DOWN = "down"
+    OFFLINE = "offline"
+
+    @property
+    def code(self) -> int:
+        return _STATE_CODES[self]
+
+
+_STATE_CODES = {State.OFFLINE: 0, State.BUSY: 1, State.IDLE: 2, State.SETUP: 3, State.DOWN: 4}
+
+
+class Quality(enum.StrEnum):
+    """Whether a reading can be trusted. Adapters map protocol qualities onto these two
+    (e.g. OPC UA ``Uncertain`` per the source's ``uncertain`` setting)."""
+
+    GOOD = "good"
+    BAD = "bad"
+
+
+def now_ns() -> int:
+    return time.time_ns()
+
+
+@dataclass(frozen=True, slots=True)
+class Reading:
+    """One value of one signal of one machine, as the source reported it.
+
+    ``ts_ns`` is the source timestamp where the source has one, else the arrival time.
+    ``status`` carries the protocol's quality text (e.g. ``BadNodeIdUnknown``) for reasons.
+    """
+
+    machine: str
+    signal: str
+    value: Any
+    ts_ns: int
+    quality: Quality = Quality.GOOD
+    status: str = ""
+
+
+@dataclass(frozen=True, slots=True)
+class Connectivity:
+    """A source (or part of it) went away or came back.
+
+    ``machines`` empty means every machine of ``source``; otherwise only those (e.g. a
+    Sparkplug DDEATH names one device). Going offline takes effect at ``ts_ns`` at once,
+    without debounce; coming back only clears the flag: the state follows the next readings.
+    """
+
+    source: str
+    online: bool
+    ts_ns: int
+    reason: str = ""
+    machines: tuple[str, ...] = ()
+
+
+@dataclass(frozen=True, slots=True)
+class MachineFound:
+    """An adapter discovered a machine the config does not list (OPC 40001 discovery, MQTT
+    topic auto-registration). Config entries for the same id win over what is found here."""
+
+    machine: str
+    source: str
+    profile: str
+    name: str = ""
+    line: str = ""
+    cell: str = ""
+    signals: dict[str, str] = field(default_factory=dict)
+
+
+Event = Reading | Connectivity | MachineFound
+
+
+@dataclass(frozen=True, slots=True)
+class MachineInfo:
+    """A machine's identity and its InfluxDB tags (few and bounded, see DESIGN.md)."""
+
+    id: str
+    plant: str
+    line: str = ""
+    cell: str = ""
+    name: str = ""
+    kind: str = ""
+    public: bool = False
+
+    def tags(self) -> dict[str, str]:
+        tags = {"machine": self.id, "plant": self.plant, "line": self.line}
+        if self.cell:
+            tags["cell"] = self.cell
+        return {k: v for k, v in tags.items() if v}
+
+
+@dataclass(frozen=True, slots=True)
+class StateChange:
+    """The machine entered ``state`` at ``ts_ns``; ``previous`` lasted ``previous_ns``."""
+
+    machine: MachineInfo
+    ts_ns: int
+    state: State
+    previous: State
+    previous_ns: int
+    reason: str
+
+
+@dataclass(frozen=True, slots=True)
+class Interval:
+    """Time in each state over one wall-clock-aligned interval ``[start_ns, end_ns)``.
+
+    ``seconds_ns`` holds every state, and its values add up to ``end_ns - start_ns`` exactly.
+    """
+
+    machine: MachineInfo
+    start_ns: int
+    end_ns: int
+    seconds_ns: dict[State, int]
+    state: State
+
+
+Output = StateChange | Interval

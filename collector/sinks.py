@@ -1,0 +1,56 @@
+"""Where line protocol goes. A sink acknowledges a ``write`` only once the lines are stored
+(durably, for the outbox), so the engine never holds data it believes was delivered."""
+
+from __future__ import annotations
+
+import sys
+from collections.abc import Sequence
+from types import TracebackType
+from typing import Protocol, Self, TextIO
+
+
+class Sink(Protocol):
+    async def __aenter__(self) -> Self: ...
+
+    async def __aexit__(
+        self,
+        exc_type: type[BaseException] | None,
+        exc: BaseException | None,
+        tb: TracebackType | None,
+    ) -> None: ...
+
+    async def write(self, lines: Sequence[str]) -> None: ...
+
+
+class PrintSink:
+    """``collector run --print``: line protocol to stdout, one point per line."""
+
+    def __init__(self, stream: TextIO | None = None) -> None:
+        self._stream = stream or sys.stdout
+
+    async def __aenter__(self) -> Self:
+        return self
+
+    async def __aexit__(self, *exc: object) -> None:
+        self._stream.flush()
+
+    async def write(self, lines: Sequence[str]) -> None:
+        for line in lines:
+            self._stream.write(line + "\n")
+        self._stream.flush()
+
+
+class NullSink:
+    """Discards everything (the demo, which only shows the board)."""
+
+    def __init__(self) -> None:
+        self.count = 0
+
+    async def __aenter__(self) -> Self:
+        return self
+
+    async def __aexit__(self, *exc: object) -> None:
+        return None
+
+    async def write(self, lines: Sequence[str]) -> None:
+        self.count += len(lines)
