@@ -4,5 +4,5 @@ module there is loaded as a pytest plugin, so adding a service is adding a file.
 from pathlib import Path
 
 pytest_plugins = sorted(
-    f"tests.fixtures.{p.stem}" for p in (Path(__file__).parent / "fixtures").glob("*.py") if p.stem != "__init__"
+    f"tests.fixtures.{p.stem}" for p in (Path(__file__).parent / "fixtures").glob("*.py") if not p.stem.startswith("_")
 )
