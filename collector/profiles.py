@@ -1,0 +1,75 @@
+"""Built-in profiles: how the standards map onto the canonical states (DESIGN.md).
+
+They are written as ordinary rules over well-known signal names, so a plant engineer reads
+them like their own and a user profile can ``extends:`` one and only add signal addresses.
+
+- ``opc40001``: ``item_state`` is the numeric identifier of MachineryItemState's
+  ``CurrentState/Id`` NodeId (never the localised display text); ``operation_mode`` that of
+  MachineryOperationMode.
+- ``packml``: ``state`` is the ISA-TR88 state number; ``unit_mode`` the unit mode (number or name).
+- ``mtconnect``: ``execution``, ``availability`` and ``condition`` as MTConnect names them.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+from collector.model import State
+
+
+@dataclass(frozen=True, slots=True)
+class BuiltinRule:
+    state: State
+    when: str | None
+    reason: str | None = None
+
+
+# OPC 40001-1 NodeIds (numeric identifiers in the Machinery namespace).
+ITEM_NOT_AVAILABLE, ITEM_OUT_OF_SERVICE, ITEM_EXECUTING, ITEM_NOT_EXECUTING = 5005, 5004, 5006, 5007
+MODE_NONE, MODE_MAINTENANCE, MODE_PROCESSING, MODE_SETUP = 5024, 5025, 5026, 5027
+
+OPC40001 = (
+    BuiltinRule(State.OFFLINE, f"item_state == {ITEM_NOT_AVAILABLE}", "not available"),
+    BuiltinRule(State.DOWN, f"operation_mode == {MODE_MAINTENANCE}", "maintenance (planned)"),
+    BuiltinRule(State.SETUP, f"operation_mode == {MODE_SETUP}", "setup"),
+    BuiltinRule(State.DOWN, f"item_state == {ITEM_OUT_OF_SERVICE}", "out of service"),
+    BuiltinRule(State.BUSY, f"item_state == {ITEM_EXECUTING}", "executing"),
+    BuiltinRule(State.IDLE, f"item_state == {ITEM_NOT_EXECUTING}", "not executing"),
+    BuiltinRule(State.OFFLINE, None, "no MachineryItemState"),
+)
+
+# ISA-TR88 / PackML state numbers.
+PACKML_STATES = {
+    "Clearing": 1, "Stopped": 2, "Starting": 3, "Idle": 4, "Suspended": 5, "Execute": 6,
+    "Stopping": 7, "Aborting": 8, "Aborted": 9, "Holding": 10, "Held": 11, "Unholding": 12,
+    "Suspending": 13, "Unsuspending": 14, "Resetting": 15, "Completing": 16, "Complete": 17,
+}
+_PACKML_DOWN = ["Held", "Holding", "Unholding", "Aborting", "Aborted", "Clearing"]
+_PACKML_IDLE = ["Idle", "Stopped", "Complete", "Completing", "Starting", "Resetting", "Stopping",
+                "Suspended", "Suspending", "Unsuspending"]
+
+
+def _numbers(names: list[str]) -> str:
+    return "[" + ", ".join(str(PACKML_STATES[n]) for n in names) + "]"
+
+
+PACKML = (
+    BuiltinRule(State.SETUP, "unit_mode in ['Maintenance', 'Manual', 'maintenance', 'manual', 2, 3]",
+                "unit mode maintenance/manual"),
+    BuiltinRule(State.BUSY, f"state == {PACKML_STATES['Execute']}", "Execute"),
+    BuiltinRule(State.DOWN, f"state in {_numbers(_PACKML_DOWN)}", "held/aborted"),
+    BuiltinRule(State.IDLE, f"state in {_numbers(_PACKML_IDLE)}", "not executing"),
+    BuiltinRule(State.OFFLINE, None, "unknown PackML state"),
+)
+
+MTCONNECT = (
+    BuiltinRule(State.OFFLINE, "availability == 'UNAVAILABLE' or execution == 'UNAVAILABLE'", "unavailable"),
+    BuiltinRule(State.DOWN, "condition == 'FAULT'", "fault condition"),
+    BuiltinRule(State.DOWN, "execution == 'STOPPED'", "stopped"),
+    BuiltinRule(State.BUSY, "execution in ['ACTIVE', 'WAIT']", None),
+    BuiltinRule(State.IDLE, "execution in ['READY', 'INTERRUPTED', 'FEED_HOLD', 'OPTIONAL_STOP', "
+                "'PROGRAM_STOPPED', 'PROGRAM_COMPLETED']", None),
+    BuiltinRule(State.OFFLINE, None, "no execution state"),
+)
+
+BUILTIN: dict[str, tuple[BuiltinRule, ...]] = {"opc40001": OPC40001, "packml": PACKML, "mtconnect": MTCONNECT}

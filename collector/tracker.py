@@ -1,0 +1,214 @@
+"""The per-machine state tracker: readings in, state changes and interval roll-ups out.
+
+Pure and clock-injected: it never reads a clock itself. The engine feeds it readings (with
+source timestamps), connectivity events, and ``tick(now)`` calls.
+
+How it keeps durations exact:
+- All times are integer nanoseconds, so the per-state seconds of an interval add up to the
+  interval exactly, and the states' totals add up to the time tracked.
+- A change can take effect in the past: debounce commits a new state at the moment it began,
+  and staleness makes a machine offline from its last reading on. So time is only *rolled up*
+  into intervals up to the point that can no longer change (``_final_until``), and later
+  events are never placed before it (they are clamped to it).
+- Readings older than the current state's start are counted (``out_of_order``) and ignored.
+- Time before the tracker started counts as ``offline``: the first interval is whole too.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Any
+
+from collector.model import Interval, MachineInfo, Output, Quality, Reading, State, StateChange
+from collector.rules import RuleSet
+
+
+@dataclass(slots=True)
+class _Pending:
+    state: State
+    reason: str
+    since_ns: int
+
+
+@dataclass(frozen=True, slots=True)
+class TrackerStatus:
+    """What the board and the HTTP API show of one machine."""
+
+    machine: MachineInfo
+    state: State
+    since_ns: int
+    reason: str
+    totals_ns: dict[State, int] = field(default_factory=dict)
+    last_reading_ns: int | None = None
+    values: dict[str, Any] = field(default_factory=dict)
+
+
+class Tracker:
+    def __init__(self, info: MachineInfo, rules: RuleSet, *, start_ns: int, interval_ns: int,
+                 debounce_ns: int = 0, stale_after_ns: int | None = None) -> None:
+        if interval_ns <= 0:
+            raise ValueError("interval_ns must be positive")
+        self.info = info
+        self.rules = rules
+        self.debounce_ns = debounce_ns
+        self.stale_after_ns = stale_after_ns
+        self.interval_ns = interval_ns
+        self._state_signals = frozenset(rules.signals)
+
+        self.state = State.OFFLINE
+        self.since_ns = start_ns
+        self.reason = "starting: no data yet"
+        self.values: dict[str, Any] = {}
+        self.bad: dict[str, str] = {}
+        self.disconnected: str | None = None
+        self.last_reading_ns: int | None = None
+        self.pending: _Pending | None = None
+        self.out_of_order = 0
+
+        self.win_start_ns = start_ns - start_ns % interval_ns
+        self.acc_pos_ns = self.win_start_ns  # time rolled up so far; nothing is placed before it
+        self.acc: dict[State, int] = dict.fromkeys(State, 0)
+        self.totals: dict[State, int] = dict.fromkeys(State, 0)
+        self._roll_to(start_ns, [])  # the part of the first interval before we started: offline
+
+    # -- inputs ---------------------------------------------------------------------------
+
+    def reading(self, r: Reading) -> list[Output]:
+        if r.ts_ns < self.since_ns:
+            self.out_of_order += 1
+            return []
+        out: list[Output] = []
+        ts = max(r.ts_ns, self.acc_pos_ns)
+        self._advance(ts, out)
+        if r.quality is Quality.BAD:
+            self.bad[r.signal] = r.status or "bad quality"
+        else:
+            self.bad.pop(r.signal, None)
+            self.values[r.signal] = r.value
+        self.disconnected = None  # data flows again
+        self.last_reading_ns = ts if self.last_reading_ns is None else max(self.last_reading_ns, ts)
+        self._decide(ts, out)
+        self._roll_to(self._final_until(ts), out)
+        return out
+
+    def connectivity(self, online: bool, ts_ns: int, reason: str) -> list[Output]:
+        """The source went away (offline at once, no debounce) or came back (the state then
+        follows the next readings)."""
+        out: list[Output] = []
+        if online:
+            self.disconnected = None
+            return out
+        ts = max(ts_ns, self.acc_pos_ns, self.since_ns)
+        self._advance(ts, out)
+        self.disconnected = reason or "source offline"
+        self.pending = None
+        if self.state is not State.OFFLINE:
+            self._commit(State.OFFLINE, self.disconnected, ts, out)
+        self._roll_to(self._final_until(ts), out)
+        return out
+
+    def tick(self, now_ns: int) -> list[Output]:
+        """Let time pass: debounce and staleness take effect, finished intervals are emitted."""
+        out: list[Output] = []
+        if now_ns <= self.acc_pos_ns:
+            return out
+        self._advance(now_ns, out)
+        self._roll_to(self._final_until(now_ns), out)
+        return out
+
+    def stop(self, now_ns: int, reason: str = "collector stopped") -> list[Output]:
+        """The collector shuts down: the machine is offline from now (the unfinished interval
+        is not written; the next run writes that interval whole)."""
+        out: list[Output] = []
+        ts = max(now_ns, self.acc_pos_ns, self.since_ns)
+        self._advance(ts, out)
+        self.pending = None
+        if self.state is not State.OFFLINE:
+            self._commit(State.OFFLINE, reason, ts, out)
+        return out
+
+    def status(self, now_ns: int) -> TrackerStatus:
+        totals = dict(self.totals)
+        totals[self.state] += max(0, now_ns - self.acc_pos_ns)
+        return TrackerStatus(self.info, self.state, self.since_ns, self.reason, totals,
+                             self.last_reading_ns, dict(self.values))
+
+    # -- internals ------------------------------------------------------------------------
+
+    def _desired(self) -> tuple[State, str, bool]:
+        """The state the current values call for, its reason, and whether it bypasses debounce."""
+        if self.disconnected is not None:
+            return State.OFFLINE, self.disconnected, True
+        bad = sorted(s for s in self.bad if s in self._state_signals)
+        if bad:
+            return State.OFFLINE, "bad quality: " + ", ".join(f"{s} {self.bad[s]}" for s in bad), True
+        state, reason = self.rules.evaluate(self.values)
+        return state, reason, False
+
+    def _decide(self, ts: int, out: list[Output]) -> None:
+        state, reason, immediate = self._desired()
+        if state is self.state:
+            self.pending = None
+            return
+        if immediate or self.debounce_ns == 0:
+            self.pending = None
+            self._commit(state, reason, ts, out)
+        elif self.pending is None or self.pending.state is not state:
+            self.pending = _Pending(state, reason, ts)
+
+    def _advance(self, t: int, out: list[Output]) -> None:
+        """Apply the time-driven transitions due at or before ``t``, in time order."""
+        while True:
+            due_commit = self.pending.since_ns + self.debounce_ns if self.pending else None
+            due_stale = self._stale_due()
+            if due_commit is not None and due_commit <= t and (due_stale is None or due_commit <= due_stale):
+                assert self.pending is not None
+                pending, self.pending = self.pending, None
+                self._commit(pending.state, pending.reason, pending.since_ns, out)
+            elif due_stale is not None and due_stale <= t:
+                assert self.last_reading_ns is not None and self.stale_after_ns is not None
+                self.pending = None
+                if self.state is not State.OFFLINE:
+                    self._commit(State.OFFLINE, f"stale: no reading for {self.stale_after_ns / 1e9:g}s",
+                                 self.last_reading_ns, out)
+            else:
+                return
+
+    def _stale_due(self) -> int | None:
+        if self.stale_after_ns is None or self.last_reading_ns is None:
+            return None
+        if self.state is State.OFFLINE and self.pending is None:
+            return None
+        return self.last_reading_ns + self.stale_after_ns
+
+    def _final_until(self, now: int) -> int:
+        """Time up to which nothing can change any more."""
+        t = now
+        if self.pending is not None:
+            t = min(t, self.pending.since_ns)
+        if self._stale_due() is not None:
+            assert self.last_reading_ns is not None
+            t = min(t, self.last_reading_ns)
+        return max(t, self.acc_pos_ns)
+
+    def _commit(self, state: State, reason: str, at: int, out: list[Output]) -> None:
+        at = max(at, self.acc_pos_ns, self.since_ns)
+        self._roll_to(at, out)
+        out.append(StateChange(self.info, at, state, self.state, at - self.since_ns, reason))
+        self.state, self.since_ns, self.reason = state, at, reason
+
+    def _roll_to(self, until: int, out: list[Output]) -> None:
+        while self.win_start_ns + self.interval_ns <= until:
+            end = self.win_start_ns + self.interval_ns
+            self._add(end - self.acc_pos_ns)
+            self.acc_pos_ns = end
+            out.append(Interval(self.info, self.win_start_ns, end, self.acc, self.state))
+            self.acc = dict.fromkeys(State, 0)
+            self.win_start_ns = end
+        if until > self.acc_pos_ns:
+            self._add(until - self.acc_pos_ns)
+            self.acc_pos_ns = until
+
+    def _add(self, ns: int) -> None:
+        self.acc[self.state] += ns
+        self.totals[self.state] += ns

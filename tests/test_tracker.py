@@ -1,0 +1,175 @@
+"""Tracker: debounce, staleness, connectivity, out-of-order readings and exact roll-ups."""
+
+from __future__ import annotations
+
+from hypothesis import given, settings
+from hypothesis import strategies as st
+
+from collector.model import Interval, MachineInfo, Output, Quality, Reading, State, StateChange
+from collector.rules import RuleSet, compile_rule
+from collector.tracker import Tracker
+
+S = 1_000_000_000
+T0 = 1_700_000_020 * S  # 40 s into a minute
+INFO = MachineInfo(id="m1", plant="p")
+RULES = RuleSet([
+    compile_rule(State.DOWN, "alarm"),
+    compile_rule(State.SETUP, "mode == 'SETUP'"),
+    compile_rule(State.BUSY, "spindle > 50"),
+    compile_rule(State.IDLE, None),
+])
+
+
+def tracker(debounce: float = 0, stale: float | None = None, interval: float = 60) -> Tracker:
+    return Tracker(INFO, RULES, start_ns=T0, interval_ns=int(interval * S), debounce_ns=int(debounce * S),
+                   stale_after_ns=None if stale is None else int(stale * S))
+
+
+def rd(signal: str, value: object, t: float, quality: Quality = Quality.GOOD) -> Reading:
+    return Reading("m1", signal, value, T0 + int(t * S), quality, "BadNodeIdUnknown" if quality is Quality.BAD else "")
+
+
+def changes(out: list[Output]) -> list[tuple[float, State, State, float]]:
+    return [((c.ts_ns - T0) / S, c.state, c.previous, c.previous_ns / S) for c in out if isinstance(c, StateChange)]
+
+
+def intervals(out: list[Output]) -> list[Interval]:
+    return [i for i in out if isinstance(i, Interval)]
+
+
+def test_first_reading_leaves_offline_with_exact_duration() -> None:
+    """Test that the first reading ends the start-up offline state with its exact duration."""
+    t = tracker()
+    out = t.reading(rd("spindle", 100, 2.5))
+    assert changes(out) == [(2.5, State.BUSY, State.OFFLINE, 2.5)]
+    assert t.reason == "spindle > 50 (spindle=100)"
+
+
+def test_debounce_commits_at_the_moment_the_state_began() -> None:
+    """Test that a debounced state starts when it began, and a blip shorter than debounce is dropped."""
+    t = tracker(debounce=5)
+    out = t.reading(rd("spindle", 100, 0)) + t.tick(T0 + 5 * S)
+    assert changes(out) == [(0, State.BUSY, State.OFFLINE, 0)]
+    out = t.reading(rd("spindle", 0, 10)) + t.reading(rd("spindle", 100, 12)) + t.tick(T0 + 30 * S)
+    assert changes(out) == []  # 2 s of idle is a blip
+    out = t.reading(rd("spindle", 0, 40)) + t.tick(T0 + 44 * S)
+    assert changes(out) == []
+    out = t.tick(T0 + 45 * S)
+    assert changes(out) == [(40, State.IDLE, State.BUSY, 40)]
+
+
+def test_staleness_goes_offline_from_the_last_reading() -> None:
+    """Test that no reading for stale_after makes the machine offline from its last reading."""
+    t = tracker(stale=10)
+    t.reading(rd("spindle", 100, 1))
+    t.reading(rd("spindle", 100, 3))
+    assert changes(t.tick(T0 + 12 * S)) == []
+    out = t.tick(T0 + 13 * S)
+    assert changes(out) == [(3, State.OFFLINE, State.BUSY, 2)]
+    assert t.reason == "stale: no reading for 10s"
+    out = t.reading(rd("spindle", 100, 20))
+    assert changes(out) == [(20, State.BUSY, State.OFFLINE, 17)]
+
+
+def test_connectivity_loss_is_offline_at_once_and_data_brings_it_back() -> None:
+    """Test that a source's offline event bypasses debounce and the next reading ends it."""
+    t = tracker(debounce=5)
+    t.reading(rd("spindle", 100, 0))
+    t.tick(T0 + 6 * S)
+    out = t.connectivity(False, T0 + 7 * S, "session lost")
+    assert changes(out) == [(7, State.OFFLINE, State.BUSY, 7)]
+    assert t.reason == "session lost"
+    out = t.connectivity(True, T0 + 8 * S, "") + t.reading(rd("spindle", 100, 9)) + t.tick(T0 + 20 * S)
+    assert changes(out) == [(9, State.BUSY, State.OFFLINE, 2)]
+
+
+def test_bad_quality_on_a_state_signal_is_offline_with_the_status() -> None:
+    """Test that a Bad status on a signal the rules use makes the machine offline, with the status as reason."""
+    t = tracker()
+    t.reading(rd("spindle", 100, 0))
+    out = t.reading(rd("spindle", None, 2, Quality.BAD))
+    assert changes(out) == [(2, State.OFFLINE, State.BUSY, 2)]
+    assert t.reason == "bad quality: spindle BadNodeIdUnknown"
+    assert changes(t.reading(rd("unused", None, 3, Quality.BAD))) == []
+
+
+def test_out_of_order_readings_older_than_the_state_are_counted_and_ignored() -> None:
+    """Test that a reading older than the current state's start is counted and changes nothing."""
+    t = tracker()
+    t.reading(rd("spindle", 100, 10))
+    assert t.reading(rd("alarm", True, 5)) == []
+    assert t.out_of_order == 1
+    assert t.state is State.BUSY
+
+
+def test_intervals_are_aligned_and_whole() -> None:
+    """Test that roll-ups are wall-clock aligned, count pre-start time offline, and sum to the interval."""
+    t = tracker()
+    out = t.reading(rd("spindle", 100, 5)) + t.reading(rd("spindle", 0, 35)) + t.tick(T0 + 79 * S)
+    got = intervals(out)
+    assert [((i.start_ns - T0) / S, (i.end_ns - T0) / S) for i in got] == [(-40, 20)]
+    assert {s: v / S for s, v in got[0].seconds_ns.items() if v} == {State.OFFLINE: 45, State.BUSY: 15}
+    assert got[0].state is State.BUSY
+
+
+def test_rule_that_cannot_be_evaluated_falls_through() -> None:
+    """Test that a condition over an unseen signal does not match instead of failing."""
+    t = tracker()
+    out = t.reading(rd("mode", "AUTO", 1))
+    assert changes(out) == [(1, State.IDLE, State.OFFLINE, 1)]
+
+
+EVENT = st.one_of(
+    st.tuples(st.just("reading"), st.sampled_from(["spindle", "alarm", "mode"]),
+              st.sampled_from([0, 100, True, False, "SETUP", "AUTO", None]), st.booleans()),
+    st.tuples(st.just("offline"), st.just(""), st.just(None), st.just(False)),
+    st.tuples(st.just("online"), st.just(""), st.just(None), st.just(False)),
+    st.tuples(st.just("tick"), st.just(""), st.just(None), st.just(False)),
+)
+
+
+@settings(max_examples=300, deadline=None)
+@given(
+    steps=st.lists(st.tuples(st.integers(min_value=-3 * S, max_value=40 * S), EVENT), max_size=60),
+    debounce=st.sampled_from([0, 1, 5]),
+    stale=st.sampled_from([None, 3, 20]),
+    interval=st.sampled_from([1, 10, 60]),
+)
+def test_durations_add_up_exactly(steps: list[tuple[int, tuple[str, str, object, bool]]], debounce: int,
+                                  stale: int | None, interval: int) -> None:
+    """Test that over any event sequence, intervals are contiguous and sum exactly, and state
+    changes chain: each previous duration equals the time since the change before."""
+    t = tracker(debounce=debounce, stale=stale, interval=interval)
+    now = T0
+    out: list[Output] = []
+    for dt, (kind, signal, value, bad) in steps:
+        now += max(dt, 0)
+        ts = now + min(dt, 0)  # negative: a late reading, older than the clock
+        if kind == "reading":
+            out += t.reading(Reading("m1", signal, value, ts, Quality.BAD if bad else Quality.GOOD))
+        elif kind == "offline":
+            out += t.connectivity(False, ts, "lost")
+        elif kind == "online":
+            out += t.connectivity(True, ts, "")
+        else:
+            out += t.tick(now)
+    end = now + 100 * S
+    out += t.tick(end)
+    rolled = intervals(out)
+    for a, b in zip(rolled, rolled[1:], strict=False):
+        assert a.end_ns == b.start_ns
+    for i in rolled:
+        assert sum(i.seconds_ns.values()) == i.end_ns - i.start_ns == interval * S
+        assert i.start_ns % (interval * S) == 0
+    assert rolled and rolled[0].start_ns <= T0
+    # the state changes chain exactly, and never go back in time
+    since = T0
+    prev = State.OFFLINE
+    for c in (c for c in out if isinstance(c, StateChange)):
+        assert c.previous is prev and c.state is not prev
+        assert c.ts_ns >= since and c.previous_ns == c.ts_ns - since
+        since, prev = c.ts_ns, c.state
+    # totals over everything rolled up equal the roll-ups' sums, state by state
+    for state in State:
+        assert sum(i.seconds_ns[state] for i in rolled) <= t.totals[state]
+    assert sum(t.totals.values()) == t.acc_pos_ns - rolled[0].start_ns
