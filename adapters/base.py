@@ -13,6 +13,7 @@ opens the adapter again. Protocol types never leave the adapter: they are conver
 
 from __future__ import annotations
 
+import builtins
 from collections.abc import AsyncIterator, Callable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -32,6 +33,7 @@ class SourceConfig(BaseModel):
 
     id: str = Field(description="Unique name of this source; machines refer to it with `source:`.",
                     examples=["cell-a"])
+    type: str = Field(description="The adapter that reads this source.")
 
 
 @dataclass(frozen=True, slots=True)
@@ -84,5 +86,5 @@ class AdapterSpec:
     is not imported to validate an MQTT-only config)."""
 
     type: str
-    config: type[SourceConfig]
+    config: builtins.type[SourceConfig]
     load: Callable[[], AdapterFactory]

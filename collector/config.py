@@ -7,22 +7,26 @@ line live in ``collector.configfile``.
 
 from __future__ import annotations
 
+import difflib
 from pathlib import Path
-from typing import Annotated, Literal, Union
+from typing import TYPE_CHECKING, Annotated, Union
 
-from pydantic import BaseModel, ConfigDict, Field, model_validator
+from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
+from pydantic_settings import BaseSettings, PydanticBaseSettingsSource, SettingsConfigDict
 
 from adapters import REGISTRY
+from adapters.base import SourceConfig
 from collector.durations import Duration
 from collector.influx.config import InfluxSettings, OutboxSettings
 from collector.model import State
 
 # The `type` field discriminates the registered source models (see adapters/__init__.py).
-# Built from the registry at import time, so mypy sees only `Any` here.
-SourceSettings = Annotated[  # type: ignore[valid-type]
-    Union[tuple(spec.config for spec in REGISTRY.values())],  # noqa: UP007
-    Field(discriminator="type"),
-]
+# Built from the registry at import time; mypy sees the common base class.
+if TYPE_CHECKING:
+    SourceSettings = SourceConfig
+else:
+    SourceSettings = Annotated[Union[tuple(spec.config for spec in REGISTRY.values())],  # noqa: UP007
+                               Field(discriminator="type")]
 
 
 class _Strict(BaseModel):
@@ -43,6 +47,15 @@ class Rule(_Strict):
                      "comparisons, `in [...]`). Omit it on the last rule: the default."),
         examples=["execution == 'ACTIVE' or spindle_rpm > 50"])
     reason: str | None = Field(None, description="Reason written with the change; default: the rule and the values it saw.")
+
+    @field_validator("when")
+    @classmethod
+    def _parses(cls, when: str | None) -> str | None:
+        from collector.rules import compile_rule
+
+        if when is not None:
+            compile_rule(State.IDLE, when)  # raises RuleError (a ValueError) with what is wrong
+        return when
 
 
 class Profile(_Strict):
@@ -88,7 +101,24 @@ class HttpSettings(_Strict):
     port: int = Field(9180, ge=0, le=65535, description="Listen port (0: any free port).")
 
 
-class Config(_Strict):
+class Config(BaseSettings):
+    """The whole configuration. Values come from the YAML file; environment variables
+    ``COLLECTOR_<SECTION>__<FIELD>`` override them (e.g. ``COLLECTOR_INFLUX__TOKEN``)."""
+
+    model_config = SettingsConfigDict(env_prefix="COLLECTOR_", env_nested_delimiter="__", extra="forbid")
+
+    @classmethod
+    def settings_customise_sources(
+        cls,
+        settings_cls: type[BaseSettings],
+        init_settings: PydanticBaseSettingsSource,
+        env_settings: PydanticBaseSettingsSource,
+        dotenv_settings: PydanticBaseSettingsSource,
+        file_secret_settings: PydanticBaseSettingsSource,
+    ) -> tuple[PydanticBaseSettingsSource, ...]:
+        # The environment overrides the file (passed as init values), not the other way round.
+        return env_settings, init_settings
+
     site: Site = Field(description="Where this collector runs.")
     sources: list[SourceSettings] = Field(description="Where machine signals come from; `type` picks the adapter.")
     profiles: dict[str, Profile] = Field(default_factory=dict, description="Named signal->state mappings, written once, used by many machines.")
@@ -101,30 +131,50 @@ class Config(_Strict):
 
     @model_validator(mode="after")
     def _references(self) -> Config:
+        """Cross-references between sections. Each problem is one line ``path: message`` so
+        the loader can point at the YAML line."""
         from collector.profiles import BUILTIN
 
+        problems: list[str] = []
         source_ids = [s.id for s in self.sources]
-        dup = {s for s in source_ids if source_ids.count(s) > 1}
-        if dup:
-            raise ValueError(f"duplicate source id(s): {', '.join(sorted(dup))}")
+        for i, sid in enumerate(source_ids):
+            if sid in source_ids[:i]:
+                problems.append(f"sources[{i}].id: duplicate source id {sid!r}")
         machine_ids = [m.id for m in self.machines]
-        dup = {m for m in machine_ids if machine_ids.count(m) > 1}
-        if dup:
-            raise ValueError(f"duplicate machine id(s): {', '.join(sorted(dup))}")
-        known_profiles = set(self.profiles) | set(BUILTIN)
+        for i, mid in enumerate(machine_ids):
+            if mid in machine_ids[:i]:
+                problems.append(f"machines[{i}].id: duplicate machine id {mid!r}")
+        known_profiles = sorted(set(self.profiles) | set(BUILTIN))
         for name, profile in self.profiles.items():
             if profile.extends is not None and profile.extends not in known_profiles:
-                raise ValueError(f"profiles.{name}.extends: unknown profile {profile.extends!r}; "
-                                 f"known: {', '.join(sorted(known_profiles))}")
+                problems.append(f"profiles.{name}.extends: unknown profile {profile.extends!r}"
+                                f"{_did_you_mean(profile.extends, known_profiles)}; known: {', '.join(known_profiles)}")
         for i, m in enumerate(self.machines):
             if m.source not in source_ids:
-                raise ValueError(f"machines[{i}].source: unknown source {m.source!r}; "
-                                 f"known: {', '.join(source_ids) or 'none'}")
+                problems.append(f"machines[{i}].source: unknown source {m.source!r}"
+                                f"{_did_you_mean(m.source, source_ids)}; known: {', '.join(source_ids) or 'none'}")
             if m.profile not in known_profiles:
-                raise ValueError(f"machines[{i}].profile: unknown profile {m.profile!r}; "
-                                 f"known: {', '.join(sorted(known_profiles))}")
+                problems.append(f"machines[{i}].profile: unknown profile {m.profile!r}"
+                                f"{_did_you_mean(m.profile, known_profiles)}; known: {', '.join(known_profiles)}")
+        if problems:
+            raise ValueError("\n".join(problems))
         return self
 
 
-__all__ = ["Config", "HttpSettings", "Machine", "Profile", "Rule", "Site", "SourceSettings", "TrackerSettings",
-           "InfluxSettings", "OutboxSettings", "Literal"]
+def _did_you_mean(word: str, choices: list[str]) -> str:
+    close = difflib.get_close_matches(word, choices, n=1)
+    return f" (did you mean {close[0]!r}?)" if close else ""
+
+
+__all__ = [
+    "Config",
+    "HttpSettings",
+    "InfluxSettings",
+    "Machine",
+    "OutboxSettings",
+    "Profile",
+    "Rule",
+    "Site",
+    "SourceSettings",
+    "TrackerSettings",
+]

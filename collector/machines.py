@@ -97,7 +97,7 @@ def resolve_machine(config: Config, machine: Machine, index: int) -> ResolvedMac
             continue
         for signal, template in prof.signals.items():
             signals[signal] = _expand(template, values, f"machines.{index}.profile ({name}.signals.{signal})")
-    for name, prof in chain:  # most specific setting wins
+    for _, prof in chain:  # most specific setting wins
         if prof is not None:
             debounce = prof.debounce if debounce is None else debounce
             stale = prof.stale_after if stale is None else stale

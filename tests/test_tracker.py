@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import itertools
+
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
@@ -156,7 +158,7 @@ def test_durations_add_up_exactly(steps: list[tuple[int, tuple[str, str, object,
     end = now + 100 * S
     out += t.tick(end)
     rolled = intervals(out)
-    for a, b in zip(rolled, rolled[1:], strict=False):
+    for a, b in itertools.pairwise(rolled):
         assert a.end_ns == b.start_ns
     for i in rolled:
         assert sum(i.seconds_ns.values()) == i.end_ns - i.start_ns == interval * S

@@ -1,1 +1,134 @@
-"""Placeholder; the simulated plant is being written."""
+"""A simulated plant: each machine runs work cycles with short gaps, waits for work, gets set
+up for new batches, has occasional alarms, and is now and then switched off (it then stops
+publishing, so staleness takes it offline).
+
+Signals a machine can bind (``signals: {name: quantity}``; unbound machines publish the first
+four under their own names):
+``execution`` (MTConnect: ACTIVE, READY, STOPPED), ``spindle_rpm``, ``alarm`` (bool),
+``mode`` (AUTO, SETUP), ``packml_state`` (ISA-TR88 number), ``item_state`` and
+``operation_mode`` (OPC 40001 state ids).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import heapq
+import random
+import time
+import zlib
+from collections.abc import AsyncIterator, Sequence
+from dataclasses import dataclass
+from typing import Any, Self
+
+from adapters.base import AdapterContext, BoundMachine, SourceConfig
+from adapters.simulate.config import SimulateSource
+from collector.model import NS_PER_S, Event, Reading
+
+DEFAULT_SIGNALS = {"execution": "execution", "spindle_rpm": "spindle_rpm", "alarm": "alarm", "mode": "mode"}
+
+# phase -> the value of each simulated quantity
+_QUANTITIES: dict[str, dict[str, Any]] = {
+    "work": {"execution": "ACTIVE", "alarm": False, "mode": "AUTO", "packml_state": 6,
+             "item_state": 5006, "operation_mode": 5026},
+    "gap": {"execution": "READY", "alarm": False, "mode": "AUTO", "packml_state": 4,
+            "item_state": 5007, "operation_mode": 5026},
+    "wait": {"execution": "READY", "alarm": False, "mode": "AUTO", "packml_state": 2,
+             "item_state": 5007, "operation_mode": 5026},
+    "setup": {"execution": "STOPPED", "alarm": False, "mode": "SETUP", "packml_state": 2,
+              "item_state": 5007, "operation_mode": 5027},
+    "alarm": {"execution": "STOPPED", "alarm": True, "mode": "AUTO", "packml_state": 11,
+              "item_state": 5004, "operation_mode": 5026},
+}
+
+
+@dataclass
+class _Machine:
+    bound: BoundMachine
+    signals: dict[str, str]
+    rng: random.Random
+    phase: str = "wait"
+    phase_ends: float = 0.0
+    cycles_left: int = 0
+    rpm: float = 0.0
+
+    def next_phase(self, now: float, speed: float) -> None:
+        r = self.rng
+        if self.phase == "work":
+            self.cycles_left -= 1
+            roll = r.random()
+            if roll < 0.04:
+                self._enter("alarm", now, r.uniform(20, 120), speed)
+            elif self.cycles_left > 0:
+                self._enter("gap", now, r.uniform(1, 6), speed)
+            else:
+                self._enter("wait", now, r.uniform(30, 300), speed)
+        elif self.phase in ("gap", "setup", "alarm"):
+            self._enter("work", now, r.uniform(20, 90), speed)
+        elif self.phase == "off":
+            self._enter("wait", now, r.uniform(10, 60), speed)
+        else:  # waiting for work: a new batch (maybe after a setup), or switched off for a while
+            roll = r.random()
+            self.cycles_left = r.randint(3, 12)
+            if roll < 0.03:
+                self._enter("off", now, r.uniform(120, 600), speed)
+            elif roll < 0.25:
+                self._enter("setup", now, r.uniform(60, 240), speed)
+            else:
+                self._enter("work", now, r.uniform(20, 90), speed)
+
+    def _enter(self, phase: str, now: float, seconds: float, speed: float) -> None:
+        self.phase = phase
+        self.phase_ends = now + seconds / speed
+        self.rpm = self.rng.uniform(800, 4000) if phase == "work" else 0.0
+
+    def readings(self, ts_ns: int) -> list[Reading]:
+        if self.phase == "off":
+            return []  # switched off: silence
+        values = dict(_QUANTITIES[self.phase])
+        values["spindle_rpm"] = round(self.rpm + (self.rng.uniform(-20, 20) if self.rpm else 0.0), 1)
+        return [Reading(self.bound.id, name, values.get(quantity), ts_ns) for name, quantity in self.signals.items()]
+
+
+class SimulateAdapter:
+    def __init__(self, config: SourceConfig, machines: Sequence[BoundMachine], context: AdapterContext) -> None:
+        assert isinstance(config, SimulateSource)
+        self.config = config
+        seed = config.seed if config.seed is not None else random.randrange(2**32)
+        self._machines = [
+            _Machine(m, m.signals or DEFAULT_SIGNALS, random.Random(seed ^ zlib.crc32(m.id.encode())))
+            for m in machines
+        ]
+
+    async def __aenter__(self) -> Self:
+        return self
+
+    async def __aexit__(self, *exc: object) -> None:
+        return None
+
+    def __aiter__(self) -> AsyncIterator[Event]:
+        return self._events()
+
+    async def _events(self) -> AsyncIterator[Event]:
+        every = self.config.publish_every
+        now = time.time()
+        # (when, kind, index): kind 0 = phase change, 1 = periodic publish
+        heap: list[tuple[float, int, int]] = []
+        for i, m in enumerate(self._machines):
+            m.rng.random()
+            m.next_phase(now - m.rng.uniform(0, 30) / self.config.speed, self.config.speed)
+            heapq.heappush(heap, (m.phase_ends, 0, i))
+            heapq.heappush(heap, (now + every * i / max(len(self._machines), 1), 1, i))
+        while heap:
+            when, kind, i = heapq.heappop(heap)
+            delay = when - time.time()
+            if delay > 0:
+                await asyncio.sleep(delay)
+            m = self._machines[i]
+            ts = int(when * NS_PER_S)
+            if kind == 0:
+                m.next_phase(when, self.config.speed)
+                heapq.heappush(heap, (m.phase_ends, 0, i))
+            else:
+                heapq.heappush(heap, (when + every, 1, i))
+            for reading in m.readings(ts):
+                yield reading

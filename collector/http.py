@@ -1,0 +1,103 @@
+"""The small status HTTP server: /healthz, /readyz, /metrics (Prometheus text) and
+/api/v1/machines (JSON). Plain asyncio streams: four read-only GET routes do not justify a
+web framework on a small gateway."""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import json
+import logging
+from collections.abc import AsyncIterator
+from typing import TYPE_CHECKING, Any
+
+from collector.figures import availability, idle_hours, utilization
+from collector.model import NS_PER_S, State
+
+if TYPE_CHECKING:
+    from collector.config import HttpSettings
+    from collector.engine import Engine
+
+log = logging.getLogger(__name__)
+
+
+def machines_json(engine: Engine) -> list[dict[str, Any]]:
+    out = []
+    for mid, st in sorted(engine.snapshot().items()):
+        out.append({
+            "machine": mid, "plant": st.machine.plant, "line": st.machine.line, "cell": st.machine.cell,
+            "state": st.state.value, "since": st.since_ns / NS_PER_S, "reason": st.reason,
+            "seconds": {s.value: st.totals_ns.get(s, 0) / NS_PER_S for s in State},
+            "utilization": utilization(st.totals_ns), "availability": availability(st.totals_ns),
+            "idle_hours": idle_hours(st.totals_ns),
+        })
+    return out
+
+
+def metrics_text(engine: Engine) -> str:
+    lines = ["# TYPE collector_machine_state gauge"]
+    for mid, st in sorted(engine.snapshot().items()):
+        for s in State:
+            lines.append(f'collector_machine_state{{machine="{mid}",state="{s.value}"}} {int(st.state is s)}')
+    stats = engine.stats
+    lines += ["# TYPE collector_events_total counter", f"collector_events_total {stats.events}",
+              "# TYPE collector_state_changes_total counter", f"collector_state_changes_total {stats.state_changes}",
+              "# TYPE collector_lines_written_total counter", f"collector_lines_written_total {stats.lines_written}",
+              "# TYPE collector_bad_input_total counter"]
+    for (source, kind), n in sorted(engine.bad_input.counts.items()):
+        lines.append(f'collector_bad_input_total{{source="{source}",kind="{kind}"}} {n}')
+    lines.append("# TYPE collector_source_up gauge")
+    for source, up in sorted(stats.source_online.items()):
+        lines.append(f'collector_source_up{{source="{source}"}} {int(up)}')
+    sink_stats = getattr(engine.sink, "stats", None)
+    if callable(sink_stats):
+        for key, value in sorted(sink_stats().items()):
+            if isinstance(value, int | float):
+                lines.append(f"collector_outbox_{key} {value}")
+    return "\n".join(lines) + "\n"
+
+
+async def _handle(engine: Engine, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+    try:
+        request = await asyncio.wait_for(reader.readline(), 5)
+        while (await asyncio.wait_for(reader.readline(), 5)) not in (b"\r\n", b"\n", b""):
+            pass  # headers are not needed
+        parts = request.decode("latin-1").split()
+        path = parts[1].split("?")[0] if len(parts) >= 2 else ""
+        status, ctype, body = "200 OK", "text/plain; charset=utf-8", b"ok\n"
+        if path == "/healthz":
+            pass
+        elif path == "/readyz":
+            down = [s for s, up in engine.stats.source_online.items() if not up]
+            if down or not engine.stats.source_online:
+                status = "503 Service Unavailable"
+                body = f"sources not connected: {', '.join(down) or 'none yet'}\n".encode()
+        elif path == "/metrics":
+            ctype, body = "text/plain; version=0.0.4", metrics_text(engine).encode()
+        elif path == "/api/v1/machines":
+            ctype, body = "application/json", json.dumps(machines_json(engine)).encode()
+        else:
+            status, body = "404 Not Found", b"not found: try /healthz /readyz /metrics /api/v1/machines\n"
+        writer.write(f"HTTP/1.1 {status}\r\nContent-Type: {ctype}\r\nContent-Length: {len(body)}\r\n"
+                     "Connection: close\r\n\r\n".encode() + body)
+        await writer.drain()
+    except (TimeoutError, ConnectionError):
+        pass
+    finally:
+        writer.close()
+
+
+@contextlib.asynccontextmanager
+async def serve_status(engine: Engine, settings: HttpSettings) -> AsyncIterator[int | None]:
+    """Serve while the block runs; yields the bound port (None when disabled)."""
+    if not settings.enabled:
+        yield None
+        return
+    server = await asyncio.start_server(lambda r, w: _handle(engine, r, w), settings.host, settings.port)
+    port: int = server.sockets[0].getsockname()[1]
+    log.info("status HTTP on http://%s:%d (/healthz /readyz /metrics /api/v1/machines)", settings.host, port)
+    try:
+        yield port
+    finally:
+        server.close()
+        await server.wait_closed()
