@@ -55,15 +55,18 @@ def compile_rule(state: State, when: str | None, reason: str | None = None) -> C
         tree = evaluator.parse(when)
     except SyntaxError as exc:
         raise RuleError(f"invalid condition {when!r}: {exc.msg}") from exc
-    names = []
+    if not isinstance(tree, ast.Expr):
+        raise RuleError(f"invalid condition {when!r}: expected an expression (use == to compare)")
+    found: list[tuple[int, str]] = []
     for node in ast.walk(tree):
         if isinstance(node, ast.Call):
             raise RuleError(f"invalid condition {when!r}: function calls are not allowed")
         if isinstance(node, ast.Attribute):
             raise RuleError(f"invalid condition {when!r}: attribute access is not allowed")
-        if isinstance(node, ast.Name) and node.id not in _CONSTANTS and node.id not in names:
-            names.append(node.id)
-    return CompiledRule(state, when, reason, tree, tuple(names))
+        if isinstance(node, ast.Name) and node.id not in _CONSTANTS:
+            found.append((node.col_offset, node.id))
+    names = tuple(dict.fromkeys(name for _, name in sorted(found)))  # in reading order, once each
+    return CompiledRule(state, when, reason, tree, names)
 
 
 @dataclass
