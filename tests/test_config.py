@@ -80,7 +80,7 @@ def test_yaml_syntax_error_names_line(tmp_path: Path) -> None:
 
 def test_cross_references_are_checked_with_suggestions(tmp_path: Path) -> None:
     """Test that an unknown source or profile points at the machine's line and suggests the right name."""
-    text = GOOD.replace("source: sim, profile: lathe, vars: {node: CNC2}", "source: sim, profile: lath, vars: {node: CNC2}")
+    text = GOOD.replace("profile: lathe, vars: {node: CNC2}", "profile: lath, vars: {node: CNC2}")
     out = problems(text, tmp_path)
     assert out[0].startswith(f"{tmp_path}/plant.yaml:12:36: machines[1].profile: unknown profile 'lath' "
                              "(did you mean 'lathe'?)"), out
