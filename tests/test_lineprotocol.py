@@ -2,9 +2,7 @@
 
 from __future__ import annotations
 
-import os
 import subprocess
-import sys
 from pathlib import Path
 
 from hypothesis import given
@@ -12,6 +10,7 @@ from hypothesis import strategies as st
 
 from collector.lineprotocol import escape_tag, quote_string, to_line
 from collector.model import Interval, MachineInfo, State, StateChange
+from tests.fixtures._proc import COLLECTOR, collector_env
 from tests.fixtures.influxdb import InfluxD
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -74,9 +73,8 @@ def test_tricky_values_are_accepted_by_influxd(influxd: InfluxD) -> None:
 
 def test_run_print_output_is_accepted_by_influxd(influxd: InfluxD, tmp_path: Path) -> None:
     """Test that `collector run --print` on the example config prints line protocol a real influxd accepts."""
-    env = {**os.environ, "COLLECTOR_HTTP__PORT": "0", "COLLECTOR_TRACKER__INTERVAL": "1s",
-           "COLLECTOR_DATA_DIR": str(tmp_path)}
-    proc = subprocess.run([sys.executable, "-m", "collector", "run", "-c", str(ROOT / "config" / "example.yaml"),
+    env = collector_env(COLLECTOR_HTTP__PORT="0", COLLECTOR_TRACKER__INTERVAL="1s", COLLECTOR_DATA_DIR=str(tmp_path))
+    proc = subprocess.run([*COLLECTOR, "run", "-c", str(ROOT / "config" / "example.yaml"),
                            "--print", "--for", "4"], capture_output=True, text=True, env=env, timeout=60, check=True)
     lines = [ln for ln in proc.stdout.splitlines() if ln]
     assert any(ln.startswith("machine_state,") for ln in lines)

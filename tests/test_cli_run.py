@@ -1,0 +1,90 @@
+"""The running collector: graceful stop, the status HTTP server, and the demo."""
+
+from __future__ import annotations
+
+import asyncio
+import signal
+import subprocess
+import threading
+from pathlib import Path
+
+import httpx
+from rich.console import Console
+
+from collector.configfile import load_config
+from collector.demo import render
+from collector.engine import Engine
+from collector.http import serve_status
+from collector.model import State
+from collector.sinks import NullSink
+from tests.fixtures._ports import wait_for
+from tests.fixtures._proc import COLLECTOR, collector_env
+
+ROOT = Path(__file__).resolve().parent.parent
+EXAMPLE = ROOT / "config" / "example.yaml"
+
+
+def test_sigterm_stops_gracefully_and_writes_machines_offline(tmp_path: Path) -> None:
+    """Test that SIGTERM ends `collector run` with status 0 after writing every machine offline."""
+    env = collector_env(COLLECTOR_HTTP__PORT="0", COLLECTOR_DATA_DIR=str(tmp_path))
+    proc = subprocess.Popen([*COLLECTOR, "run", "-c", str(EXAMPLE), "--print"],
+                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env=env)
+    assert proc.stdout is not None and proc.stderr is not None
+    lines: list[str] = []
+    reader = threading.Thread(target=lambda: lines.extend(proc.stdout or []), daemon=True)
+    reader.start()
+    wait_for(lambda: sum("machine_state," in ln for ln in lines) >= 12, 30, "first state changes")
+    proc.send_signal(signal.SIGTERM)
+    assert proc.wait(30) == 0
+    reader.join(10)
+    stopped = {ln.split("machine=")[1].split(",")[0] for ln in lines if 'reason="collector stopped"' in ln}
+    offline_before = {ln.split("machine=")[1].split(",")[0] for ln in lines
+                      if 'state="offline"' in ln and "collector stopped" not in ln}
+    assert len(stopped | offline_before) == 12  # every machine ends offline
+    assert "received SIGTERM: stopping" in proc.stderr.read()
+
+
+async def test_status_http_serves_machines_metrics_and_readiness() -> None:
+    """Test that /api/v1/machines, /metrics, /healthz and /readyz answer from the live engine."""
+    loaded = load_config(EXAMPLE)
+    loaded.config.http.port = 0
+    engine = Engine(loaded, NullSink())
+    stop = asyncio.Event()
+    async with serve_status(engine, loaded.config.http) as port:
+        runner = asyncio.create_task(engine.run(stop))
+        async with httpx.AsyncClient(base_url=f"http://127.0.0.1:{port}") as client:
+            deadline = asyncio.get_running_loop().time() + 20
+            while engine.stats.state_changes < 12:
+                assert asyncio.get_running_loop().time() < deadline, "no state changes"
+                await asyncio.sleep(0.05)
+            machines = (await client.get("/api/v1/machines")).json()
+            assert len(machines) == 12 and machines[0]["machine"] == "laser-01"
+            assert {m["state"] for m in machines} <= {s.value for s in State}
+            metrics = (await client.get("/metrics")).text
+            assert 'collector_machine_state{machine="lathe-01",state="busy"}' in metrics
+            assert 'collector_source_up{source="sim"} 1' in metrics
+            assert (await client.get("/healthz")).status_code == 200
+            assert (await client.get("/readyz")).status_code == 200
+            assert (await client.get("/nope")).status_code == 404
+        stop.set()
+        await runner
+
+
+def test_demo_board_renders_every_machine() -> None:
+    """Test that the demo board shows every machine with its state and the idle-now line."""
+    loaded = load_config(EXAMPLE)
+    engine = Engine(loaded, NullSink())
+    console = Console(record=True, width=160)
+    console.print(render(engine.snapshot(), engine.clock(), "plant demo"))
+    text = console.export_text()
+    for m in loaded.machines:
+        assert m.info.id in text
+    assert "idle now (capacity to share)" in text and "offline 12" in text
+
+
+def test_demo_command_runs_the_simulated_plant(tmp_path: Path) -> None:
+    """Test that `collector demo --no-board` runs the embedded plant and logs real state changes."""
+    proc = subprocess.run([*COLLECTOR, "demo", "--no-board", "--for", "4", "--speed", "50"],
+                          capture_output=True, text=True, timeout=60, cwd=tmp_path, env=collector_env())
+    assert proc.returncode == 0, proc.stderr
+    assert "-> busy" in proc.stderr and "demo stopped:" in proc.stdout
