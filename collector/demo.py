@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import dataclasses
 import logging
 from collections.abc import Callable, Sequence
 
@@ -58,9 +59,14 @@ def render(snapshot: dict[str, TrackerStatus], now_ns: int, title: str) -> Group
 
 async def run_demo(loaded: LoadedConfig, *, speed: float | None, duration: float | None, board: bool,
                    install_stop: Callable[[asyncio.Event, float | None], None]) -> int:
-    if speed is not None:
-        loaded.config.sources = [s.model_copy(update={"speed": speed}) if isinstance(s, SimulateSource) else s
-                                 for s in loaded.config.sources]
+    if speed is not None:  # a time-lapse compresses the machines' time and the tracker's alike
+        loaded.config.sources = [
+            s.model_copy(update={"speed": speed, "publish_every": s.publish_every / speed})
+            if isinstance(s, SimulateSource) else s for s in loaded.config.sources]
+        loaded = dataclasses.replace(loaded, machines=[
+            dataclasses.replace(m, debounce_s=m.debounce_s / speed,
+                                stale_after_s=None if m.stale_after_s is None else m.stale_after_s / speed)
+            for m in loaded.machines])
     sink = NullSink()
 
     def log_changes(out: Sequence[Output]) -> None:

@@ -80,14 +80,21 @@ class Tracker:
         out: list[Output] = []
         ts = max(r.ts_ns, self.acc_pos_ns)
         self._advance(ts, out)
+        # Rules are pure functions of the values: an unchanged value (periodic publishers send
+        # mostly those) cannot change the state, so the rules are not evaluated again for it.
+        changed = self.last_reading_ns is None
         if r.quality is Quality.BAD:
+            changed = changed or self.bad.get(r.signal) != (r.status or "bad quality")
             self.bad[r.signal] = r.status or "bad quality"
         else:
-            self.bad.pop(r.signal, None)
+            changed = changed or self.bad.pop(r.signal, None) is not None
+            if not changed and (r.signal not in self.values or self.values[r.signal] != r.value):
+                changed = True
             self.values[r.signal] = r.value
         self.disconnected = None  # data flows again
         self.last_reading_ns = ts if self.last_reading_ns is None else max(self.last_reading_ns, ts)
-        self._decide(ts, out)
+        if changed or self.state is State.OFFLINE:  # offline (stale, lost, bad): always look again
+            self._decide(ts, out)
         self._roll_to(self._final_until(ts), out)
         return out
 
