@@ -1,0 +1,597 @@
+"""The MQTT adapter: a paho-mqtt client driven by the asyncio loop, messages -> events.
+
+    async with MqttAdapter(source, machines, context) as adapter:   # connected and subscribed
+        async for event in adapter:                                  # Reading | Connectivity | ...
+            ...
+
+paho's network loop runs on the event loop's selector (the socket callbacks below, as aiomqtt
+does it), not in a thread of its own: one thread, no lock hand-offs per message. On a readable
+socket, packets are read in a burst; each PUBLISH goes through ``_on_message`` (route by topic,
+cached; decode; build events) into a deque the async iterator drains. When the deque is full
+the socket is no longer read: TCP pushes back and the broker keeps the messages (QoS 1, a
+persistent session), so memory stays bounded whatever the backlog.
+
+The adapter does not reconnect: when the connection is lost, the iterator raises
+``SourceError`` once it has handed over what was already received, and the engine's supervisor
+connects again. With a persistent session (the default) the broker queues QoS 1 messages in
+the meantime and delivers them on reconnect.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import fnmatch
+import json
+import logging
+import ssl
+import threading
+import time
+from collections import deque
+from collections.abc import AsyncIterator, Callable, Sequence
+from typing import Any, Self
+
+import paho.mqtt.client as paho
+from paho.mqtt.enums import CallbackAPIVersion
+from paho.mqtt.packettypes import PacketTypes
+from paho.mqtt.properties import Properties
+from paho.mqtt.subscribeoptions import SubscribeOptions
+
+from adapters.base import AdapterContext, BoundMachine, SourceConfig, SourceError
+from adapters.mqtt.config import MqttSource, StatusTopic, Subscription
+from adapters.mqtt.payloads import MISSING, Getter, compile_path, parse_timestamp, parse_value
+from adapters.mqtt.sparkplug import NAMESPACE, SparkplugError, SparkplugSession, rebirth_payload
+from adapters.mqtt.topics import TopicTemplate, expand, subscription_filter
+from collector.model import Connectivity, Event, MachineFound, Reading
+
+log = logging.getLogger(__name__)
+
+HIGH_WATER = 20_000
+"""Events buffered before the socket is no longer read (backpressure to the broker)."""
+LOW_WATER = 5_000
+READ_BURST = 256
+"""Packets read per readable-socket callback before the loop gets its turn again."""
+ROUTE_CACHE = 50_000
+_SCALAR = (str, int, float, bool)
+
+
+class _Route:
+    """What to do with messages of one topic (computed once per topic, then cached)."""
+
+    __slots__ = ()
+
+    def handle(self, adapter: MqttAdapter, topic: str, payload: bytes | bytearray, arrival_ns: int) -> None:
+        raise NotImplementedError
+
+
+class _Drop(_Route):
+    """A topic that names no machine this source tracks: counted, dropped."""
+
+    __slots__ = ("detail", "kind")
+
+    def __init__(self, kind: str, detail: str) -> None:
+        self.kind, self.detail = kind, detail
+
+    def handle(self, adapter: MqttAdapter, topic: str, payload: bytes | bytearray, arrival_ns: int) -> None:
+        adapter.report(self.kind, self.detail)
+
+
+class _Json(_Route):
+    __slots__ = ("machine", "signals", "ts_format", "ts_getter")
+
+    def __init__(self, machine: str, signals: list[tuple[str, Getter]], ts_getter: Getter | None,
+                 ts_format: str) -> None:
+        self.machine, self.signals, self.ts_getter, self.ts_format = machine, signals, ts_getter, ts_format
+
+    def handle(self, adapter: MqttAdapter, topic: str, payload: bytes | bytearray, arrival_ns: int) -> None:
+        try:
+            obj = json.loads(payload)
+        except ValueError as exc:  # JSONDecodeError and UnicodeDecodeError
+            adapter.report("malformed_json", f"{topic}: {exc}")
+            return
+        if type(obj) is not dict:
+            adapter.report("wrong_type", f"{topic}: expected a JSON object, got {type(obj).__name__}")
+            return
+        ts = arrival_ns
+        if self.ts_getter is not None:
+            raw = self.ts_getter(obj)
+            if raw is not MISSING:
+                try:
+                    ts = parse_timestamp(raw, self.ts_format)
+                except ValueError as exc:
+                    adapter.report("bad_timestamp", f"{topic}: {exc}")
+        machine, append = self.machine, adapter.events.append
+        for signal, getter in self.signals:
+            value = getter(obj)
+            if value is MISSING:
+                adapter.report("missing_path", f"{topic}: no value for signal {signal!r}")
+            elif isinstance(value, _SCALAR):
+                append(Reading(machine, signal, value, ts))
+            else:
+                adapter.report("wrong_type", f"{topic}: signal {signal!r} is a {type(value).__name__}, "
+                                             "expected a number, boolean or string")
+
+
+class _Value(_Route):
+    __slots__ = ("machine", "signal")
+
+    def __init__(self, machine: str, signal: str) -> None:
+        self.machine, self.signal = machine, signal
+
+    def handle(self, adapter: MqttAdapter, topic: str, payload: bytes | bytearray, arrival_ns: int) -> None:
+        try:
+            value = parse_value(payload)
+        except UnicodeDecodeError as exc:
+            adapter.report("wrong_type", f"{topic}: not UTF-8 text: {exc}")
+            return
+        if value == "":
+            adapter.report("wrong_type", f"{topic}: empty payload")
+            return
+        adapter.events.append(Reading(self.machine, self.signal, value, arrival_ns))
+
+
+class _Status(_Route):
+    __slots__ = ("machines", "offline", "online", "what")
+
+    def __init__(self, machines: tuple[str, ...], status: StatusTopic, what: str) -> None:
+        self.machines, self.what = machines, what
+        self.online, self.offline = frozenset(status.online), frozenset(status.offline)
+
+    def handle(self, adapter: MqttAdapter, topic: str, payload: bytes | bytearray, arrival_ns: int) -> None:
+        text = payload.decode(errors="replace").strip()
+        if text in self.offline:
+            adapter.events.append(Connectivity(adapter.source_id, False, arrival_ns,
+                                               f"{self.what} reported {text!r} on {topic}", self.machines))
+        elif text in self.online:
+            adapter.events.append(Connectivity(adapter.source_id, True, arrival_ns,
+                                               f"{self.what} reported {text!r}", self.machines))
+        elif text:  # an empty payload clears a retained status: nothing to do
+            adapter.report("unknown_status", f"{topic}: {text[:80]!r} is neither online nor offline")
+
+
+class _Sparkplug(_Route):
+    __slots__ = ("device", "edge_node", "group", "kind", "machine", "unknown")
+
+    def __init__(self, group: str, kind: str, edge_node: str, device: str, machine: str | None,
+                 unknown: str | None) -> None:
+        self.group, self.kind, self.edge_node, self.device, self.machine = group, kind, edge_node, device, machine
+        self.unknown = unknown
+
+    def handle(self, adapter: MqttAdapter, topic: str, payload: bytes | bytearray, arrival_ns: int) -> None:
+        assert adapter.sparkplug is not None
+        if self.unknown is not None:
+            adapter.report("unknown_machine", self.unknown)
+        try:
+            events = adapter.sparkplug.handle(
+                self.group, self.kind, self.edge_node, self.device, payload, arrival_ns, self.machine,
+                lambda devices: adapter.sparkplug_machines(self.group, self.edge_node, devices))
+        except SparkplugError as exc:
+            adapter.report(exc.kind, str(exc))
+            return
+        adapter.events.extend(events)
+
+
+class MqttAdapter:
+    def __init__(self, config: SourceConfig, machines: Sequence[BoundMachine], context: AdapterContext) -> None:
+        assert isinstance(config, MqttSource)
+        self.config = config
+        self.source_id = config.id
+        self.context = context
+        self.machines: dict[str, BoundMachine] = {m.id: m for m in machines}
+        self.found: dict[str, str] = {}  # discovered machine id -> profile
+        self.events: deque[Event] = deque()
+        self.subs = [(s, TopicTemplate(s.topic)) for s in config.subscriptions]
+        self.statuses = [(s, TopicTemplate(s.topic)) for s in config.status]
+        self.sparkplug = (SparkplugSession(config.id, self.report, self._rebirth if config.rebirth else None)
+                          if any(s.payload == "sparkplug_b" for s in config.subscriptions) else None)
+        self._routes: dict[str, _Route] = {}
+        self._getters: dict[str, Getter] = {}
+        self._client: paho.Client | None = None
+        self._loop: asyncio.AbstractEventLoop | None = None
+        self._loop_thread = 0
+        self._sock: Any = None
+        self._reading = False
+        self._writing = False
+        self._paused = False
+        self._lost: str | None = None
+        self._wakeup: asyncio.Future[None] | None = None
+        self._connack: asyncio.Future[tuple[bool, int, str]] | None = None
+        self._suback: asyncio.Future[list[int]] | None = None
+        self._misc: asyncio.Task[None] | None = None
+        self.received = 0
+
+    # -- public ----------------------------------------------------------------------------
+
+    async def __aenter__(self) -> Self:
+        cfg = self.config
+        self._loop = asyncio.get_running_loop()
+        self._loop_thread = threading.get_ident()
+        client = self._client = self._make_client()
+        port = cfg.port or (8883 if cfg.tls is not None else 1883)
+        self._connack = self._loop.create_future()
+        properties = None
+        clean_start: Any = paho.MQTT_CLEAN_START_FIRST_ONLY
+        if cfg.protocol == "5":
+            clean_start = cfg.clean_start
+            properties = Properties(PacketTypes.CONNECT)  # type: ignore[no-untyped-call]
+            properties.SessionExpiryInterval = 0 if cfg.clean_start else int(cfg.session_expiry)
+        try:
+            # connect() resolves, opens the socket and does the TLS handshake: blocking, so off the loop.
+            await asyncio.wait_for(asyncio.to_thread(
+                client.connect, cfg.host, port, int(cfg.keepalive), clean_start=clean_start, properties=properties),
+                cfg.connect_timeout)
+            session_present, code, reason = await asyncio.wait_for(self._connack, cfg.connect_timeout)
+        except (OSError, TimeoutError, ssl.SSLError, ValueError) as exc:
+            self._close()
+            raise SourceError(f"cannot connect to mqtt://{cfg.host}:{port}: {exc or type(exc).__name__}") from exc
+        if code != 0:
+            self._close()
+            raise SourceError(f"broker {cfg.host}:{port} refused the connection: {reason}")
+        log.info("source %s: connected to %s:%s as %s (MQTT %s, session %s)", self.source_id, cfg.host, port,
+                 self.client_id, cfg.protocol, "resumed" if session_present else "new")
+        try:
+            await self._subscribe()
+        except BaseException:
+            self._close()
+            raise
+        self._misc = asyncio.create_task(self._keepalive(), name=f"mqtt-keepalive:{self.source_id}")
+        return self
+
+    async def __aexit__(self, *exc: object) -> None:
+        if self._misc is not None:
+            self._misc.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await self._misc
+        if self._client is not None and self._lost is None:
+            # A clean DISCONNECT: the broker keeps the session (and does not publish our will).
+            with contextlib.suppress(Exception):
+                self._client.disconnect()
+                self._client.loop_write()
+        self._close()
+
+    def __aiter__(self) -> AsyncIterator[Event]:
+        return self._iterate()
+
+    @property
+    def client_id(self) -> str:
+        return self.config.client_id or f"collector-{self.source_id}"
+
+    def report(self, kind: str, detail: str) -> None:
+        self.context.bad_input.report(self.source_id, kind, detail)
+
+    # -- the per-message path --------------------------------------------------------------
+
+    def _on_message(self, client: paho.Client, userdata: Any, msg: paho.MQTTMessage) -> None:
+        self.received += 1
+        payload = msg.payload
+        try:
+            topic = msg.topic
+        except UnicodeDecodeError:
+            self.report("bad_topic", "a topic that is not UTF-8")
+            return
+        if len(payload) > self.config.max_payload:
+            self.report("payload_too_large", f"{topic}: {len(payload)} bytes > max_payload {self.config.max_payload}")
+            return
+        route = self._routes.get(topic)
+        if route is None:
+            route = self._route(topic)
+            if len(self._routes) >= ROUTE_CACHE:
+                self._routes.clear()
+            self._routes[topic] = route
+        route.handle(self, topic, payload, time.time_ns())
+
+    async def _iterate(self) -> AsyncIterator[Event]:
+        assert self._loop is not None
+        events = self.events
+        while True:
+            while events:
+                yield events.popleft()
+                if self._paused and len(events) <= LOW_WATER:
+                    self._resume()
+            if self._lost is not None:
+                raise SourceError(self._lost)
+            self._wakeup = self._loop.create_future()
+            try:
+                await self._wakeup
+            finally:
+                self._wakeup = None
+
+    def _wake(self) -> None:
+        if self._wakeup is not None and not self._wakeup.done():
+            self._wakeup.set_result(None)
+
+    # -- routing (once per topic) ----------------------------------------------------------
+
+    def _route(self, topic: str) -> _Route:
+        levels = topic.split("/")
+        for status, template in self.statuses:
+            values = template.match(levels)
+            if values is not None:
+                return self._status_route(status, template, values)
+        for sub, template in self.subs:
+            values = template.match(levels)
+            if values is None:
+                continue
+            if sub.payload == "sparkplug_b":
+                return self._sparkplug_route(sub, levels)
+            machine = expand(sub.machine_id, values)
+            if not self._known(machine, sub, values):
+                return _Drop("unknown_machine", f"{topic}: machine {machine!r} is not configured for source "
+                                                f"{self.source_id} and matches no `discover` pattern")
+            if sub.payload == "value":
+                return _Value(machine, values.get("signal") or sub.signal or "value")
+            return self._json_route(topic, sub, machine)
+        return _Drop("unmatched_topic", f"{topic}: matches no subscription template")
+
+    def _known(self, machine: str, sub: Subscription, values: dict[str, str]) -> bool:
+        if not machine:
+            return False
+        if machine in self.machines or machine in self.found:
+            return True
+        for rule in sub.discover:
+            if fnmatch.fnmatchcase(machine, rule.match):
+                self.found[machine] = rule.profile
+                self.events.append(MachineFound(
+                    machine=machine, source=self.source_id, profile=rule.profile, name=machine,
+                    line=values.get("line", ""), cell=values.get("cell", ""), signals=dict(sub.signals)))
+                return True
+        return False
+
+    def _json_route(self, topic: str, sub: Subscription, machine: str) -> _Route:
+        paths = sub.signals or (self.machines[machine].signals if machine in self.machines else {})
+        if not paths:
+            return _Drop("no_signals", f"{topic}: neither the subscription nor machine {machine!r} maps any signal")
+        try:
+            signals = [(name, self._getter(path)) for name, path in paths.items()]
+            ts_getter = None if sub.timestamp is None else self._getter(sub.timestamp)
+        except ValueError as exc:
+            return _Drop("bad_path", f"{topic}: {exc}")
+        return _Json(machine, signals, ts_getter, sub.timestamp_format)
+
+    def _getter(self, path: str) -> Getter:
+        getter = self._getters.get(path)
+        if getter is None:
+            getter = self._getters[path] = compile_path(path)
+        return getter
+
+    def _status_route(self, status: StatusTopic, template: TopicTemplate, values: dict[str, str]) -> _Route:
+        if "{" not in status.machine_id or (not template.names and status.machine_id == "{machine}"):
+            return _Status((), status, f"source {self.source_id}")  # the whole source
+        machine = expand(status.machine_id, values)
+        if self.sparkplug is not None and machine not in self.machines and machine not in self.found:
+            # an edge node's status: its devices as well
+            return _Status(tuple(self._node_machines(machine)), status, f"edge node {machine}")
+        return _Status((machine,), status, f"machine {machine}")
+
+    def _sparkplug_route(self, sub: Subscription, levels: list[str]) -> _Route:
+        if len(levels) < 4 or levels[0] != NAMESPACE or len(levels) > 5:
+            return _Drop("bad_topic", f"{'/'.join(levels)}: not a Sparkplug B topic")
+        group, kind, node = levels[1], levels[2], levels[3]
+        device = levels[4] if len(levels) == 5 else ""
+        if kind in ("NCMD", "DCMD"):
+            return _Drop("ignored", "")  # commands (ours included) are not data
+        if kind not in ("NBIRTH", "NDEATH", "DBIRTH", "DDEATH", "NDATA", "DDATA"):
+            return _Drop("bad_topic", f"{'/'.join(levels)}: unknown Sparkplug message type {kind!r}")
+        values = {"group": group, "edge_node": node, "device": device, "machine": device or node}
+        machine: str | None = expand(sub.machine_id, values)
+        unknown = None
+        if kind != "NDEATH" and not self._known(machine or "", sub, values):
+            if device or kind == "NDATA":  # an NBIRTH of a node that is no machine itself is normal
+                unknown = (f"{'/'.join(levels)}: machine {machine!r} is not configured for source "
+                           f"{self.source_id} and matches no `discover` pattern")
+            machine = None  # still decoded: births carry the alias table and bdSeq, data the seq
+        return _Sparkplug(group, kind, node, device, machine, unknown)
+
+    def sparkplug_machines(self, group: str, edge_node: str, devices: set[str]) -> tuple[str, ...]:
+        """The tracked machines of an edge node: the node itself and its devices."""
+        out: list[str] = []
+        for sub, _ in self.subs:
+            if sub.payload != "sparkplug_b":
+                continue
+            for device in ("", *sorted(devices)):
+                values = {"group": group, "edge_node": edge_node, "device": device, "machine": device or edge_node}
+                machine = expand(sub.machine_id, values)
+                if (machine in self.machines or machine in self.found) and machine not in out:
+                    out.append(machine)
+        return tuple(out)
+
+    def _node_machines(self, edge_node: str) -> list[str]:
+        assert self.sparkplug is not None
+        out: list[str] = []
+        for (group, node), state in self.sparkplug.nodes.items():
+            if node == edge_node:
+                out += self.sparkplug_machines(group, node, state.devices)
+        return out or [edge_node]
+
+    def _rebirth(self, group: str, edge_node: str) -> None:
+        if self._client is not None:
+            self._client.publish(f"{NAMESPACE}/{group}/NCMD/{edge_node}", rebirth_payload(time.time_ns() // 1_000_000),
+                                 qos=0)
+
+    # -- connection ------------------------------------------------------------------------
+
+    def _make_client(self) -> paho.Client:
+        cfg = self.config
+        v5 = cfg.protocol == "5"
+        client = paho.Client(CallbackAPIVersion.VERSION2, client_id=self.client_id,
+                             clean_session=None if v5 else cfg.clean_start,
+                             protocol=paho.MQTTv5 if v5 else paho.MQTTv311, reconnect_on_failure=False)
+        client.connect_timeout = cfg.connect_timeout
+        if cfg.username is not None:
+            client.username_pw_set(cfg.username, cfg.password.get_secret_value() if cfg.password else None)
+        if cfg.tls is not None:
+            tls = cfg.tls
+            client.tls_set(ca_certs=str(tls.ca_file) if tls.ca_file else None,
+                           certfile=str(tls.cert_file) if tls.cert_file else None,
+                           keyfile=str(tls.key_file) if tls.key_file else None,
+                           cert_reqs=ssl.CERT_NONE if tls.insecure else ssl.CERT_REQUIRED)
+            if tls.insecure:
+                log.warning("source %s: TLS certificate and host name checks are OFF (tls.insecure): "
+                            "anyone on the path can read and forge this connection", self.source_id)
+                client.tls_insecure_set(True)
+        client.on_connect = self._on_connect
+        client.on_disconnect = self._on_disconnect
+        client.on_subscribe = self._on_subscribe
+        client.on_message = self._on_message
+        client.on_socket_open = self._on_socket_open
+        client.on_socket_close = self._on_socket_close
+        client.on_socket_register_write = self._on_register_write
+        client.on_socket_unregister_write = self._on_unregister_write
+        return client
+
+    async def _subscribe(self) -> None:
+        assert self._client is not None and self._loop is not None
+        cfg = self.config
+        filters = list(dict.fromkeys(
+            subscription_filter(t.filter, cfg.shared_group) for _, t in (*self.subs, *self.statuses)))
+        self._suback = self._loop.create_future()
+        if cfg.protocol == "5":
+            result, _ = self._client.subscribe([(f, SubscribeOptions(qos=cfg.qos)) for f in filters])
+        else:
+            result, _ = self._client.subscribe([(f, int(cfg.qos)) for f in filters])
+        if result != paho.MQTT_ERR_SUCCESS:
+            raise SourceError(f"subscribe failed: {paho.error_string(result)}")
+        try:
+            codes = await asyncio.wait_for(self._suback, self.config.connect_timeout)
+        except TimeoutError as exc:
+            raise SourceError("the broker did not acknowledge the subscriptions") from exc
+        refused = [f for f, code in zip(filters, codes, strict=False) if code >= 0x80]
+        if refused:
+            raise SourceError(f"the broker refused the subscription(s) {', '.join(refused)}")
+        log.info("source %s: subscribed to %s", self.source_id, ", ".join(filters))
+
+    async def _keepalive(self) -> None:
+        assert self._client is not None
+        # paho's periodic duty (send PINGREQ, notice a silent broker): once a second, as its own loop does.
+        while True:
+            await asyncio.sleep(1.0)
+            if self._client is None or self._client.loop_misc() != paho.MQTT_ERR_SUCCESS:
+                break
+        self._set_lost("connection lost (keepalive)")
+
+    def _on_connect(self, client: paho.Client, userdata: Any, flags: Any, reason: Any, properties: Any) -> None:
+        if self._connack is not None and not self._connack.done():
+            self._connack.set_result((bool(flags.session_present), int(reason.value), str(reason)))
+
+    def _on_subscribe(self, client: paho.Client, userdata: Any, mid: int, codes: list[Any], properties: Any) -> None:
+        if self._suback is not None and not self._suback.done():
+            self._suback.set_result([int(c.value) for c in codes])
+
+    def _on_disconnect(self, client: paho.Client, userdata: Any, flags: Any, reason: Any, properties: Any) -> None:
+        self._set_lost(f"disconnected from {self.config.host}: {reason}")
+
+    def _set_lost(self, why: str) -> None:
+        if self._lost is None:
+            self._lost = why
+            log.warning("source %s: %s", self.source_id, why)
+        self._wake()
+
+    def _call(self, fn: Callable[[], None]) -> None:
+        """Run ``fn`` on the loop: paho calls the socket callbacks from the connect thread too."""
+        assert self._loop is not None
+        if threading.get_ident() == self._loop_thread:
+            fn()
+        else:
+            self._loop.call_soon_threadsafe(fn)
+
+    def _on_socket_open(self, client: paho.Client, userdata: Any, sock: Any) -> None:
+        self._sock = sock
+        self._call(self._start_reading)
+
+    def _on_socket_close(self, client: paho.Client, userdata: Any, sock: Any) -> None:
+        def stop() -> None:
+            self._stop_io(sock)
+            self._set_lost(self._lost or "connection closed")
+        self._call(stop)
+
+    def _on_register_write(self, client: paho.Client, userdata: Any, sock: Any) -> None:
+        if not self._writing:
+            self._call(lambda: self._start_writing(sock))
+
+    def _on_unregister_write(self, client: paho.Client, userdata: Any, sock: Any) -> None:
+        if self._writing:
+            self._call(lambda: self._stop_writing(sock))
+
+    def _start_reading(self) -> None:
+        if self._loop is not None and self._sock is not None and not self._reading and not self._paused:
+            self._loop.add_reader(self._sock, self._readable)
+            self._reading = True
+
+    def _start_writing(self, sock: Any) -> None:
+        if self._loop is not None and not self._writing and sock.fileno() >= 0:
+            self._loop.add_writer(sock, self._writable)
+            self._writing = True
+
+    def _stop_writing(self, sock: Any) -> None:
+        if self._loop is not None and self._writing:
+            self._loop.remove_writer(sock)
+            self._writing = False
+
+    def _stop_io(self, sock: Any) -> None:
+        if self._loop is None:
+            return
+        if self._reading:
+            self._loop.remove_reader(sock)
+            self._reading = False
+        self._stop_writing(sock)
+        self._sock = None
+
+    def _readable(self) -> None:
+        client = self._client
+        assert client is not None
+        events = self.events
+        before = len(events)
+        try:
+            for _ in range(READ_BURST):
+                received = self.received
+                rc = client.loop_read()
+                if rc != paho.MQTT_ERR_SUCCESS:
+                    self._set_lost(f"read failed: {paho.error_string(rc)}")
+                    break
+                if self.received == received:
+                    sock = self._sock
+                    if sock is None or not (hasattr(sock, "pending") and sock.pending()):
+                        break  # nothing more buffered (TLS may hold decrypted bytes select() cannot see)
+                if len(events) >= HIGH_WATER:
+                    self._pause()
+                    break
+        except Exception as exc:  # a broken socket shows up here as OSError or ssl errors
+            self._set_lost(f"read failed: {exc}")
+        if len(events) != before:
+            self._wake()
+
+    def _writable(self) -> None:
+        assert self._client is not None
+        try:
+            rc = self._client.loop_write()
+        except Exception as exc:
+            self._set_lost(f"write failed: {exc}")
+            return
+        if rc != paho.MQTT_ERR_SUCCESS:
+            self._set_lost(f"write failed: {paho.error_string(rc)}")
+
+    def _pause(self) -> None:
+        if self._reading and self._loop is not None and self._sock is not None:
+            self._loop.remove_reader(self._sock)
+            self._reading = False
+        self._paused = True
+
+    def _resume(self) -> None:
+        self._paused = False
+        self._start_reading()
+        if self._reading and self._loop is not None:
+            self._loop.call_soon(self._readable)  # bytes may already wait in the socket
+
+    def _close(self) -> None:
+        client, self._client = self._client, None
+        if client is None:
+            return
+        sock = self._sock
+        if sock is not None:
+            self._stop_io(sock)
+        client.on_socket_close = None
+        client.on_disconnect = None
+        with contextlib.suppress(Exception):
+            sock = client.socket()
+            if sock is not None:
+                sock.close()

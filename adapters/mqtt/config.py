@@ -1,0 +1,134 @@
+"""``type: mqtt``: the config model of an MQTT source (broker connection and subscriptions)."""
+
+from __future__ import annotations
+
+import re
+from pathlib import Path
+from typing import Literal
+
+from pydantic import BaseModel, ConfigDict, Field, SecretStr, model_validator
+
+from adapters.base import SourceConfig
+from collector.durations import Duration
+
+_FIELD = re.compile(r"^\{([A-Za-z_][A-Za-z0-9_]*)\}$")
+SPARKPLUG_FIELDS = frozenset({"group", "edge_node", "device", "machine"})
+
+
+class _Strict(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+
+class Tls(_Strict):
+    ca_file: Path | None = Field(None, description="CA certificate(s) (PEM) that signed the broker's certificate; default: the system's CAs.")
+    cert_file: Path | None = Field(None, description="Client certificate (PEM), for brokers that require one.")
+    key_file: Path | None = Field(None, description="Private key (PEM) of `cert_file`.")
+    insecure: bool = Field(False, description="Skip the broker certificate and host name checks. Labs only: logged loudly as a warning at every connect.")
+
+    @model_validator(mode="after")
+    def _pair(self) -> Tls:
+        if (self.cert_file is None) != (self.key_file is None):
+            raise ValueError("tls: `cert_file` and `key_file` go together")
+        return self
+
+
+class Discover(_Strict):
+    match: str = Field(description="Glob over the machine id from the topic (`cnc-*`, `*`).", examples=["cnc-*"])
+    profile: str = Field(description="Profile of machines whose id matches.", examples=["lathe"])
+
+
+class Subscription(_Strict):
+    topic: str = Field(
+        description=("Topic template: `{name}` segments match one level and name it (`{machine}` is the machine "
+                     "id; `{line}`, `{cell}` become tags; `{signal}` names the signal of a `value` payload), `+` "
+                     "matches a level without naming it, `#` at the end matches the rest. For `sparkplug_b`: "
+                     "`spBv1.0/{group}/+/{edge_node}/#` or narrower; the machine is the device (else the edge node)."),
+        examples=["factory/{plant}/{line}/{machine}/status"])
+    payload: Literal["json", "value", "sparkplug_b"] = Field(
+        "json", description="`json` (signals picked by path), `value` (the payload is one number, boolean or string), `sparkplug_b`.")
+    signals: dict[str, str] = Field(
+        default_factory=dict,
+        description=("Signal name -> where its value is: `json`: a JMESPath path (`exec`, `spindle.speed`, "
+                     "`alarms[0]`); `sparkplug_b`: the metric name. Empty: `json` uses the machine's profile "
+                     "signals as paths, `sparkplug_b` passes every metric under its own name."),
+        examples=[{"execution": "exec", "spindle_rpm": "spindle.speed", "alarm": "alarms[0]"}])
+    signal: str | None = Field(None, description="`value` payloads: the signal name, when the topic has no `{signal}` segment.")
+    machine_id: str = Field("{machine}", description="Machine id built from the topic's named segments.",
+                            examples=["{plant}-{machine}"])
+    timestamp: str | None = Field(None, description="`json`: path of the source timestamp; without it (or when it is missing) the arrival time counts.",
+                                  examples=["ts"])
+    timestamp_format: Literal["auto", "s", "ms", "us", "ns", "iso"] = Field(
+        "auto", description="Unit of `timestamp`: `auto` tells epoch s/ms/us/ns apart by size and reads strings as ISO 8601.")
+    discover: list[Discover] = Field(
+        default_factory=list,
+        description=("Register machines seen in topics automatically, the first matching pattern choosing the "
+                     "profile. Empty: only the machines the config lists under this source; others count as "
+                     "bad input `unknown_machine`."))
+
+    def fields(self) -> list[str]:
+        return [m.group(1) for seg in self.topic.split("/") if (m := _FIELD.match(seg))]
+
+    @model_validator(mode="after")
+    def _check(self) -> Subscription:
+        segments = self.topic.split("/")
+        for i, seg in enumerate(segments):
+            if "#" in seg and (seg != "#" or i != len(segments) - 1):
+                raise ValueError(f"topic {self.topic!r}: `#` only as the whole last level")
+            if "+" in seg and seg != "+":
+                raise ValueError(f"topic {self.topic!r}: `+` only as a whole level")
+            if ("{" in seg or "}" in seg) and not _FIELD.match(seg):
+                raise ValueError(f"topic {self.topic!r}: a named level is a whole level like `{{machine}}`")
+        names = self.fields()
+        if len(set(names)) != len(names):
+            raise ValueError(f"topic {self.topic!r}: a name appears twice")
+        known = set(names) | (SPARKPLUG_FIELDS if self.payload == "sparkplug_b" else set())
+        for name in re.findall(r"\{([^}]*)\}", self.machine_id):
+            if name not in known:
+                raise ValueError(f"machine_id {self.machine_id!r}: {{{name}}} is not a named level of the topic "
+                                 f"(named: {', '.join(sorted(known)) or 'none'})")
+        if self.payload == "sparkplug_b":
+            if not segments or segments[0] != "spBv1.0":
+                raise ValueError(f"topic {self.topic!r}: Sparkplug B topics start with `spBv1.0/`")
+        elif "machine" not in names and self.machine_id == "{machine}":
+            raise ValueError(f"topic {self.topic!r}: name the machine level `{{machine}}` (or set `machine_id`)")
+        if self.payload == "value" and self.signal is None and "signal" not in names:
+            raise ValueError("payload `value`: set `signal` or name a topic level `{signal}`")
+        if self.payload != "json" and self.timestamp is not None:
+            raise ValueError("`timestamp` is a JSON path: only for payload `json`")
+        return self
+
+
+class StatusTopic(_Strict):
+    topic: str = Field(description="Topic template of a status / last-will topic; `{machine}` (or `machine_id`) names the machine. Without a machine level, every machine of the source.",
+                       examples=["factory/{plant}/{line}/{machine}/lwt"])
+    machine_id: str = Field("{machine}", description="Machine id built from the topic's named levels.")
+    online: list[str] = Field(["online", "ONLINE", "1", "true"], description="Payloads that mean online.")
+    offline: list[str] = Field(["offline", "OFFLINE", "0", "false"], description="Payloads that mean offline (the machine goes `offline` at once).")
+
+
+class MqttSource(SourceConfig):
+    type: Literal["mqtt"] = Field(description="An MQTT broker: JSON, plain-value and Sparkplug B topics.")
+    host: str = Field(description="Broker host name or address.", examples=["broker.local"])
+    port: int | None = Field(None, ge=1, le=65535, description="Broker port; default 1883, or 8883 with `tls`.")
+    protocol: Literal["3.1.1", "5"] = Field("5", description="MQTT protocol version.")
+    client_id: str | None = Field(None, description="Client id; stable, so the broker keeps the session across restarts. Default `collector-<source id>`.")
+    clean_start: bool = Field(False, description="Start a fresh session. Off: the broker keeps subscriptions and queues QoS 1 messages while the collector is away.")
+    session_expiry: Duration = Field(86400.0, description="MQTT 5: how long the broker keeps the session after a disconnect.")
+    qos: Literal[0, 1, 2] = Field(1, description="Subscription QoS; 1 so no message is lost across reconnects.")
+    keepalive: Duration = Field(30.0, ge=5, description="Keepalive; a broker silent for 1.5x this long counts as lost.")
+    connect_timeout: Duration = Field(10.0, gt=0, description="Time allowed to connect and be acknowledged.")
+    username: str | None = Field(None, description="User name.")
+    password: SecretStr | None = Field(None, description="Password. Use `${MQTT_PASSWORD}` or `${file:/run/secrets/mqtt}`.")
+    tls: Tls | None = Field(None, description="TLS settings; without them the connection is plain TCP.")
+    shared_group: str | None = Field(
+        None, description="Subscribe as `$share/<group>/<filter>`: collectors with the same group split the stream, each message handled by one of them.")
+    max_payload: int = Field(262_144, gt=0, description="Payloads larger than this many bytes are dropped as bad input `payload_too_large`.")
+    rebirth: bool = Field(False, description="Sparkplug B: after a sequence gap or an unknown alias, ask the edge node for a rebirth (NCMD `Node Control/Rebirth`).")
+    subscriptions: list[Subscription] = Field(min_length=1, description="Topic trees to read, each with its payload kind and signal mapping.")
+    status: list[StatusTopic] = Field(default_factory=list, description="Status / last-will topics that take machines offline at once.")
+
+    @model_validator(mode="after")
+    def _check(self) -> MqttSource:
+        if self.shared_group is not None and not re.fullmatch(r"[^/+#$]+", self.shared_group):
+            raise ValueError("shared_group: a name without `/`, `+`, `#` or `$`")
+        return self

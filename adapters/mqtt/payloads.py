@@ -1,0 +1,137 @@
+"""Payload decoding for ``json`` and ``value`` topics: JSON paths, plain values, timestamps.
+
+Paths are JMESPath. The common shapes (``exec``, ``spindle.speed``, ``alarms[0]``) are compiled
+to plain dict/list lookups, which are several times faster than the JMESPath interpreter and
+give the same result; anything else (filters, functions, projections) goes to ``jmespath``.
+"""
+
+from __future__ import annotations
+
+import re
+from collections.abc import Callable
+from datetime import UTC, datetime
+from typing import Any, Final
+
+import jmespath
+
+MISSING: Final = object()
+"""What a path yields when the payload does not have it (JMESPath's ``null``)."""
+
+Getter = Callable[[Any], Any]
+
+_SIMPLE = re.compile(r"^[A-Za-z_][A-Za-z0-9_]*(?:\.[A-Za-z_][A-Za-z0-9_]*|\[-?\d+\])*$")
+_STEP = re.compile(r"\.?([A-Za-z_][A-Za-z0-9_]*)|\[(-?\d+)\]")
+
+
+class PathError(ValueError):
+    """A path that is not valid JMESPath."""
+
+
+def compile_path(expression: str) -> Getter:
+    """A function ``payload -> value`` (or ``MISSING``) for one JMESPath expression."""
+    if _SIMPLE.match(expression):
+        steps: list[str | int] = [m.group(1) if m.group(1) is not None else int(m.group(2))
+                                  for m in _STEP.finditer(expression)]
+        if len(steps) == 1:
+            key = steps[0]
+
+            def one(obj: Any) -> Any:
+                if type(obj) is dict:
+                    value = obj.get(key, MISSING)
+                    return MISSING if value is None else value
+                return MISSING
+
+            return one
+
+        def walk(obj: Any) -> Any:
+            for step in steps:
+                if type(step) is str:
+                    if type(obj) is not dict:
+                        return MISSING
+                    obj = obj.get(step)
+                else:
+                    if type(obj) is not list:
+                        return MISSING
+                    try:
+                        obj = obj[step]  # type: ignore[index]
+                    except IndexError:
+                        return MISSING
+                if obj is None:
+                    return MISSING
+            return obj
+
+        return walk
+    try:
+        compiled = jmespath.compile(expression)
+    except jmespath.exceptions.JMESPathError as exc:
+        raise PathError(f"bad path {expression!r}: {exc}") from exc
+
+    def search(obj: Any) -> Any:
+        value = compiled.search(obj)
+        return MISSING if value is None else value
+
+    return search
+
+
+_TRUE = frozenset({"true", "True", "TRUE", "on", "ON"})
+_FALSE = frozenset({"false", "False", "FALSE", "off", "OFF"})
+
+
+def parse_value(payload: bytes | bytearray) -> bool | int | float | str:
+    """A plain payload: ``1`` -> 1, ``2.5`` -> 2.5, ``true`` -> True, ``ACTIVE`` -> "ACTIVE".
+
+    Raises ``UnicodeDecodeError`` for payloads that are not UTF-8 text.
+    """
+    text = payload.decode().strip()
+    if text in _TRUE:
+        return True
+    if text in _FALSE:
+        return False
+    try:
+        return int(text)
+    except ValueError:
+        pass
+    try:
+        number = float(text)
+    except ValueError:
+        return text
+    return text if number != number or number in (float("inf"), float("-inf")) else number
+
+
+_UNIT_NS = {"s": 1_000_000_000, "ms": 1_000_000, "us": 1_000, "ns": 1}
+
+
+def parse_timestamp(value: Any, fmt: str) -> int:
+    """A payload timestamp in integer ns since the epoch; raises ``ValueError`` if unusable.
+
+    ``auto``: numbers are epoch seconds, ms, us or ns told apart by size (plausible dates from
+    1973 on), strings are ISO 8601 (a time without a zone is UTC).
+    """
+    if isinstance(value, bool):
+        raise ValueError(f"a boolean is not a timestamp: {value!r}")
+    if isinstance(value, int | float):
+        if fmt in _UNIT_NS:
+            return int(value * _UNIT_NS[fmt]) if isinstance(value, float) else value * _UNIT_NS[fmt]
+        if fmt == "iso":
+            raise ValueError(f"expected an ISO 8601 string, got {value!r}")
+        magnitude = abs(value)
+        unit = "s" if magnitude < 1e11 else "ms" if magnitude < 1e14 else "us" if magnitude < 1e17 else "ns"
+        return int(value * _UNIT_NS[unit]) if isinstance(value, float) else value * _UNIT_NS[unit]
+    if isinstance(value, str):
+        if fmt not in ("auto", "iso"):
+            try:
+                return parse_timestamp(float(value) if "." in value else int(value), fmt)
+            except ValueError:
+                raise ValueError(f"expected epoch {fmt}, got {value!r}") from None
+        try:
+            parsed = datetime.fromisoformat(value)
+        except ValueError:
+            raise ValueError(f"not an ISO 8601 time: {value!r}") from None
+        if parsed.tzinfo is None:
+            parsed = parsed.replace(tzinfo=UTC)
+        delta = parsed - _EPOCH
+        return (delta.days * 86_400 + delta.seconds) * 1_000_000_000 + delta.microseconds * 1_000
+    raise ValueError(f"not a timestamp: {value!r}")
+
+
+_EPOCH = datetime(1970, 1, 1, tzinfo=UTC)
