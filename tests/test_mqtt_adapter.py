@@ -36,7 +36,8 @@ async def test_json_topic_template_yields_readings_with_payload_timestamps(mosqu
     try:
         async with running(adapter) as events:
             pub.publish("factory/sz/turning/cnc-07/status",
-                        json.dumps({"exec": "ACTIVE", "spindle": {"speed": 1200}, "alarms": [False], "ts": 1_700_000_000_123}))
+                        json.dumps({"exec": "ACTIVE", "spindle": {"speed": 1200}, "alarms": [False],
+                                    "ts": 1_700_000_000_123}))
             pub.publish("factory/sz/turning/cnc-08/status",
                         json.dumps({"exec": "READY", "spindle": {"speed": 0}, "alarms": [True],
                                     "ts": "2023-11-14T22:13:20.5+00:00"}))
@@ -146,7 +147,7 @@ async def test_status_topic_takes_the_machine_offline_at_once(mosquitto: Mosquit
             sock = gateway.socket()
             assert sock is not None
             sock.close()  # a dead gateway: the connection ends without DISCONNECT, so the broker sends the will
-            await until(lambda: len(events) == 2, timeout=15, what="the will")
+            await until(lambda: len(events) == 2, within=15, what="the will")
     finally:
         pub.close()
     online, offline = events

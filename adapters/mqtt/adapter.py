@@ -76,6 +76,15 @@ class _Drop(_Route):
         adapter.report(self.kind, self.detail)
 
 
+class _Ignore(_Route):
+    """Topics that are not data: Sparkplug commands (ours included) and host STATE messages."""
+
+    __slots__ = ()
+
+    def handle(self, adapter: MqttAdapter, topic: str, payload: bytes | bytearray, arrival_ns: int) -> None:
+        return None
+
+
 class _Json(_Route):
     __slots__ = ("machine", "signals", "ts_format", "ts_getter")
 
@@ -221,7 +230,7 @@ class MqttAdapter:
                 client.connect, cfg.host, port, int(cfg.keepalive), clean_start=clean_start, properties=properties),
                 cfg.connect_timeout)
             session_present, code, reason = await asyncio.wait_for(self._connack, cfg.connect_timeout)
-        except (OSError, TimeoutError, ssl.SSLError, ValueError) as exc:
+        except (OSError, ValueError) as exc:  # ConnectionError, TimeoutError and ssl.SSLError are OSErrors
             self._close()
             raise SourceError(f"cannot connect to mqtt://{cfg.host}:{port}: {exc or type(exc).__name__}") from exc
         if code != 0:
@@ -244,6 +253,7 @@ class MqttAdapter:
                 await self._misc
         if self._client is not None and self._lost is None:
             # A clean DISCONNECT: the broker keeps the session (and does not publish our will).
+            self._lost = "closed"
             with contextlib.suppress(Exception):
                 self._client.disconnect()
                 self._client.loop_write()
@@ -364,12 +374,14 @@ class MqttAdapter:
         return _Status((machine,), status, f"machine {machine}")
 
     def _sparkplug_route(self, sub: Subscription, levels: list[str]) -> _Route:
+        if len(levels) >= 2 and levels[1] == "STATE":
+            return _Ignore()
         if len(levels) < 4 or levels[0] != NAMESPACE or len(levels) > 5:
             return _Drop("bad_topic", f"{'/'.join(levels)}: not a Sparkplug B topic")
         group, kind, node = levels[1], levels[2], levels[3]
         device = levels[4] if len(levels) == 5 else ""
         if kind in ("NCMD", "DCMD"):
-            return _Drop("ignored", "")  # commands (ours included) are not data
+            return _Ignore()
         if kind not in ("NBIRTH", "NDEATH", "DBIRTH", "DDEATH", "NDATA", "DDATA"):
             return _Drop("bad_topic", f"{'/'.join(levels)}: unknown Sparkplug message type {kind!r}")
         values = {"group": group, "edge_node": node, "device": device, "machine": device or node}
@@ -453,8 +465,8 @@ class MqttAdapter:
             raise SourceError(f"subscribe failed: {paho.error_string(result)}")
         try:
             codes = await asyncio.wait_for(self._suback, self.config.connect_timeout)
-        except TimeoutError as exc:
-            raise SourceError("the broker did not acknowledge the subscriptions") from exc
+        except OSError as exc:
+            raise SourceError(f"the broker did not acknowledge the subscriptions: {exc}") from exc
         refused = [f for f, code in zip(filters, codes, strict=False) if code >= 0x80]
         if refused:
             raise SourceError(f"the broker refused the subscription(s) {', '.join(refused)}")
@@ -484,6 +496,9 @@ class MqttAdapter:
         if self._lost is None:
             self._lost = why
             log.warning("source %s: %s", self.source_id, why)
+        for pending in (self._connack, self._suback):  # lost while connecting: fail now, not at the timeout
+            if pending is not None and not pending.done():
+                pending.set_exception(ConnectionError(why))
         self._wake()
 
     def _call(self, fn: Callable[[], None]) -> None:

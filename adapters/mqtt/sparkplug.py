@@ -34,7 +34,7 @@ REBIRTH_METRIC = "Node Control/Rebirth"
 # The generated module is not type-checked (mypy excludes *_pb2.py): its message class is Any here.
 Payload: Any = vars(sparkplug_b_pb2)["Payload"]
 
-# Int8/16/32 are carried two's-complement in the uint32 ``int_value``, Int64 in ``long_value``.
+# Int8/16/32 are carried two's complement in the uint32 ``int_value``, Int64 in ``long_value``.
 _SIGNED_BITS = {1: 8, 2: 16, 3: 32, 4: 64}
 
 
@@ -65,8 +65,12 @@ def metric_value(metric: Any) -> Any:
         return None
     value = getattr(metric, kind)
     bits = _SIGNED_BITS.get(metric.datatype)
-    if bits is not None and kind in ("int_value", "long_value") and value >= 1 << (bits - 1):
-        value -= 1 << bits
+    if bits is not None and kind in ("int_value", "long_value"):
+        # Publishers differ in sign-extending to 32 bits or not (-5 as Int16: 0xFFFFFFFB or
+        # 0xFFFB): keep the type's width, then read it as two's complement.
+        value &= (1 << bits) - 1
+        if value >= 1 << (bits - 1):
+            value -= 1 << bits
     return value
 
 
@@ -142,8 +146,8 @@ class SparkplugSession:
                         unknown_alias = True
                         self.report("unknown_alias", f"{topic}: alias {metric.alias} not in any birth certificate")
                         continue
-            if name is None or machine is None or name == "bdSeq":
-                continue
+            if name is None or machine is None or name == "bdSeq" or name.startswith("Node Control/"):
+                continue  # session bookkeeping and writable controls, not machine signals
             value = metric_value(metric)
             if value is None:
                 continue
