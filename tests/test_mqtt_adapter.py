@@ -158,7 +158,7 @@ async def test_status_topic_takes_the_machine_offline_at_once(mosquitto: Mosquit
 
 async def test_persistent_session_delivers_what_was_published_while_away(mosquitto: Mosquitto) -> None:
     """Test that with the default persistent session, QoS 1 messages published while the collector
-    was disconnected arrive when it connects again."""
+    was disconnected arrive when it connects again, even across a broker restart in between."""
     source = make_source(mosquitto, subscriptions=[{"topic": "plc/{machine}/{signal}", "payload": "value"}])
     pub = Publisher(mosquitto)
     try:
@@ -166,6 +166,10 @@ async def test_persistent_session_delivers_what_was_published_while_away(mosquit
             pass  # creates the session and its subscription
         for i in range(50):
             pub.publish("plc/m1/count", str(i))
+        pub.close()
+        mosquitto.stop()  # the queued messages survive in mosquitto's persistence file
+        mosquitto.start()
+        pub = Publisher(mosquitto)
         async with running(make_adapter(source, [machine("m1")])) as events:
             await until(lambda: len(events) == 50, what="the queued messages")
     finally:
