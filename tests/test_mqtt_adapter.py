@@ -177,6 +177,26 @@ async def test_persistent_session_delivers_what_was_published_while_away(mosquit
     assert [r.value for r in readings(events)] == list(range(50))
 
 
+async def test_backlog_larger_than_the_buffer_arrives_whole_and_in_order(mosquitto: Mosquitto) -> None:
+    """Test that a session backlog larger than the adapter's buffer (reading pauses at the high-water
+    mark, TCP pushes back to the broker) is delivered whole and in order, SUBACK included."""
+    source = make_source(mosquitto, subscriptions=[{"topic": "plc/{machine}/{signal}", "payload": "value"}])
+    async with running(make_adapter(source, [machine("m1")])):
+        pass
+    pub = Publisher(mosquitto)
+    try:
+        for i in range(600):
+            pub.publish("plc/m1/count", str(i), wait=False)
+        pub.publish("plc/m1/count", "600")
+        adapter = make_adapter(source, [machine("m1")])
+        adapter.high_water, adapter.low_water = 50, 10
+        async with running(adapter) as events:
+            await until(lambda: len(events) == 601, what="the backlog")
+    finally:
+        pub.close()
+    assert [r.value for r in readings(events)] == list(range(601))
+
+
 async def test_connection_loss_raises_source_error(mosquitto: Mosquitto) -> None:
     """Test that the iterator raises SourceError when the broker goes away (the supervisor reconnects),
     and that connecting to a stopped broker raises SourceError too."""

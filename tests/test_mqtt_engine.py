@@ -97,7 +97,7 @@ async def test_json_and_value_topics_drive_states_with_exact_durations(mosquitto
     idle/busy/down, each state change carrying the exact duration of the state it ends."""
     pub = Publisher(mosquitto)
     try:
-        async with engine_running(mosquitto, tmp_path) as (engine, changes, clock):
+        async with engine_running(mosquitto, tmp_path) as (_engine, changes, clock):
             for offset_ms, exec_, alarm in [(1000, "READY", False), (4000, "ACTIVE", False), (10_000, "ACTIVE", True),
                                             (12_500, "READY", False)]:
                 pub.publish("factory/sz/turning/cnc-07/status",
@@ -127,17 +127,20 @@ async def test_json_and_value_topics_drive_states_with_exact_durations(mosquitto
     assert press[2].previous_ns == press[2].ts_ns - press[1].ts_ns >= 200_000_000
 
 
-async def test_sparkplug_ddeath_takes_the_machine_offline_at_its_timestamp(mosquitto: Mosquitto, tmp_path: Path) -> None:
+async def test_sparkplug_ddeath_takes_the_machine_offline_at_its_timestamp(mosquitto: Mosquitto,
+                                                                         tmp_path: Path) -> None:
     """Test that through the engine a Sparkplug device goes busy from its DDATA and offline exactly at
     the DDEATH payload's timestamp."""
     ms = T0 // 1_000_000
     pub = Publisher(mosquitto)
     try:
-        async with engine_running(mosquitto, tmp_path) as (engine, changes, clock):
-            pub.publish("spBv1.0/plant/NBIRTH/edge1", payload([M("bdSeq", datatype=INT64, value=0)], seq=0, timestamp=ms))
+        async with engine_running(mosquitto, tmp_path) as (_engine, changes, _clock):
+            pub.publish("spBv1.0/plant/NBIRTH/edge1",
+                        payload([M("bdSeq", datatype=INT64, value=0)], seq=0, timestamp=ms))
             pub.publish("spBv1.0/plant/DBIRTH/edge1/mill-3", payload(
                 [M("execution", 1, STRING, "READY"), M("alarm", 2, 11, False)], seq=1, timestamp=ms + 2000))
-            pub.publish("spBv1.0/plant/DDATA/edge1/mill-3", payload([M(alias=1, value="ACTIVE")], seq=2, timestamp=ms + 5000))
+            pub.publish("spBv1.0/plant/DDATA/edge1/mill-3",
+                        payload([M(alias=1, value="ACTIVE")], seq=2, timestamp=ms + 5000))
             pub.publish("spBv1.0/plant/DDEATH/edge1/mill-3", payload([], seq=3, timestamp=ms + 65_000))
             await until(lambda: len(of(changes, "mill-3")) == 3, what="three state changes")
     finally:
@@ -161,7 +164,7 @@ async def test_broker_restart_mid_stream_loses_no_state_change(mosquitto: Mosqui
                     json.dumps({"exec": states[i], "alarm": False, "ts": ms + 1000 * (i + 1)}), wait=False)
 
     try:
-        async with engine_running(mosquitto, tmp_path) as (engine, changes, clock):
+        async with engine_running(mosquitto, tmp_path) as (engine, changes, _clock):
             for i in range(100):
                 send(i)
             await asyncio.to_thread(mosquitto.stop)  # what is not delivered yet stays in the publisher or on disk

@@ -208,6 +208,7 @@ class MqttAdapter:
         self._suback: asyncio.Future[list[int]] | None = None
         self._misc: asyncio.Task[None] | None = None
         self.received = 0
+        self.high_water, self.low_water = HIGH_WATER, LOW_WATER
 
     # -- public ----------------------------------------------------------------------------
 
@@ -296,7 +297,7 @@ class MqttAdapter:
         while True:
             while events:
                 yield events.popleft()
-                if self._paused and len(events) <= LOW_WATER:
+                if self._paused and len(events) <= self.low_water:
                     self._resume()
             if self._lost is not None:
                 raise SourceError(self._lost)
@@ -567,7 +568,8 @@ class MqttAdapter:
                     sock = self._sock
                     if sock is None or not (hasattr(sock, "pending") and sock.pending()):
                         break  # nothing more buffered (TLS may hold decrypted bytes select() cannot see)
-                if len(events) >= HIGH_WATER:
+                # Not before __aenter__ is done: the SUBACK may be queued behind a session's backlog.
+                if len(events) >= self.high_water and self._misc is not None:
                     self._pause()
                     break
         except Exception as exc:  # a broken socket shows up here as OSError or ssl errors

@@ -1,0 +1,265 @@
+"""How fast the collector drains a backlog from its persistent MQTT session, next to the floor
+any paho-based Python consumer pays and the broker's own delivery limit.
+
+    python bench/mqtt_ingest.py [--machines 500] [--messages 200000]
+
+1. Starts mosquitto (``max_queued_messages 0``: unlimited session queues) on a free port.
+2. Creates three persistent sessions (MQTT 5, QoS 1) subscribed to ``factory/+/+/+/status``:
+   the collector's, a do-nothing paho subscriber's and ``mosquitto_sub``'s; all disconnect.
+3. Publishes the fixed stream while they are away (``mosquitto_pub -l``, one process per machine
+   topic, QoS 1): ``--messages`` JSON messages round-robin over ``--machines`` machines, e.g.
+   ``{"exec": "ACTIVE", "spindle": {"speed": 1200}, "alarm": false, "ts": 1764372000123}``.
+   Every other round changes each machine's state (busy <-> idle), so half of the messages
+   are state changes; the last round is one.
+4. Drains each session in its own process and times it from connect to the last message:
+   - the do-nothing paho subscriber (``loop_forever``, ``on_message`` counts);
+   - ``mosquitto_sub -C N`` (the broker's delivery limit, C client);
+   - the collector: ``collector.engine.Engine`` with the MQTT source (JSON path per signal,
+     payload timestamps) and 500 configured machines, until the last machine's last state change
+     has reached the engine's sink. The InfluxDB outbox is not on main yet, so the sink here
+     only receives the line protocol (no InfluxDB write): the figure is adapter + engine.
+
+Payload timestamps lie an hour ahead of the run: the tracker ignores readings older than its
+own start (a collector restart would otherwise discard its whole backlog, see the MQTT README).
+
+Rates are messages per second (each message is one JSON reading of a machine with two signals).
+Last line: one JSON object {"readings_per_s", "paho_floor_per_s", "mosquitto_sub_per_s",
+"ratio_to_paho", "peak_rss_mb"} (peak RSS of the collector process).
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import json
+import os
+import resource
+import subprocess
+import sys
+import tempfile
+import time
+from concurrent.futures import ThreadPoolExecutor
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parent.parent
+sys.path.insert(0, str(ROOT))
+
+FILTER = "factory/+/+/+/status"
+IDS = {"collector": "bench-collector", "paho": "bench-paho-floor", "mosquitto_sub": "bench-mosquitto-sub"}
+
+
+def topic(m: int) -> str:
+    return f"factory/p1/line-{m % 10}/m{m:03d}/status"
+
+
+def exec_of(round_: int) -> str:
+    return "ACTIVE" if (round_ + 1) // 2 % 2 == 0 else "READY"
+
+
+def message(m: int, round_: int, base_ms: int) -> str:
+    e = exec_of(round_)
+    return json.dumps({"exec": e, "spindle": {"speed": 1200 if e == "ACTIVE" else 0}, "alarm": False,
+                       "ts": base_ms + round_ * 1000 + m}, separators=(",", ":"))
+
+
+# -- roles: each runs in its own process -----------------------------------------------------
+
+def role_session(port: int, client_id: str) -> None:
+    """Create a persistent session subscribed to the stream, then leave."""
+    import paho.mqtt.client as paho
+    from paho.mqtt.enums import CallbackAPIVersion
+    from paho.mqtt.packettypes import PacketTypes
+    from paho.mqtt.properties import Properties
+
+    client = paho.Client(CallbackAPIVersion.VERSION2, client_id=client_id, protocol=paho.MQTTv5)
+    props = Properties(PacketTypes.CONNECT)
+    props.SessionExpiryInterval = 3600
+    done: list[bool] = []
+    client.on_connect = lambda c, u, f, rc, p: c.subscribe(FILTER, qos=1)
+    client.on_subscribe = lambda c, u, mid, codes, p: (done.append(True), c.disconnect())
+    client.connect("127.0.0.1", port, 60, clean_start=False, properties=props)
+    client.loop_forever()
+    assert done, "subscription not acknowledged"
+    print(json.dumps({"subscribed": True}))
+
+
+def role_paho(port: int, n: int) -> None:
+    """The do-nothing paho subscriber: the floor every paho-based consumer pays."""
+    import paho.mqtt.client as paho
+    from paho.mqtt.enums import CallbackAPIVersion
+    from paho.mqtt.packettypes import PacketTypes
+    from paho.mqtt.properties import Properties
+
+    client = paho.Client(CallbackAPIVersion.VERSION2, client_id=IDS["paho"], protocol=paho.MQTTv5)
+    props = Properties(PacketTypes.CONNECT)
+    props.SessionExpiryInterval = 3600
+    count = [0]
+
+    def on_message(c: paho.Client, u: object, msg: paho.MQTTMessage) -> None:
+        count[0] += 1
+        if count[0] == n:
+            c.disconnect()
+
+    client.on_message = on_message
+    t0 = time.perf_counter()
+    client.connect("127.0.0.1", port, 60, clean_start=False, properties=props)
+    client.loop_forever()
+    elapsed = time.perf_counter() - t0
+    print(json.dumps({"seconds": elapsed, "messages": count[0]}))
+
+
+def role_collector(port: int, machines: int, base_ms: int, final_round: int) -> None:
+    """The collector: MQTT adapter + engine, timed until every machine's last state change is in the sink."""
+    from collector.configfile import load_config_text
+    from collector.engine import Engine
+
+    lines = ["site: {plant: p1}", f"data_dir: {tempfile.mkdtemp(prefix='bench-collector-')}", "http: {enabled: false}",
+             "sources:", "  - id: line", "    type: mqtt", "    host: 127.0.0.1", f"    port: {port}",
+             f"    client_id: {IDS['collector']}", "    session_expiry: 3600", "    subscriptions:",
+             "      - topic: 'factory/{plant}/{line}/{machine}/status'", "        payload: json",
+             "        signals: {execution: exec, spindle_rpm: spindle.speed}", "        timestamp: ts",
+             "profiles:", "  cnc:", "    rules:", "      - {state: busy, when: \"execution == 'ACTIVE'\"}",
+             "      - {state: idle}", "machines:"]
+    lines += [f"  - {{id: m{m:03d}, line: line-{m % 10}, source: line, profile: cnc}}" for m in range(machines)]
+    loaded = load_config_text("\n".join(lines), "bench.yaml")
+    final_ns = (base_ms + final_round * 1000) * 1_000_000
+
+    class LastChangeSink:
+        """Receives the line protocol; notes when the last round's state changes have all arrived."""
+
+        def __init__(self) -> None:
+            self.lines = 0
+            self.finals = 0
+            self.done = asyncio.Event()
+
+        async def __aenter__(self) -> LastChangeSink:
+            return self
+
+        async def __aexit__(self, *exc: object) -> None:
+            return None
+
+        async def write(self, batch: list[str]) -> None:
+            self.lines += len(batch)
+            for line in batch:
+                if line.startswith("machine_state,") and int(line.rsplit(" ", 1)[1]) >= final_ns \
+                        and 'state="offline"' not in line:
+                    self.finals += 1
+            if self.finals >= machines:
+                self.done.set()
+
+    async def run() -> dict[str, float]:
+        sink = LastChangeSink()
+        engine = Engine(loaded, sink)  # type: ignore[arg-type]
+        stop = asyncio.Event()
+        t0 = time.perf_counter()
+        task = asyncio.create_task(engine.run(stop))
+        done = asyncio.create_task(sink.done.wait())
+        await asyncio.wait([task, done], timeout=float(os.environ.get("BENCH_TIMEOUT", "600")),
+                           return_when=asyncio.FIRST_COMPLETED)
+        elapsed = time.perf_counter() - t0
+        ok = sink.done.is_set()
+        stop.set()
+        await task
+        return {"seconds": elapsed, "ok": ok, "events": engine.stats.events, "lines": sink.lines,
+                "state_changes": engine.stats.state_changes}
+
+    result = asyncio.run(run())
+    result["peak_rss_mb"] = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
+    print(json.dumps(result))
+
+
+# -- the orchestration -----------------------------------------------------------------------
+
+def child(*args: str) -> dict[str, float]:
+    out = subprocess.run([sys.executable, __file__, *args], capture_output=True, text=True, timeout=900)
+    if out.returncode != 0:
+        raise SystemExit(f"{args[1]} failed:\n{out.stderr}")
+    if out.stderr.strip():
+        print(out.stderr.strip()[-3000:], file=sys.stderr)
+    result: dict[str, float] = json.loads(out.stdout.strip().splitlines()[-1])
+    return result
+
+
+def publish_stream(port: int, machines: int, messages: int, base_ms: int) -> float:
+    rounds = messages // machines
+
+    def one(m: int) -> None:
+        body = "\n".join(message(m, r, base_ms) for r in range(rounds)) + "\n"
+        subprocess.run(["mosquitto_pub", "-h", "127.0.0.1", "-p", str(port), "-q", "1", "-t", topic(m), "-l",
+                        "-i", f"bench-pub-{m}"], input=body.encode(), check=True)
+
+    t0 = time.perf_counter()
+    with ThreadPoolExecutor(4) as pool:
+        list(pool.map(one, range(machines)))
+    return time.perf_counter() - t0
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--machines", type=int, default=500)
+    parser.add_argument("--messages", type=int, default=200_000)
+    parser.add_argument("--role", choices=["session", "paho", "collector"], help=argparse.SUPPRESS)
+    parser.add_argument("--port", type=int, help=argparse.SUPPRESS)
+    parser.add_argument("--client-id", help=argparse.SUPPRESS)
+    parser.add_argument("--base-ms", type=int, help=argparse.SUPPRESS)
+    args = parser.parse_args()
+    rounds = args.messages // args.machines
+    n = rounds * args.machines
+    if args.role == "session":
+        return role_session(args.port, args.client_id)
+    if args.role == "paho":
+        return role_paho(args.port, n)
+    if args.role == "collector":
+        import logging
+        logging.basicConfig(level=logging.WARNING, format="%(asctime)s %(name)s %(message)s")
+        return role_collector(args.port, args.machines, args.base_ms, rounds - 1)
+
+    from tests.fixtures._ports import free_port
+    from tests.fixtures.mosquitto import Mosquitto
+
+    assert exec_of(rounds - 1) != exec_of(rounds - 2), "the last round must change every machine's state"
+    with tempfile.TemporaryDirectory(prefix="bench-mqtt-") as tmp:
+        broker = Mosquitto(free_port(), Path(tmp))
+        broker.start()
+        try:
+            port = str(broker.port)
+            for client_id in IDS.values():
+                child("--role", "session", "--port", port, "--client-id", client_id)
+            base_ms = int(time.time() * 1000) + 3_600_000
+            took = publish_stream(broker.port, args.machines, n, base_ms)
+            print(f"published {n} QoS 1 messages over {args.machines} topics into 3 sessions in {took:.1f}s",
+                  flush=True)
+
+            paho_run = child("--role", "paho", "--port", port, "--machines", str(args.machines),
+                             "--messages", str(args.messages))
+            assert paho_run["messages"] == n, paho_run
+            paho_rate = n / paho_run["seconds"]
+            print(f"do-nothing paho subscriber: {n} messages in {paho_run['seconds']:.2f}s = {paho_rate:,.0f}/s",
+                  flush=True)
+
+            t0 = time.perf_counter()
+            subprocess.run(["mosquitto_sub", "-h", "127.0.0.1", "-p", port, "-V", "mqttv5", "-c", "-x", "3600",
+                            "-q", "1", "-i", IDS["mosquitto_sub"], "-t", FILTER, "-C", str(n)],
+                           check=True, stdout=subprocess.DEVNULL, timeout=900)
+            sub_s = time.perf_counter() - t0
+            sub_rate = n / sub_s
+            print(f"mosquitto_sub: {n} messages in {sub_s:.2f}s = {sub_rate:,.0f}/s", flush=True)
+
+            run = child("--role", "collector", "--port", port, "--base-ms", str(base_ms),
+                        "--machines", str(args.machines), "--messages", str(args.messages))
+            if not run["ok"]:
+                raise SystemExit(f"the collector did not deliver every last state change: {run}")
+            rate = n / run["seconds"]
+            print(f"collector (MQTT adapter + engine -> sink): {n} messages ({int(run['events'])} events, "
+                  f"{int(run['state_changes'])} state changes, {int(run['lines'])} lines) in {run['seconds']:.2f}s "
+                  f"= {rate:,.0f}/s, peak RSS {run['peak_rss_mb']:.0f} MB", flush=True)
+        finally:
+            broker.stop()
+    print(json.dumps({"readings_per_s": round(rate), "paho_floor_per_s": round(paho_rate),
+                      "mosquitto_sub_per_s": round(sub_rate), "ratio_to_paho": round(rate / paho_rate, 3),
+                      "peak_rss_mb": round(run["peak_rss_mb"], 1)}))
+
+
+if __name__ == "__main__":
+    os.environ.setdefault("PYTHONHASHSEED", "0")
+    main()
