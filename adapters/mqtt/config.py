@@ -81,18 +81,20 @@ class Subscription(_Strict):
         names = self.fields()
         if len(set(names)) != len(names):
             raise ValueError(f"topic {self.topic!r}: a name appears twice")
-        known = set(names) | (SPARKPLUG_FIELDS if self.payload == "sparkplug_b" else set())
-        for name in re.findall(r"\{([^}]*)\}", self.machine_id):
-            if name not in known:
-                raise ValueError(f"machine_id {self.machine_id!r}: {{{name}}} is not a named level of the topic "
-                                 f"(named: {', '.join(sorted(known)) or 'none'})")
         if self.payload == "sparkplug_b":
             if not segments or segments[0] != "spBv1.0":
                 raise ValueError(f"topic {self.topic!r}: Sparkplug B topics start with `spBv1.0/`")
         elif "machine" not in names and self.machine_id == "{machine}":
             raise ValueError(f"topic {self.topic!r}: name the machine level `{{machine}}` (or set `machine_id`)")
+        known = set(names) | (SPARKPLUG_FIELDS if self.payload == "sparkplug_b" else set())
+        for name in re.findall(r"\{([^}]*)\}", self.machine_id):
+            if name not in known:
+                raise ValueError(f"machine_id {self.machine_id!r}: {{{name}}} is not a named level of the topic "
+                                 f"(named: {', '.join(sorted(known)) or 'none'})")
         if self.payload == "value" and self.signal is None and "signal" not in names:
             raise ValueError("payload `value`: set `signal` or name a topic level `{signal}`")
+        if self.payload == "json" and self.discover and not self.signals:
+            raise ValueError("`discover` with payload `json` needs `signals`: discovered machines have no configured paths")
         if self.payload != "json" and self.timestamp is not None:
             raise ValueError("`timestamp` is a JSON path: only for payload `json`")
         return self

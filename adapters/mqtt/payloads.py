@@ -110,13 +110,19 @@ def parse_timestamp(value: Any, fmt: str) -> int:
     if isinstance(value, bool):
         raise ValueError(f"a boolean is not a timestamp: {value!r}")
     if isinstance(value, int | float):
-        if fmt in _UNIT_NS:
-            return int(value * _UNIT_NS[fmt]) if isinstance(value, float) else value * _UNIT_NS[fmt]
         if fmt == "iso":
             raise ValueError(f"expected an ISO 8601 string, got {value!r}")
-        magnitude = abs(value)
-        unit = "s" if magnitude < 1e11 else "ms" if magnitude < 1e14 else "us" if magnitude < 1e17 else "ns"
-        return int(value * _UNIT_NS[unit]) if isinstance(value, float) else value * _UNIT_NS[unit]
+        if fmt in _UNIT_NS:
+            unit = fmt
+        else:
+            magnitude = abs(value)
+            unit = "s" if magnitude < 1e11 else "ms" if magnitude < 1e14 else "us" if magnitude < 1e17 else "ns"
+        if isinstance(value, int):
+            return value * _UNIT_NS[unit]
+        if value != value or value in (float("inf"), float("-inf")):
+            raise ValueError(f"not a timestamp: {value!r}")
+        whole = int(value)  # whole and fraction apart: 1.7e9 s * 1e9 would lose ns in a double
+        return whole * _UNIT_NS[unit] + round((value - whole) * _UNIT_NS[unit])
     if isinstance(value, str):
         if fmt not in ("auto", "iso"):
             try:
