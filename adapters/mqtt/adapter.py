@@ -94,7 +94,7 @@ class _Json(_Route):
 
     def handle(self, adapter: MqttAdapter, topic: str, payload: bytes | bytearray, arrival_ns: int) -> None:
         try:
-            obj = json.loads(payload)
+            obj = json.loads(payload.decode())  # str in: json skips its encoding detection
         except ValueError as exc:  # JSONDecodeError and UnicodeDecodeError
             adapter.report("malformed_json", f"{topic}: {exc}")
             return
