@@ -7,8 +7,9 @@ config model and an adapter, export ``SPEC`` from its ``__init__``, and list it 
 from __future__ import annotations
 
 from adapters.base import AdapterSpec
+from adapters.opcua import SPEC as OPCUA
 from adapters.simulate import SPEC as SIMULATE
 
-REGISTRY: dict[str, AdapterSpec] = {spec.type: spec for spec in (SIMULATE,)}
+REGISTRY: dict[str, AdapterSpec] = {spec.type: spec for spec in (SIMULATE, OPCUA)}
 
 __all__ = ["REGISTRY", "AdapterSpec"]
