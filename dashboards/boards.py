@@ -91,8 +91,8 @@ def _figures_table(title: str, where: str, group_by: str, w: int, link: bool = F
 
 
 def _machine_link() -> JSON:
-    return _by_name("machine", ("links", [{"title": "Machine detail", "targetBlank": False,
-                                           "url": f"/d/{DETAIL_UID}?var-machine=${{__value.raw}}&${{__url_time_range}}"}]))
+    url = f"/d/{DETAIL_UID}?var-machine=${{__value.raw}}&${{__url_time_range}}"
+    return _by_name("machine", ("links", [{"title": "Machine detail", "targetBlank": False, "url": url}]))
 
 
 # -- fleet -------------------------------------------------------------------------------------

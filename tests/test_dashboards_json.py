@@ -163,3 +163,41 @@ def test_share_by_line_makes_one_board_per_line() -> None:
     shared = [b for b in build_boards(config, settings) if b.shared]
     lines = sorted({m.line for m in config.machines if m.public})
     assert sorted(b.uid for b in shared) == [f"capacity-demo-plant-{line}" for line in lines]
+
+
+PROVISIONING = JSON_DIR.parent / "provisioning"
+
+
+@pytest.mark.parametrize("folder", ["datasources", "datasources-v1"])
+def test_provisioned_datasource_matches_the_boards(folder: str) -> None:
+    """Test that each data source file is InfluxQL, has the boards' uid and takes secrets from the environment."""
+    import yaml
+
+    [path] = sorted((PROVISIONING / folder).glob("*.yaml"))
+    doc = yaml.safe_load(path.read_text())
+    assert doc["apiVersion"] == 1
+    [ds] = doc["datasources"]
+    settings = load(SOURCE_CONFIG).dashboards
+    assert (ds["uid"], ds["name"], ds["type"]) == (settings.datasource_uid, settings.datasource_name, "influxdb")
+    assert ds["jsonData"]["version"] == "InfluxQL" and ds["jsonData"]["dbName"] == "${INFLUX_DB}"
+    assert ds["url"] == "${INFLUX_URL}"
+    secrets = list(ds["secureJsonData"].values())
+    assert secrets and all("${INFLUX_" in s for s in secrets)
+    if folder == "datasources":
+        assert ds["jsonData"]["httpHeaderName1"] == "Authorization"
+        assert ds["secureJsonData"]["httpHeaderValue1"] == "Token ${INFLUX_TOKEN}"
+    else:
+        assert ds["user"] == "${INFLUX_USER}" and ds["secureJsonData"]["password"] == "${INFLUX_PASSWORD}"
+
+
+def test_provisioned_dashboards_provider() -> None:
+    """Test that the dashboard provider loads files into the configured folder from the path the README mounts."""
+    import yaml
+
+    doc = yaml.safe_load((PROVISIONING / "dashboards" / "availability.yaml").read_text())
+    [provider] = doc["providers"]
+    settings = load(SOURCE_CONFIG).dashboards
+    assert provider["type"] == "file"
+    assert (provider["folder"], provider["folderUid"]) == (settings.folder_title, settings.folder_uid)
+    readme = (JSON_DIR.parent / "README.md").read_text()
+    assert f"dashboards/json:{provider['options']['path']}" in readme
