@@ -47,9 +47,9 @@ def tag_values(key: str, where: str = "") -> str:
 # -- current state -----------------------------------------------------------------------------
 
 def current_state(where: str, window: str) -> str:
-    """Per machine: last change (its time is "since"), the state and its reason."""
+    """Per machine (with its plant and line): last change (its time is "since"), the state, its reason."""
     return (f'SELECT last("state_code") AS "code", "state", "reason" FROM "{STATES}" '
-            f'WHERE {where} AND time > now() - {window} GROUP BY "machine"')
+            f'WHERE {where} AND time > now() - {window} GROUP BY "plant", "line", "machine"')
 
 
 def current_state_public(where: str, window: str) -> str:

@@ -11,60 +11,54 @@ from typing import Any
 import pytest
 
 from collector.configfile import load_config_text
-from collector.lineprotocol import encode
-from collector.model import State
+from collector.lineprotocol import to_line
+from collector.machines import resolve_all
+from collector.model import Reading, State
+from collector.tracker import Tracker
 from dashboards.boards import Board, build_boards
 from tests.fixtures.influxdb import InfluxD
 
 DB = "availability"
-MIN = 60
+MIN = 60 * 10**9
 CONFIG = """
 site: {plant: p1}
 sources: [{id: sim, type: simulate}]
+profiles:
+  direct:
+    signals: {mode: mode}
+    rules:
+      - {state: down, when: "mode == 'alarm'", reason: "alarm active"}
+      - {state: busy, when: "mode == 'run'", reason: "executing"}
+      - {state: idle, reason: "ready"}
 machines:
-  - {id: m1, name: Lathe A, line: L1, kind: lathe, public: true, source: sim, profile: opc40001}
-  - {id: m2, line: L1, kind: lathe, source: sim, profile: opc40001}
-  - {id: m3, line: L2, kind: mill, public: true, source: sim, profile: opc40001}
-  - {id: m4, plant: p2, line: L9, kind: press, public: true, source: sim, profile: opc40001}
+  - {id: m1, name: Lathe A, line: L1, kind: lathe, public: true, source: sim, profile: direct}
+  - {id: m2, line: L1, kind: lathe, source: sim, profile: direct}
+  - {id: m3, line: L2, kind: mill, public: true, source: sim, profile: direct}
+  - {id: m4, plant: p2, line: L9, kind: press, public: true, source: sim, profile: direct}
 """
 
-# The history, minute by minute over one hour from T0 (per machine, the state of each minute).
-SCHEDULE: dict[str, list[State]] = {
-    "m1": [State.BUSY] * 30 + [State.IDLE] * 20 + [State.DOWN] * 10,    # then idle from T0+60m
-    "m2": [State.OFFLINE] * 15 + [State.BUSY] * 45,                    # busy now
-    "m3": [State.IDLE] * 60,                                           # idle since T0-10m
-    "m4": [State.BUSY] * 60,                                           # other plant; down now
-}
-TAGS = {"m1": ("p1", "L1"), "m2": ("p1", "L1"), "m3": ("p1", "L2"), "m4": ("p2", "L9")}
-# Changes: (machine, minute from T0, state, previous, previous lasted s, reason)
-CHANGES = [
-    ("m1", 0, State.BUSY, State.OFFLINE, 120.0, "executing"),
-    ("m1", 30, State.IDLE, State.BUSY, 1800.0, "ready, not cutting"),
-    ("m1", 50, State.DOWN, State.IDLE, 1200.0, "alarm 1203"),
-    ("m1", 60, State.IDLE, State.DOWN, 600.0, "alarm cleared"),
-    ("m2", 0, State.OFFLINE, State.BUSY, 30.0, "source unreachable"),
-    ("m2", 15, State.BUSY, State.OFFLINE, 900.0, "executing"),
-    ("m3", -10, State.IDLE, State.OFFLINE, 5.0, "not executing"),
-    ("m4", 0, State.BUSY, State.IDLE, 60.0, "executing"),
-    ("m4", 60, State.DOWN, State.BUSY, 3600.0, "alarm 7"),
-]
+# The known history, in minutes from T0 (an aligned hour); the range under test is [T0, T0+60m).
+# m1: 30 busy, 20 idle, 10 down, then idle again at T0+60m (idle now).
+# m2: no data for the first 15 minutes (offline), then 45 busy (busy now).
+# m3: idle since T0-10m, before the range (idle now).
+# m4: another plant: 60 busy, then down (down now).
+STARTS = {"m1": -2, "m2": 0, "m3": -15, "m4": 0}
+READINGS = [("m3", -10, "wait"), ("m1", 0, "run"), ("m4", 0, "run"), ("m2", 15, "run"),
+            ("m1", 30, "wait"), ("m1", 50, "alarm"), ("m1", 60, "wait"), ("m4", 60, "alarm")]
+END = 65
 
 
-def lines(t0: int) -> str:
+def history(t0: int) -> str:
+    """The history as the collector writes it: the real rules and tracker, the real line protocol."""
+    config = load_config_text(CONFIG).config
+    trackers = {r.bound.id: Tracker(r.info, r.rules, start_ns=t0 + STARTS[r.bound.id] * MIN, interval_ns=MIN)
+                for r in resolve_all(config)}
     out = []
-    for machine, states in SCHEDULE.items():
-        plant, line = TAGS[machine]
-        tags = {"machine": machine, "plant": plant, "line": line}
-        for minute, state in enumerate(states):
-            fields: dict[str, object] = {f"{s.value}_s": 60.0 if s is state else 0.0 for s in State}
-            fields["state"] = state.value
-            out.append(encode("machine_availability", tags, fields, (t0 + minute * MIN) * 10**9))
-    for machine, minute, state, previous, previous_s, reason in CHANGES:
-        plant, line = TAGS[machine]
-        out.append(encode("machine_state", {"machine": machine, "plant": plant, "line": line},
-                          {"state": state.value, "state_code": state.code, "previous": previous.value,
-                           "previous_s": previous_s, "reason": reason}, (t0 + minute * MIN) * 10**9))
-    return "\n".join(out)
+    for machine, minute, mode in READINGS:
+        out += trackers[machine].reading(Reading(machine, "mode", mode, t0 + minute * MIN))
+    for tracker in trackers.values():
+        out += tracker.tick(t0 + END * MIN)
+    return "\n".join(to_line(o) for o in out)
 
 
 # -- Grafana's substitution (public/app/plugins/datasource/influxdb: interpolateQueryExpr) --------
@@ -105,7 +99,8 @@ def boards() -> dict[str, Board]:
 class Runner:
     def __init__(self, influxd: InfluxD, t0: int) -> None:
         self.influxd, self.t0 = influxd, t0
-        self.start_ms, self.end_ms = t0 * 1000, (t0 + 3600) * 1000 - 1  # exactly the hour
+        self.start_ms = t0 // 10**6
+        self.end_ms = self.start_ms + 3600_000 - 1  # exactly the hour
 
     def rows(self, board: Board, title: str, variables: dict[str, list[str]] | None = None,
              target: int = 0, interval: str = "1m") -> list[dict[str, Any]]:
@@ -123,8 +118,8 @@ class Runner:
 @pytest.fixture
 def runner(influxd: InfluxD) -> Runner:
     influxd.query(f'CREATE DATABASE "{DB}"')
-    t0 = (int(time.time()) // 3600) * 3600 - 3 * 3600  # an aligned hour, a few hours back
-    influxd.write(lines(t0), DB)
+    t0 = (time.time_ns() // 3600_000_000_000) * 3600_000_000_000 - 3 * 3600_000_000_000  # hours back
+    influxd.write(history(t0), DB)
     return Runner(influxd, t0)
 
 
@@ -173,10 +168,11 @@ def test_variables_list_tag_values(runner: Runner, boards: dict[str, Board]) -> 
 def test_fleet_current_state(runner: Runner, boards: dict[str, Board]) -> None:
     """Test that the current-state board shows each machine's last state, since when, and its reason."""
     rows = by(runner.rows(boards["machine-fleet"], "Current state", ALL), "machine")
-    t0 = runner.t0 * 10**9
     assert {m: r["state"] for m, r in rows.items()} == {"m1": "idle", "m2": "busy", "m3": "idle", "m4": "down"}
-    assert rows["m1"]["time"] == t0 + 60 * MIN * 10**9 and rows["m1"]["reason"] == "alarm cleared"
-    assert rows["m3"]["time"] == t0 - 10 * MIN * 10**9  # older than the range: still current
+    assert rows["m1"]["time"] == runner.t0 + 60 * MIN and rows["m1"]["reason"] == "ready"
+    assert rows["m3"]["time"] == runner.t0 - 10 * MIN  # older than the range: still current
+    assert rows["m4"]["reason"] == "alarm active"
+    assert (rows["m3"]["plant"], rows["m3"]["line"]) == ("p1", "L2")
     assert rows["m2"]["code"] == State.BUSY.code
     only_l2 = runner.rows(boards["machine-fleet"], "Current state", {**P1, "line": ["L2"]})
     assert [r["machine"] for r in only_l2] == ["m3"]
@@ -190,7 +186,7 @@ def test_fleet_idle_now(runner: Runner, boards: dict[str, Board]) -> None:
     assert runner.rows(fleet, "Idle now", {"plant": ["p2"], "line": ["$__all"], "machine": ["$__all"]}) == []
     listed = by(runner.rows(fleet, "Idle now: machines", ALL), "machine")
     assert sorted(listed) == ["m1", "m3"]
-    assert listed["m1"]["time"] == (runner.t0 + 60 * MIN) * 10**9  # idle since
+    assert listed["m1"]["time"] == runner.t0 + 60 * MIN  # idle since
 
 
 def test_fleet_figures_per_machine(runner: Runner, boards: dict[str, Board]) -> None:
@@ -228,7 +224,7 @@ def test_fleet_state_timeline(runner: Runner, boards: dict[str, Board]) -> None:
     rows = runner.rows(boards["machine-fleet"], "State timeline", P1)
     m1 = [r["state"] for r in rows if r["machine"] == "m1"]
     assert m1 == ["busy", "idle", "down"]  # the change at T0+60m is outside the hour
-    assert [r["state"] for r in rows if r["machine"] == "m2"] == ["offline", "busy"]
+    assert [(r["state"], r["time"]) for r in rows if r["machine"] == "m2"] == [("busy", runner.t0 + 15 * MIN)]
     assert not [r for r in rows if r["machine"] in ("m3", "m4")]
 
 
@@ -239,7 +235,7 @@ def test_detail_figures_and_current_state(runner: Runner, boards: dict[str, Boar
     """Test the machine detail stats: current state with reason, utilization, availability, free hours."""
     detail = boards["machine-detail"]
     [current] = runner.rows(detail, "Current state", DETAIL)
-    assert (current["state"], current["reason"]) == ("idle", "alarm cleared")
+    assert (current["state"], current["reason"]) == ("idle", "ready")
     [fig] = runner.rows(detail, "Utilization", DETAIL)
     assert (fig["utilization"], fig["availability"], fig["free_h"]) == pytest.approx((0.5, 50 / 60, 20 / 60))
     [fig2] = runner.rows(detail, "Utilization", {"machine": ["m2"]})
@@ -253,7 +249,7 @@ def test_detail_time_in_each_state(runner: Runner, boards: dict[str, Board]) -> 
     assert {s.value: row[s.value] for s in State} == pytest.approx(
         {"busy": 0.75, "idle": 0.0, "setup": 0.0, "down": 0.0, "offline": 0.25})
     buckets = runner.rows(detail, "Time in state over time", DETAIL, interval="30m")
-    assert [b["time"] for b in buckets] == [runner.t0 * 10**9, (runner.t0 + 30 * MIN) * 10**9]
+    assert [b["time"] for b in buckets] == [runner.t0, runner.t0 + 30 * MIN]
     flat = [b[s] for b in buckets for s in ("busy", "idle", "down")]
     assert flat == pytest.approx([0.5, 0, 0, 0, 20 / 60, 10 / 60])
 
@@ -262,9 +258,9 @@ def test_detail_last_changes(runner: Runner, boards: dict[str, Board]) -> None:
     """Test the last changes: newest first, with reason, previous state and how long it lasted."""
     rows = runner.rows(boards["machine-detail"], "Last state changes", DETAIL)
     assert [(r["state"], r["reason"], r["previous"], r["previous_s"]) for r in rows] == [
-        ("down", "alarm 1203", "idle", 1200.0),
-        ("idle", "ready, not cutting", "busy", 1800.0),
-        ("busy", "executing", "offline", 120.0),
+        ("down", "alarm active", "idle", 1200.0),
+        ("idle", "ready", "busy", 1800.0),
+        ("busy", "executing", "offline", 120.0),  # the tracker started 2 minutes before T0
     ]
     timeline = runner.rows(boards["machine-detail"], "State timeline", DETAIL)
     assert [r["state"] for r in timeline] == ["busy", "idle", "down"]
