@@ -100,7 +100,7 @@ def _machine_link() -> JSON:
 def fleet(settings: DashboardSettings) -> Board:
     where, window = q.FLEET_WHERE, settings.current_window
     variables = [
-        datasource_variable(),
+        datasource_variable(settings.datasource_uid, settings.datasource_name),
         query_variable("plant", "Plant", q.tag_values("plant"), VAR_DATASOURCE),
         query_variable("line", "Line", q.tag_values("line", '"plant" =~ /^$plant$/'), VAR_DATASOURCE),
         query_variable("machine", "Machine", q.tag_values("machine", '"plant" =~ /^$plant$/ AND "line" =~ /^$line$/'),
@@ -143,7 +143,7 @@ def fleet(settings: DashboardSettings) -> Board:
 def machine_detail(settings: DashboardSettings) -> Board:
     where = q.MACHINE_WHERE
     variables = [
-        datasource_variable(),
+        datasource_variable(settings.datasource_uid, settings.datasource_name),
         query_variable("machine", "Machine", q.tag_values("machine"), VAR_DATASOURCE, multi=False, include_all=False),
     ]
     figures = q.figures(where, None)

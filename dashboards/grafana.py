@@ -83,10 +83,12 @@ class Row:
     panels: tuple[Panel, ...]
 
 
-def datasource_variable(name: str = "datasource", label: str = "Data source") -> JSON:
+def datasource_variable(default_uid: str, default_name: str, name: str = "datasource",
+                        label: str = "Data source") -> JSON:
+    """Any InfluxDB data source; the provisioned one is selected when the board opens."""
     return {"type": "datasource", "name": name, "label": label, "query": "influxdb",
-            "current": {}, "hide": 0, "refresh": 1, "regex": "", "includeAll": False, "multi": False,
-            "options": []}
+            "current": {"selected": True, "text": default_name, "value": default_uid},
+            "hide": 0, "refresh": 1, "regex": "", "includeAll": False, "multi": False, "options": []}
 
 
 def query_variable(name: str, label: str, query: str, datasource: JSON, *,

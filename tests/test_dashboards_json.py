@@ -128,6 +128,14 @@ def test_state_colours_are_fixed_everywhere(board: dict[str, Any]) -> None:
                 assert colour == COLOURS[State(name)], (panel["title"], name)
 
 
+def test_datasource_variable_defaults_to_the_provisioned_source() -> None:
+    """Test that the fleet and detail boards open on the configured data source uid."""
+    settings = load(SOURCE_CONFIG).dashboards
+    for name in ("machine-fleet.json", "machine-detail.json"):
+        [var] = [v for v in committed()[name]["templating"]["list"] if v["type"] == "datasource"]
+        assert var["query"] == "influxdb" and var["current"]["value"] == settings.datasource_uid
+
+
 def test_links_point_at_existing_boards() -> None:
     """Test that data links to the machine detail board use its uid and its variable."""
     text = json.dumps(committed())
