@@ -57,9 +57,11 @@ COLOUR_CELL = ("custom.cellOptions", {"type": "color-background", "mode": "basic
 PERCENT_GAUGE = ("custom.cellOptions", {"type": "gauge", "mode": "basic", "valueDisplayMode": "text"})
 
 
-def _stat_options(field: str, colour_mode: str = "value") -> JSON:
-    return {"reduceOptions": {"values": False, "calcs": ["lastNotNull"], "fields": f"/^{field}$/"},
-            "colorMode": colour_mode, "graphMode": "none", "textMode": "value", "justifyMode": "auto",
+def _stat_options(field: str | None, colour_mode: str = "value", text_mode: str = "value") -> JSON:
+    """``field`` picks a column of a table result by name; None: the only numeric field (a time
+    series result's field is named after the series, e.g. ``machine_state.idle``)."""
+    return {"reduceOptions": {"values": False, "calcs": ["lastNotNull"], "fields": f"/^{field}$/" if field else ""},
+            "colorMode": colour_mode, "graphMode": "none", "textMode": text_mode, "justifyMode": "auto",
             "orientation": "auto"}
 
 
@@ -111,7 +113,7 @@ def fleet(settings: DashboardSettings) -> Board:
         Row((
             Panel("stat", "Idle now", [InfluxQL(q.idle_now_count(where, window))], w=4, h=8,
                   description="Machines whose current state is idle: capacity that could be shared now.",
-                  color=idle, no_value="0", options=_stat_options("idle", "background")),
+                  color=idle, no_value="0", options=_stat_options(None, "background")),
             Panel("table", "Idle now: machines", [InfluxQL(q.idle_now_list(where, window), format="table")], w=6, h=8,
                   description="Machines idle now and since when.",
                   overrides=[_by_name("Idle since", ("unit", "dateTimeFromNow")), _machine_link()],
@@ -152,7 +154,8 @@ def machine_detail(settings: DashboardSettings) -> Board:
         Row((
             Panel("stat", "Current state", [InfluxQL(q.current_state(where, settings.current_window), format="table")],
                   w=12, h=5, description="The state now and the reason for it.", mappings=value_mappings(),
-                  options=_stat_options("state", "background")),
+                  color={"mode": "fixed", "fixedColor": "transparent"},
+                  options=_stat_options("(state|reason)", "background", "value_and_name")),
             Panel("stat", "Utilization", [InfluxQL(figures, format="table")], w=4, h=5, unit="percentunit",
                   decimals=1, description="busy / (total - offline) over the range.", color=percent,
                   options=_stat_options("utilization")),
@@ -173,7 +176,8 @@ def machine_detail(settings: DashboardSettings) -> Board:
             Panel("timeseries", "Time in state over time", [InfluxQL(q.hours_in_state_over_time(where))], w=16, h=9,
                   unit="h", min=0, description="Hours in each state per time bucket (at least the 1 m roll-up).",
                   interval="1m", overrides=colour_overrides(),
-                  custom={"drawStyle": "bars", "fillOpacity": 90, "lineWidth": 0, "stacking": {"mode": "normal"}},
+                  custom={"drawStyle": "bars", "fillOpacity": 90, "lineWidth": 0,
+                          "stacking": {"mode": "normal", "group": "A"}},
                   options={"legend": {"showLegend": True, "displayMode": "list", "placement": "bottom"},
                            "tooltip": {"mode": "multi", "sort": "none"}}),
         )),
@@ -233,7 +237,7 @@ def capacity(settings: DashboardSettings, title_scope: str, uid_scope: str, mach
         Row((
             Panel("stat", "Free now", [InfluxQL(q.idle_now_count(where, window))], w=6, h=7,
                   description="Shared machines that are idle now and could take work.", color=idle, no_value="0",
-                  options=_stat_options("idle", "background")),
+                  options=_stat_options(None, "background")),
             Panel("table", "Free right now", [InfluxQL(q.idle_now_list(where, window), format="table")], w=18, h=7,
                   description="Which shared machines are idle now, and since when.",
                   overrides=[machine_names, _by_name("Free since", ("unit", "dateTimeFromNow"))],
