@@ -236,6 +236,9 @@ def test_detail_figures_and_current_state(runner: Runner, boards: dict[str, Boar
     detail = boards["machine-detail"]
     [current] = runner.rows(detail, "Current state", DETAIL)
     assert (current["state"], current["reason"]) == ("idle", "ready")
+    stats = ("Utilization", "Availability", "Free capacity")
+    queries = {panel_by_title(detail, t)["targets"][0]["query"] for t in stats}
+    assert len(queries) == 1  # one query, each stat shows one of its columns
     [fig] = runner.rows(detail, "Utilization", DETAIL)
     assert (fig["utilization"], fig["availability"], fig["free_h"]) == pytest.approx((0.5, 50 / 60, 20 / 60))
     [fig2] = runner.rows(detail, "Utilization", {"machine": ["m2"]})
