@@ -115,10 +115,15 @@ class Pusher:
         reply: JSON = self._call(f"save dashboard {board.uid}", self.api.client.POST, "/dashboards/db", json=body)
         return self.url + str(reply.get("url", f"/d/{board.uid}"))
 
-    def share(self, board: Board, version: str) -> str:
-        if _major(version) < PUBLIC_DASHBOARDS_SINCE:
-            raise TooOld(f"Grafana {version or '(unknown version)'} at {self.url} has no public dashboards API: "
+    def require_public_dashboards(self, version: str) -> None:
+        """Refuse early when /api/health names a version without the API (it may hide the
+        version; then the 404 of the endpoint itself tells)."""
+        if version and _major(version) < PUBLIC_DASHBOARDS_SINCE:
+            raise TooOld(f"Grafana {version} at {self.url} has no public dashboards API: "
                          f"--share needs Grafana {PUBLIC_DASHBOARDS_SINCE} or later")
+
+    def share(self, board: Board, version: str) -> str:
+        self.require_public_dashboards(version)
         path = f"/dashboards/uid/{board.uid}/public-dashboards/"
         try:
             current: JSON | None = self._call(f"read the public dashboard of {board.uid}", self.api.client.GET, path)
@@ -136,8 +141,9 @@ class Pusher:
             created: JSON = self._call(f"make {board.uid} public", self.api.client.POST, path, json=body)
         except GrafanaClientError as exc:
             if exc.status_code == 404:
-                raise TooOld(f"Grafana {version} at {self.url} answered 404 to POST /api{path}: public dashboards "
-                             "are disabled or unsupported there (Grafana 10+, feature `publicDashboards`)") from exc
+                raise TooOld(f"Grafana {version or '(version hidden)'} at {self.url} answered 404 to POST /api{path}: "
+                             "public dashboards are disabled or unsupported there "
+                             "(Grafana 10+, feature `publicDashboards`)") from exc
             raise
         return f"{self.url}/public-dashboards/{created['accessToken']}"
 
@@ -160,7 +166,7 @@ def _major(version: str) -> int:
     try:
         return int(version.split(".", 1)[0])
     except ValueError:
-        return 0
+        return PUBLIC_DASHBOARDS_SINCE  # unparsable: let the endpoint answer for itself
 
 
 def datasource_body(settings: DashboardSettings, influx: InfluxSettings) -> JSON:
@@ -188,8 +194,8 @@ def push(pusher: Pusher, boards: list[Board], settings: DashboardSettings, influ
          *, share: bool) -> PushResult:
     result = PushResult(grafana_version=pusher.version())
     log.info("Grafana %s at %s", result.grafana_version, pusher.url)
-    if share and _major(result.grafana_version) < PUBLIC_DASHBOARDS_SINCE:
-        pusher.share(boards[0], result.grafana_version)  # raises TooOld before anything is written
+    if share:
+        pusher.require_public_dashboards(result.grafana_version)  # before anything is written
     if influx is not None:
         result.datasource = pusher.datasource(settings, influx)
         log.info("data source %s %s", settings.datasource_uid, result.datasource)

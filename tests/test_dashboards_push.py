@@ -238,6 +238,12 @@ def test_old_grafana_refuses_share_before_writing(grafana: FakeGrafana) -> None:
     assert grafana.calls() == [("GET", "/api/health")]
 
 
+def test_hidden_version_still_shares(grafana: FakeGrafana) -> None:
+    """Test that a Grafana hiding its version in /api/health is not refused: the endpoint decides."""
+    grafana.version = ""
+    assert list(run_push(grafana).public) == ["capacity-p1"]
+
+
 def test_public_dashboards_endpoint_missing(grafana: FakeGrafana) -> None:
     """Test that a 404 from the public-dashboards endpoint (feature off) is TooOld with the reason."""
     grafana.public_api = False
