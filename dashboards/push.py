@@ -57,7 +57,7 @@ class TooOld(PushError):
 @dataclass
 class PushResult:
     grafana_version: str = ""
-    datasource: str = "skipped"  # created | updated | skipped
+    datasource: str = "skipped"  # created | updated | provisioned (left alone) | skipped
     folder: str = "exists"       # created | exists
     dashboards: dict[str, str] = field(default_factory=dict)  # uid -> URL
     public: dict[str, str] = field(default_factory=dict)      # uid -> public URL
@@ -96,14 +96,17 @@ class Pusher:
     def datasource(self, settings: DashboardSettings, influx: InfluxSettings) -> str:
         body = datasource_body(settings, influx)
         uid = settings.datasource_uid
-        if self._exists("read the data source", f"/datasources/uid/{uid}"):
+        existing = self._get("read the data source", f"/datasources/uid/{uid}")
+        if existing is not None and existing.get("readOnly"):
+            return "provisioned"  # from a provisioning file: Grafana refuses API updates (403)
+        if existing is not None:
             self._call("update the data source", self.api.client.PUT, f"/datasources/uid/{uid}", json=body)
             return "updated"
         self._call("create the data source", self.api.client.POST, "/datasources", json=body)
         return "created"
 
     def folder(self, settings: DashboardSettings) -> str:
-        if self._exists("read the folder", f"/folders/{settings.folder_uid}"):
+        if self._get("read the folder", f"/folders/{settings.folder_uid}") is not None:
             return "exists"
         self._call("create the folder", self.api.client.POST, "/folders",
                    json={"uid": settings.folder_uid, "title": settings.folder_title})
@@ -147,14 +150,15 @@ class Pusher:
             raise
         return f"{self.url}/public-dashboards/{created['accessToken']}"
 
-    def _exists(self, what: str, path: str) -> bool:
+    def _get(self, what: str, path: str) -> JSON | None:
+        """The object at ``path``, None if Grafana answers 404."""
         try:
-            self._call(what, self.api.client.GET, path)
+            found: JSON = self._call(what, self.api.client.GET, path)
         except GrafanaClientError as exc:
             if exc.status_code == 404:
-                return False
+                return None
             raise
-        return True
+        return found
 
 
 def _message(exc: GrafanaException) -> str:

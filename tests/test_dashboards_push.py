@@ -206,6 +206,14 @@ def test_second_push_is_idempotent(grafana: FakeGrafana) -> None:
     assert len(grafana.public) == 1 and grafana.dashboards["machine-fleet"]["version"] == 2
 
 
+def test_provisioned_datasource_is_left_alone(grafana: FakeGrafana) -> None:
+    """Test that a data source Grafana marks readOnly (provisioned from a file) is not updated."""
+    grafana.datasources["machine-availability-influxdb"] = {"uid": "machine-availability-influxdb", "readOnly": True}
+    result = run_push(grafana)
+    assert result.datasource == "provisioned"
+    assert not [c for c in grafana.calls() if c[1].startswith("/api/datasources") and c[0] != "GET"]
+
+
 def test_disabled_public_dashboard_is_enabled(grafana: FakeGrafana) -> None:
     """Test that a public dashboard switched off in Grafana is switched on again with PATCH."""
     first = run_push(grafana)
