@@ -93,9 +93,9 @@ def datasource_variable(default_uid: str, default_name: str, name: str = "dataso
 
 def query_variable(name: str, label: str, query: str, datasource: JSON, *,
                    multi: bool = True, include_all: bool = True) -> JSON:
-    variable: JSON = {"type": "query", "name": name, "label": label, "query": query, "definition": query,
+    variable: JSON = {"type": "query", "name": name, "label": label, "query": query,
                       "datasource": datasource, "refresh": 2, "sort": 1, "hide": 0, "regex": "",
-                      "multi": multi, "includeAll": include_all, "current": {}, "options": []}
+                      "multi": multi, "includeAll": include_all, "options": []}
     if include_all:
         # `.*` rather than the list of all values: also matches points whose tag is absent.
         variable["allValue"] = ".*"
@@ -121,8 +121,8 @@ def layout(rows: list[Row], datasource: JSON) -> list[JSON]:
 
 def dashboard(*, uid: str, title: str, description: str, tags: list[str], rows: list[Row], datasource: JSON,
               variables: list[JSON], time_from: str, refresh: str, links: list[JSON] | None = None) -> JSON:
+    # No "id": Grafana assigns it; the uid identifies the board across instances.
     return {
-        "id": None,
         "uid": uid,
         "title": title,
         "description": description,

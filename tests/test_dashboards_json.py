@@ -55,12 +55,54 @@ def test_expected_boards_exist() -> None:
 
 
 def test_dashboard_top_level(board: dict[str, Any]) -> None:
-    """Test the dashboard fields Grafana requires: uid (<= 40 chars), title, schemaVersion, time, templating."""
-    assert re.fullmatch(r"[A-Za-z0-9._-]{1,40}", board["uid"])
+    """Test the dashboard fields Grafana requires: uid (8-40 chars), title, schemaVersion, time, templating."""
+    assert re.fullmatch(r"[A-Za-z0-9._-]{8,40}", board["uid"])
     assert board["title"] and isinstance(board["schemaVersion"], int) and board["schemaVersion"] >= 36
-    assert board["id"] is None  # new or overwritten by uid, never by a numeric id
+    assert "id" not in board  # Grafana assigns ids; boards are identified by uid
     assert set(board["time"]) == {"from", "to"}
     assert isinstance(board["templating"]["list"], list) and isinstance(board["panels"], list)
+
+
+# Keys of Grafana's dashboard model (schemaVersion 39, the "dashboard" kind): objects in the
+# JSON may use these and no others; the required ones must be there.
+DASHBOARD_KEYS = {"id", "uid", "title", "description", "revision", "gnetId", "tags", "timezone", "editable",
+                  "graphTooltip", "time", "timepicker", "fiscalYearStartMonth", "liveNow", "weekStart", "refresh",
+                  "schemaVersion", "version", "panels", "templating", "annotations", "links", "snapshot"}
+PANEL_KEYS = {"type", "id", "pluginVersion", "tags", "targets", "title", "description", "transparent", "datasource",
+              "gridPos", "links", "repeat", "repeatDirection", "maxPerRow", "maxDataPoints", "transformations",
+              "interval", "timeFrom", "timeShift", "hideTimeOverride", "libraryPanel", "options", "fieldConfig"}
+VARIABLE_KEYS = {"type", "name", "label", "hide", "skipUrlSync", "description", "query", "datasource", "current",
+                 "multi", "options", "refresh", "sort", "includeAll", "allValue", "regex"}
+FIELD_CONFIG_KEYS = {"displayName", "displayNameFromDS", "description", "path", "writeable", "filterable", "unit",
+                     "decimals", "min", "max", "mappings", "thresholds", "color", "links", "noValue", "custom"}
+LINK_REQUIRED = {"title", "type", "icon", "tooltip", "tags", "asDropdown", "targetBlank", "includeVars", "keepTime"}
+COLOR_MODES = {"thresholds", "palette-classic", "palette-classic-by-name", "fixed", "shades"}
+
+
+def test_keys_follow_grafanas_dashboard_model(board: dict[str, Any]) -> None:
+    """Test that dashboard, panel, variable, fieldConfig, link, mapping and transformation objects use only
+    the keys Grafana's dashboard model defines, with the required ones present."""
+    assert set(board) <= DASHBOARD_KEYS and {"schemaVersion", "templating", "annotations"} <= set(board)
+    for link in board["links"]:
+        assert LINK_REQUIRED <= set(link) and link["type"] in ("link", "dashboards")
+    for var in board["templating"]["list"]:
+        assert set(var) <= VARIABLE_KEYS and {"type", "name"} <= set(var)
+        if "current" in var:
+            assert {"text", "value"} <= set(var["current"])
+    for panel in board["panels"]:
+        assert set(panel) <= PANEL_KEYS, set(panel) - PANEL_KEYS
+        assert set(panel["gridPos"]) == {"x", "y", "w", "h"} and panel["gridPos"]["x"] < 24
+        defaults = panel["fieldConfig"]["defaults"]
+        assert set(defaults) <= FIELD_CONFIG_KEYS, set(defaults) - FIELD_CONFIG_KEYS
+        if "color" in defaults:
+            assert defaults["color"]["mode"] in COLOR_MODES
+        for mapping in defaults["mappings"]:
+            assert mapping["type"] == "value"
+            assert all(set(result) <= {"text", "color", "icon", "index"} for result in mapping["options"].values())
+        for override in panel["fieldConfig"]["overrides"]:
+            assert all(set(p) == {"id", "value"} for p in override["properties"])
+        for transformation in panel["transformations"]:
+            assert set(transformation) == {"id", "options"}
 
 
 def test_panels_structure(board: dict[str, Any]) -> None:

@@ -184,7 +184,7 @@ def test_first_push_creates_everything_and_shares(grafana: FakeGrafana) -> None:
     saved = [r.body for r in grafana.requests if r.path == "/api/dashboards/db"]
     assert {b["dashboard"]["uid"] for b in saved} == {"machine-fleet", "machine-detail", "capacity-p1"}
     assert all(b["folderUid"] == "machine-availability" and b["overwrite"] is True for b in saved)
-    assert all(b["dashboard"]["id"] is None for b in saved)
+    assert all("id" not in b["dashboard"] for b in saved)  # matched by uid
     assert grafana.requests[-1].body == {"isEnabled": True, "timeSelectionEnabled": False,
                                          "annotationsEnabled": False, "share": "public"}
     token = grafana.public["capacity-p1"]["accessToken"]
