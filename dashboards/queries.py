@@ -27,9 +27,13 @@ FLEET_WHERE = '"plant" =~ /^$plant$/ AND "line" =~ /^$line$/ AND "machine" =~ /^
 MACHINE_WHERE = '"machine" =~ /^$machine$/'
 
 
+_REGEX_SPECIAL = re.compile(r"([\\.^$|?*+()\[\]{}/])")
+
+
 def regex_literal(values: list[str]) -> str:
-    """An InfluxQL regex matching exactly these tag values: ``/^(a|b)$/``."""
-    escaped = "|".join(re.escape(v).replace("/", "\\/") for v in values)
+    """An InfluxQL regex matching exactly these tag values: ``/^(a|b)$/``. Only the characters
+    special to Go's RE2 (and the ``/`` delimiter) are escaped: RE2 rejects escapes such as ``\\ ``."""
+    escaped = "|".join(_REGEX_SPECIAL.sub(r"\\\1", v) for v in values)
     return f"/^({escaped})$/"
 
 

@@ -291,3 +291,16 @@ def test_capacity_board_other_plant(runner: Runner, boards: dict[str, Board]) ->
     assert runner.rows(board, "Free now") == []  # Grafana shows the panel's noValue, "0"
     [row] = runner.rows(board, "Shared machines now")
     assert (row["machine"], row["state"]) == ("m4", "down")
+
+
+def test_machine_list_regex_matches_odd_ids_exactly(influxd: InfluxD) -> None:
+    """Test that the capacity boards' machine filter matches ids with spaces, dots, slashes and
+    brackets exactly (and InfluxDB's RE2 accepts the escaping)."""
+    from dashboards.queries import machines_where
+
+    influxd.query(f'CREATE DATABASE "{DB}"')
+    ids = ["a b", "x.y/z", "p(1)", "m-1", "xzy/z", "m-10"]
+    influxd.write("\n".join(f"t,machine={i.replace(' ', chr(92) + ' ')} v=1 {n}" for n, i in enumerate(ids)), DB)
+    wanted = ["a b", "x.y/z", "p(1)", "m-1"]
+    rows = influxd.rows(f'SELECT "v" FROM "t" WHERE {machines_where(wanted)} GROUP BY "machine"', DB)
+    assert sorted(r["machine"] for r in rows) == sorted(wanted)
