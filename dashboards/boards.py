@@ -214,7 +214,7 @@ def _label(machine: Machine) -> str:
     return " · ".join(p for p in (machine.name or machine.id, machine.kind, machine.line) if p)
 
 
-def capacity(settings: DashboardSettings, title_scope: str, uid_scope: str, machines: list[Machine]) -> Board:
+def capacity(settings: DashboardSettings, title_scope: str, uid: str, machines: list[Machine]) -> Board:
     """A board for sharing outside the company: only ``machines`` (all public) appear, by name;
     the filter is written into every query; no reasons, no raw signals, no variables."""
     window = settings.current_window
@@ -258,7 +258,6 @@ def capacity(settings: DashboardSettings, title_scope: str, uid_scope: str, mach
                               _by_name("Since", ("unit", "dateTimeFromNow"))],
                    options=_table_options(), transformations=[_organize(["code"], {"Time": "Since"})]),)),
     ]
-    uid = f"capacity-{_slug(uid_scope)}"
     title = f"Free capacity · {title_scope}"
     ds: JSON = {"type": "influxdb", "uid": settings.datasource_uid}
     return Board(uid, title, dashboard(
@@ -274,8 +273,14 @@ def capacity_boards(config: Config, settings: DashboardSettings) -> list[Board]:
             continue
         plant = m.plant or config.site.plant
         scopes[(plant,) if settings.share_by == "plant" else (plant, m.line)].append(m)
-    return [capacity(settings, " / ".join(p for p in scope if p), "-".join(scope), machines)
-            for scope, machines in sorted(scopes.items())]
+    boards, used = [], set()
+    for scope, machines in sorted(scopes.items()):
+        uid = f"capacity-{_slug('-'.join(scope))}"
+        if uid in used:  # two names with the same slug ("Line A" and "line-a"): keep uids apart
+            uid = f"capacity-{_slug('-'.join(scope))[:21]}-{hashlib.sha256(repr(scope).encode()).hexdigest()[:8]}"
+        used.add(uid)
+        boards.append(capacity(settings, " / ".join(p for p in scope if p), uid, machines))
+    return boards
 
 
 def build_boards(config: Config, settings: DashboardSettings | None = None) -> list[Board]:

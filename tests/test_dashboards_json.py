@@ -251,3 +251,19 @@ def test_provisioned_dashboards_provider() -> None:
     assert (provider["folder"], provider["folderUid"]) == (settings.folder_title, settings.folder_uid)
     readme = (JSON_DIR.parent / "README.md").read_text()
     assert f"dashboards/json:{provider['options']['path']}" in readme
+
+
+def test_capacity_uids_stay_unique_when_names_share_a_slug() -> None:
+    """Test that lines whose names slug alike ("Line A", "line-a") still get distinct board uids."""
+    from collector.configfile import load_config_text
+
+    config = load_config_text("""
+site: {plant: p}
+sources: [{id: s, type: simulate}]
+dashboards: {share_by: line}
+machines:
+  - {id: m1, line: Line A, public: true, source: s, profile: opc40001}
+  - {id: m2, line: line-a, public: true, source: s, profile: opc40001}
+""").config
+    uids = [b.uid for b in build_boards(config) if b.shared]
+    assert len(uids) == 2 and len(set(uids)) == 2 and all(len(u) <= 40 for u in uids)
