@@ -116,10 +116,13 @@ class OpcUaAdapter:
 
     async def _events(self) -> AsyncIterator[Event]:
         while True:
-            item = await self._queue.get()
-            if isinstance(item, BaseException):
-                raise item
-            yield item
+            batch = [await self._queue.get()]
+            while not self._queue.empty():
+                batch.append(self._queue.get_nowait())
+            for item in _chronological(batch):
+                if isinstance(item, BaseException):
+                    raise item
+                yield item
 
     # -- opening ----------------------------------------------------------------------------
 
@@ -410,6 +413,31 @@ class OpcUaAdapter:
             with contextlib.suppress(Exception):
                 async with asyncio.timeout(self.config.timeout):
                     await client.disconnect()
+
+
+def _chronological(batch: list[Event | BaseException]) -> list[Event | BaseException]:
+    """Readings in source-time order between the other events (which keep their place).
+
+    A publish response groups notifications by monitored item, not by time: with queue sizes
+    above one, ``alarm=True@2.5s`` can follow ``execution=READY@3.25s`` in the same response,
+    and the tracker would drop it as out of order. The forwarders move whole publish responses
+    into the queue at once, so sorting what is queued restores the order the changes happened.
+    """
+    out: list[Event | BaseException] = []
+    run: list[Reading] = []
+    for item in batch:
+        if isinstance(item, Reading):
+            run.append(item)
+            continue
+        out += sorted(run, key=_ts)
+        run = []
+        out.append(item)
+    out += sorted(run, key=_ts)
+    return out
+
+
+def _ts(reading: Reading) -> int:
+    return reading.ts_ns
 
 
 def _describe(exc: BaseException) -> str:
