@@ -64,12 +64,12 @@ class Reader:
         found = self.readings(machine, signal)
         return found[-1] if found else None
 
-    async def wait(self, condition: Callable[[], bool], timeout: float = 10.0, what: str = "condition") -> None:
-        """Wait until ``condition`` holds; fail with ``what`` (and any adapter error) after ``timeout``."""
-        deadline = asyncio.get_running_loop().time() + timeout
+    async def wait(self, condition: Callable[[], bool], within: float = 10.0, what: str = "condition") -> None:
+        """Wait until ``condition`` holds; fail with ``what`` (and any adapter error) after ``within`` s."""
+        deadline = asyncio.get_running_loop().time() + within
         while not condition():
             if asyncio.get_running_loop().time() > deadline:
-                raise AssertionError(f"timed out after {timeout}s waiting for {what}; adapter error: {self.error!r}; "
+                raise AssertionError(f"timed out after {within}s waiting for {what}; adapter error: {self.error!r}; "
                                      f"last events: {self.events[-5:]}")
             await asyncio.sleep(0.01)
 

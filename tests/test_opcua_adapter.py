@@ -131,7 +131,7 @@ async def test_many_nodes_split_across_subscriptions(opcua_server: OpcUaTestServ
     async with OpcUaAdapter(source(opcua_server.url, max_items_per_subscription=300), machines,
                             context(tmp_path)) as adapter:
         reader = Reader(adapter)
-        await reader.wait(lambda: len(reader.readings()) >= 1002, timeout=30, what="1,002 initial values")
+        await reader.wait(lambda: len(reader.readings()) >= 1002, within=30, what="1,002 initial values")
         assert len(adapter._subs) == 4
         await opcua_server.write(opcua_server.node(CNC, "M0333.SpindleSpeed"), 99.0, ua.VariantType.Double)
         await reader.wait(lambda: (r := reader.last("M0333", "spindle_rpm")) is not None and r.value == 99.0,
@@ -148,6 +148,6 @@ async def test_server_stop_raises_out_of_the_iterator(opcua_server: OpcUaTestSer
         await reader.wait(lambda: bool(reader.readings()), what="initial value")
         stopped = asyncio.get_running_loop().time()
         await opcua_server.stop()
-        await reader.wait(lambda: reader.error is not None, timeout=5, what="SourceError")
+        await reader.wait(lambda: reader.error is not None, within=5, what="SourceError")
         assert isinstance(reader.error, SourceError)
         assert asyncio.get_running_loop().time() - stopped < 3 * 0.5 + 1.0

@@ -8,7 +8,14 @@ from asyncua import Server
 
 from adapters.opcua.adapter import OpcUaAdapter
 from collector.model import MachineFound
-from tests.fixtures.opcua import DI, MACHINERY, OpcUaTestServer, add_machinery_machine, machinery_types, set_machinery_state
+from tests.fixtures.opcua import (
+    DI,
+    MACHINERY,
+    OpcUaTestServer,
+    add_machinery_machine,
+    machinery_types,
+    set_machinery_state,
+)
 from tests.opcua_helpers import VENDOR, Reader, bound, context, source
 
 

@@ -67,8 +67,8 @@ class Run:
         changes = self.of(machine)
         return changes[-1].state if changes else None
 
-    async def wait(self, condition: object, timeout: float = 15.0, what: str = "condition") -> None:
-        deadline = time.monotonic() + timeout
+    async def wait(self, condition: object, within: float = 15.0, what: str = "condition") -> None:
+        deadline = time.monotonic() + within
         while not condition():  # type: ignore[operator]
             if self.task.done():
                 self.task.result()
@@ -86,7 +86,7 @@ def config(srv: OpcUaTestServer, tmp_path: Path, machines: str, extra: str = "")
 
 async def test_plain_tags_drive_busy_idle_down_with_exact_durations(opcua_server: OpcUaTestServer,
                                                                     tmp_path: Path) -> None:
-    """Test that String/Double/Boolean tags drive a machine through idle, busy, down, idle, busy with durations exact to the ns of the source timestamps."""
+    """Test that String/Double/Boolean tags drive idle, busy, down, idle, busy; durations exact to the ns."""
     await opcua_server.start([CNC], plain_cnc(CNC, ["CNC01"]))
     run = Run(config(opcua_server, tmp_path, "  - {id: cnc-01, source: cell, profile: lathe, vars: {node: CNC01}}"))
     await run.wait(lambda: run.state("cnc-01") is State.IDLE, what="idle at start")
@@ -112,7 +112,7 @@ async def test_plain_tags_drive_busy_idle_down_with_exact_durations(opcua_server
 
 
 async def test_server_restart_with_reordered_namespaces(opcua_server: OpcUaTestServer, tmp_path: Path) -> None:
-    """Test that a server restart (namespaces registered in another order) takes machines offline and back, reading the right nodes."""
+    """Test that a restart with reordered namespaces takes machines offline and back, read from the right nodes."""
     await opcua_server.start([CNC, DECOY], plain_cnc(CNC, ["CNC01", "CNC02"], decoy=DECOY))
     machines = ("  - {id: cnc-01, source: cell, profile: lathe, vars: {node: CNC01}}\n"
                 "  - {id: cnc-02, source: cell, profile: lathe, vars: {node: CNC02}}")
@@ -143,7 +143,7 @@ async def test_server_restart_with_reordered_namespaces(opcua_server: OpcUaTestS
 
 async def test_discovered_machines_tracked_with_the_opc40001_profile(opcua_server: OpcUaTestServer,
                                                                      tmp_path: Path) -> None:
-    """Test that machines found by discovery are tracked by the engine with the opc40001 rules, with no machine config."""
+    """Test that discovered machines are tracked with the opc40001 rules, with no machine config."""
     async def build(server: Server, ns: dict[str, int]) -> None:
         await machinery_types(server, ns)
         await add_machinery_machine(server, ns, VENDOR, "Mill1", item=5006, mode=5026, locale="de")

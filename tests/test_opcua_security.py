@@ -35,7 +35,7 @@ async def start(srv: OpcUaTestServer, security: Security) -> None:
 @pytest.mark.parametrize("mode", ["Sign", "SignAndEncrypt"])
 async def test_secure_session_with_user_and_test_made_client_certificate(
         opcua_server: OpcUaTestServer, server_security: Security, tmp_path: Path, mode: str) -> None:
-    """Test that Basic256Sha256 Sign / SignAndEncrypt with a username, a trusted server cert and a client cert made by the test reads values."""
+    """Test that Basic256Sha256 Sign/SignAndEncrypt with a user and test-made certificates reads values."""
     await start(opcua_server, server_security)
     client_uri = "urn:test:collector"
     cert, key = make_certificate(tmp_path / "client-pki", "client", client_uri, server=False)
@@ -53,7 +53,7 @@ async def test_secure_session_with_user_and_test_made_client_certificate(
 
 async def test_client_certificate_generated_once_and_logged(opcua_server: OpcUaTestServer, server_security: Security,
                                                             tmp_path: Path, caplog: pytest.LogCaptureFixture) -> None:
-    """Test that without a configured client certificate one is generated in the data dir, logged with its thumbprint, and reused."""
+    """Test that a missing client certificate is generated in the data dir once, logged with its thumbprint, reused."""
     await start(opcua_server, server_security)
     ctx = context(tmp_path)
     (ctx.data_dir / "pki" / "trusted").mkdir(parents=True)
@@ -77,7 +77,7 @@ async def test_client_certificate_generated_once_and_logged(opcua_server: OpcUaT
 
 async def test_unknown_server_certificate_is_refused_then_trusted(opcua_server: OpcUaTestServer,
                                                                   server_security: Security, tmp_path: Path) -> None:
-    """Test that a server certificate not in the trust list is refused with a clear error, saved, and accepted once moved to trusted/."""
+    """Test that an untrusted server certificate is refused clearly, saved, and accepted once moved to trusted/."""
     await start(opcua_server, server_security)
     ctx = context(tmp_path)
     cfg = source(opcua_server.url, security_policy="Basic256Sha256", username="operator", password="s3cret")
@@ -104,7 +104,7 @@ async def test_wrong_password_is_refused(opcua_server: OpcUaTestServer, server_s
     await start(opcua_server, server_security)
     cfg = source(opcua_server.url, security_policy="Basic256Sha256", username="operator", password="wrong",
                  trusted_server_certificates=[server_security.cert])
-    with pytest.raises(SourceError, match="BadUserAccessDenied|BadIdentityTokenRejected|BadIdentityTokenInvalid"):
+    with pytest.raises(SourceError, match=r"BadUserAccessDenied|BadIdentityTokenRejected|BadIdentityTokenInvalid"):
         async with OpcUaAdapter(cfg, MACHINE, context(tmp_path)):
             pass
 
@@ -115,6 +115,6 @@ async def test_policy_the_server_lacks_is_named(opcua_server: OpcUaTestServer, s
     await start(opcua_server, server_security)
     cfg = source(opcua_server.url, security_policy="Aes256_Sha256_RsaPss", username="operator", password="s3cret",
                  trusted_server_certificates=[server_security.cert])
-    with pytest.raises(SourceError, match="offers no endpoint with Aes256_Sha256_RsaPss/SignAndEncrypt.*Basic256Sha256/Sign"):
+    with pytest.raises(SourceError, match=r"no endpoint with Aes256_Sha256_RsaPss/SignAndEncrypt.*Basic256Sha256/Sign"):
         async with OpcUaAdapter(cfg, MACHINE, context(tmp_path)):
             pass
