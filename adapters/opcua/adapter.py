@@ -429,10 +429,12 @@ def _chronological(batch: list[Event | BaseException]) -> list[Event | BaseExcep
         if isinstance(item, Reading):
             run.append(item)
             continue
-        out += sorted(run, key=_ts)
+        run.sort(key=_ts)
+        out.extend(run)
         run = []
         out.append(item)
-    out += sorted(run, key=_ts)
+    run.sort(key=_ts)
+    out.extend(run)
     return out
 
 
