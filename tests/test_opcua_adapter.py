@@ -14,7 +14,7 @@ from adapters.base import SourceError
 from adapters.opcua.adapter import OpcUaAdapter, UnknownNodes
 from collector.model import Quality
 from tests.fixtures.opcua import OpcUaTestServer, plain_cnc
-from tests.opcua_helpers import CNC, DECOY, Reader, bound, cnc_signals, context, source
+from tests.opcua_helpers import CNC, DECOY, FreezableProxy, Reader, bound, cnc_signals, context, source
 
 
 async def test_plain_tags_become_readings_with_source_timestamps(opcua_server: OpcUaTestServer, tmp_path: Path) -> None:
@@ -151,3 +151,45 @@ async def test_server_stop_raises_out_of_the_iterator(opcua_server: OpcUaTestSer
         await reader.wait(lambda: reader.error is not None, within=5, what="SourceError")
         assert isinstance(reader.error, SourceError)
         assert asyncio.get_running_loop().time() - stopped < 3 * 0.5 + 1.0
+
+
+async def test_silent_connection_detected_within_a_few_keepalives(opcua_server: OpcUaTestServer,
+                                                                  tmp_path: Path) -> None:
+    """Test that a connection that goes silent (no close, no data) raises SourceError within three keep-alives."""
+    await opcua_server.start([CNC], plain_cnc(CNC, ["CNC01"]))
+    proxy = FreezableProxy(opcua_server.port)
+    await proxy.start()
+    try:
+        async with OpcUaAdapter(source(f"opc.tcp://127.0.0.1:{proxy.port}"),
+                                [bound("cnc-01", execution=f"nsu={CNC};s=CNC01.Execution")],
+                                context(tmp_path)) as adapter:
+            reader = Reader(adapter)
+            await reader.wait(lambda: bool(reader.readings()), what="initial value")
+            frozen = asyncio.get_running_loop().time()
+            proxy.frozen = True
+            await reader.wait(lambda: reader.error is not None, within=10, what="SourceError")
+            assert isinstance(reader.error, SourceError)
+            assert asyncio.get_running_loop().time() - frozen <= 3 * 0.5 + 0.5
+    finally:
+        await proxy.stop()
+
+
+async def test_absolute_deadband_on_numeric_nodes(opcua_server: OpcUaTestServer, tmp_path: Path) -> None:
+    """Test that with `deadband` small changes of a number are not reported and strings are unaffected."""
+    await opcua_server.start([CNC], plain_cnc(CNC, ["CNC01"]))
+    signals = cnc_signals("CNC01")
+    async with OpcUaAdapter(source(opcua_server.url, deadband=10.0),
+                            [bound("cnc-01", spindle_rpm=signals["spindle_rpm"], execution=signals["execution"])],
+                            context(tmp_path)) as adapter:
+        reader = Reader(adapter)
+        await reader.wait(lambda: len(reader.readings()) >= 2, what="initial values")
+        node = opcua_server.node(CNC, "CNC01.SpindleSpeed")
+        for value in (5.0, 9.0, 25.0):  # 5 and 9 are within 10 of 0; 25 is not
+            await opcua_server.write(node, value, ua.VariantType.Double)
+        await opcua_server.write(opcua_server.node(CNC, "CNC01.Execution"), "ACTIVE", ua.VariantType.String)
+        await reader.wait(lambda: (r := reader.last("cnc-01", "execution")) is not None and r.value == "ACTIVE",
+                          what="execution change")
+        await reader.wait(lambda: (r := reader.last("cnc-01", "spindle_rpm")) is not None and r.value == 25.0,
+                          what="spindle 25")
+        assert [r.value for r in reader.readings("cnc-01", "spindle_rpm")] == [0.0, 25.0]
+        await reader.stop()
