@@ -193,3 +193,37 @@ async def test_absolute_deadband_on_numeric_nodes(opcua_server: OpcUaTestServer,
                           what="spindle 25")
         assert [r.value for r in reader.readings("cnc-01", "spindle_rpm")] == [0.0, 25.0]
         await reader.stop()
+
+
+async def test_server_clock_behind_never_reports_older_than_before(opcua_server: OpcUaTestServer,
+                                                                   tmp_path: Path) -> None:
+    """Test that a source timestamp older than the machine's previous reading is moved up to it and counted."""
+    await opcua_server.start([CNC], plain_cnc(CNC, ["CNC01"]))
+    ctx = context(tmp_path)
+    async with OpcUaAdapter(source(opcua_server.url), [bound("cnc-01", execution=f"nsu={CNC};s=CNC01.Execution")],
+                            ctx) as adapter:
+        reader = Reader(adapter)
+        await reader.wait(lambda: bool(reader.readings()), what="initial value")
+        first = reader.readings()[0].ts_ns
+        behind = dt.datetime.now(dt.UTC) - dt.timedelta(seconds=30)  # a server clock 30 s slow
+        await opcua_server.write(opcua_server.node(CNC, "CNC01.Execution"), "ACTIVE", ua.VariantType.String,
+                                 source_ts=behind)
+        await reader.wait(lambda: reader.readings()[-1].value == "ACTIVE", what="ACTIVE")
+        assert reader.readings()[-1].ts_ns == first
+        assert ctx.bad_input.counts[("cell", "timestamp_behind")] == 1
+        await reader.stop()
+
+
+async def test_arrival_timestamps_ignore_the_server_clock(opcua_server: OpcUaTestServer, tmp_path: Path) -> None:
+    """Test that `timestamps: arrival` stamps values when they arrive, whatever the source timestamp says."""
+    await opcua_server.start([CNC], plain_cnc(CNC, ["CNC01"]))
+    async with OpcUaAdapter(source(opcua_server.url, timestamps="arrival"),
+                            [bound("cnc-01", execution=f"nsu={CNC};s=CNC01.Execution")], context(tmp_path)) as adapter:
+        reader = Reader(adapter)
+        await reader.wait(lambda: bool(reader.readings()), what="initial value")
+        before = time.time_ns()
+        await opcua_server.write(opcua_server.node(CNC, "CNC01.Execution"), "ACTIVE", ua.VariantType.String,
+                                 source_ts=dt.datetime(2001, 1, 1, tzinfo=dt.UTC))
+        await reader.wait(lambda: reader.readings()[-1].value == "ACTIVE", what="ACTIVE")
+        assert before <= reader.readings()[-1].ts_ns <= time.time_ns()
+        await reader.stop()

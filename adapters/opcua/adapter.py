@@ -21,6 +21,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import dataclasses
 import json
 import logging
 import math
@@ -83,6 +84,7 @@ class OpcUaAdapter:
         self._opened_ns = 0
         self._opened_mono = 0.0
         self._failed = False
+        self._last_ts: dict[str, int] = {}  # machine -> latest timestamp emitted for it
 
     # -- the adapter surface ----------------------------------------------------------------
 
@@ -122,7 +124,23 @@ class OpcUaAdapter:
             for item in _chronological(batch):
                 if isinstance(item, BaseException):
                     raise item
+                if isinstance(item, Reading):
+                    item = self._not_older(item)
                 yield item
+
+    def _not_older(self, reading: Reading) -> Reading:
+        """A reading is never older than the one its machine reported before: a server clock
+        behind ours (after a reconnect, the first values are stamped with our clock) or items
+        sampled apart would otherwise make the tracker drop the change as out of order."""
+        last = self._last_ts.get(reading.machine, 0)
+        if reading.ts_ns >= last:
+            self._last_ts[reading.machine] = reading.ts_ns
+            return reading
+        self.context.bad_input.report(self.config.id, "timestamp_behind", (
+            f"machine {reading.machine} signal {reading.signal}: source time {(last - reading.ts_ns) / 1e6:.0f} ms "
+            "before the machine's previous reading; used that time instead (if the server clock is wrong, "
+            "set `timestamps: arrival`)"))
+        return dataclasses.replace(reading, ts_ns=last)
 
     # -- opening ----------------------------------------------------------------------------
 
@@ -323,7 +341,10 @@ class OpcUaAdapter:
             return
         dv = event.data.monitored_item.Value
         good, status = quality(dv.StatusCode, self.config.uncertain == "bad")
-        ts = to_ns(dv.SourceTimestamp) or to_ns(dv.ServerTimestamp) or now_ns()
+        arrived = now_ns()
+        ts = arrived
+        if self.config.timestamps == "source":
+            ts = to_ns(dv.SourceTimestamp) or to_ns(dv.ServerTimestamp) or arrived
         if not item.seen:
             # The first notification is the value as it stands now; its source timestamp may be
             # hours old. We only know it from now on (the machine was offline or unknown before).

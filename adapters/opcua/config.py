@@ -32,6 +32,9 @@ class OpcUaSource(SourceConfig):
                      "states (busy for 100 ms) that would otherwise be lost."))
     deadband: float | None = Field(
         None, ge=0, description="Absolute deadband for numeric nodes: smaller changes are not reported.")
+    timestamps: Literal["source", "arrival"] = Field(
+        "source", description=("Time of a value: `source`, the server's source timestamp (else its server timestamp); "
+                               "`arrival`, when the collector received it (for servers with a wrong clock)."))
     uncertain: Literal["good", "bad"] = Field(
         "bad", description="How an `Uncertain` status counts: `bad` makes the machine offline with the status as reason.")
     max_items_per_subscription: int = Field(
