@@ -9,7 +9,6 @@ import os
 import signal
 import sqlite3
 import subprocess
-import time
 import urllib.parse
 from collections.abc import Iterator
 from dataclasses import dataclass
@@ -24,7 +23,7 @@ from collector.influx.sink import OutboxSink
 from collector.influx.writers import WriteError, classify, with_precision
 from collector.lineprotocol import to_line
 from collector.model import MachineInfo, State, StateChange
-from tests.fixtures._ports import free_port, wait_for
+from tests.fixtures._ports import free_port, until, wait_for
 from tests.fixtures._proc import COLLECTOR, ROOT, collector_env
 from tests.fixtures.influxdb import InfluxD, VictoriaMetrics
 from tests.fixtures.recorder import Recorder
@@ -52,14 +51,6 @@ def outbox(tmp_path: Path, **kw: object) -> OutboxSettings:
 def v1(influxd: InfluxD | None, db: str = "avail", **kw: object) -> InfluxSettings:
     url = influxd.url if influxd else f"http://127.0.0.1:{free_port()}"
     return InfluxSettings.model_validate({"url": url, "api": "v1", "database": db, "create_database": True, **kw})
-
-
-async def until(condition: object, timeout: float = 30, what: str = "condition") -> None:
-    """Wait on ``condition()`` with a deadline, without blocking the event loop."""
-    deadline = time.monotonic() + timeout
-    while not condition():  # type: ignore[operator]
-        assert time.monotonic() < deadline, f"timed out waiting for {what}"
-        await asyncio.sleep(0.02)
 
 
 # -- one suite over both APIs ----------------------------------------------------------------
