@@ -127,7 +127,7 @@ async def test_v2_request_carries_token_org_bucket_gzip_precision(
     assert query == {"org": ["acme"], "bucket": ["avail"], "precision": ["s"]}
     headers = {k.lower(): v for k, v in writes[0].headers.items()}
     assert headers["authorization"] == "Token t0k3n" and headers["content-encoding"] == "gzip"
-    assert gzip.decompress(writes[0].body).decode().splitlines() == with_precision(lines, "s")
+    assert gzip.decompress(writes[0].body) == with_precision("\n".join(lines).encode(), "s")
     stored = victoria_metrics.export('{__name__="machine_state_state_code"}')
     assert {ts // 1000 for s in stored for ts in s["timestamps"]} == {T0 // S}
 

@@ -37,7 +37,12 @@ CREATE TABLE IF NOT EXISTS dead_letter (
 class Chunk:
     id: int
     created: float
-    lines: list[str]
+    points: int
+    body: bytes  # line protocol, one point per line
+
+    @property
+    def lines(self) -> list[str]:
+        return self.body.decode().split("\n")
 
 
 class OutboxStore:
@@ -50,6 +55,7 @@ class OutboxStore:
         self.db.executescript(_SCHEMA)
         self.points: int = 0
         self.bytes: int = 0
+        self.oldest: float | None = None  # append time of the oldest stored point (kept here: no query from other threads)
         self._recount()
         self.dead: int = self.db.execute("SELECT COUNT(*) FROM dead_letter").fetchone()[0]
 
@@ -65,6 +71,8 @@ class OutboxStore:
                         (time.time(), len(lines), len(payload), payload))
         self.points += len(lines)
         self.bytes += len(payload)
+        if self.oldest is None:
+            self.oldest = time.time()
 
     def peek(self, max_points: int) -> list[Chunk]:
         """The oldest chunks, up to ``max_points`` points (at least one chunk)."""
@@ -74,7 +82,7 @@ class OutboxStore:
                 "SELECT id, created, points, payload FROM outbox ORDER BY id LIMIT 1000"):
             if chunks and total + points > max_points:
                 break
-            chunks.append(Chunk(row_id, created, zlib.decompress(payload).decode().split("\n")))
+            chunks.append(Chunk(row_id, created, points, zlib.decompress(payload)))
             total += points
         return chunks
 
@@ -105,10 +113,6 @@ class OutboxStore:
             self._delete(ids)
         return dropped
 
-    def oldest_created(self) -> float | None:
-        row = self.db.execute("SELECT created FROM outbox ORDER BY id LIMIT 1").fetchone()
-        return None if row is None else float(row[0])
-
     def dead_lines(self) -> list[tuple[str, str]]:
         return [(line, error) for line, error in self.db.execute("SELECT line, error FROM dead_letter ORDER BY id")]
 
@@ -130,6 +134,8 @@ class OutboxStore:
                 self.points -= points
                 self.bytes -= size
             self.db.execute("COMMIT")
+            row = self.db.execute("SELECT created FROM outbox ORDER BY id LIMIT 1").fetchone()
+            self.oldest = None if row is None else float(row[0])
         except BaseException:
             self.db.execute("ROLLBACK")
             self._recount()
@@ -138,3 +144,5 @@ class OutboxStore:
     def _recount(self) -> None:
         self.points, self.bytes = self.db.execute(
             "SELECT COALESCE(SUM(points), 0), COALESCE(SUM(bytes), 0) FROM outbox").fetchone()
+        row = self.db.execute("SELECT created FROM outbox ORDER BY id LIMIT 1").fetchone()
+        self.oldest = None if row is None else float(row[0])

@@ -24,6 +24,7 @@ from collector.influx.writers import WriteError, Writer, make_writer
 
 log = logging.getLogger(__name__)
 T = TypeVar("T")
+IN_FLIGHT = 2
 
 
 class OutboxSink:
@@ -85,7 +86,7 @@ class OutboxSink:
 
     def stats(self) -> dict[str, Any]:
         store = self.store
-        oldest = store.oldest_created() if store is not None else None
+        oldest = store.oldest if store is not None else None
         return {
             "depth_points": store.points if store else 0,
             "depth_bytes": store.bytes if store else 0,
@@ -119,28 +120,42 @@ class OutboxSink:
                 await self._sleep(self.settings.flush_interval)
 
     async def _send_one(self) -> bool:
-        """Deliver the oldest batch; False when the outbox is empty."""
+        """Deliver the oldest batches, two requests in flight (InfluxDB parses one while the
+        next is on the wire); False when the outbox is empty."""
         store = self._require()
-        chunks: list[Chunk] = await self._run(store.peek, self.settings.batch_size)
+        size = self.settings.batch_size
+        chunks: list[Chunk] = await self._run(store.peek, size * IN_FLIGHT)
         if not chunks:
             return False
-        lines = [line for c in chunks for line in c.lines]
-        try:
-            await self._write(lines)
-        except WriteError as exc:
-            if exc.kind != "data":
-                raise
-            await self._bisect(lines, exc)
-        await self._run(store.ack, [c.id for c in chunks])
+        groups: list[list[Chunk]] = [[]]
+        for chunk in chunks:
+            if groups[-1] and sum(c.points for c in groups[-1]) + chunk.points > size:
+                groups.append([])
+            groups[-1].append(chunk)
+        results = await asyncio.gather(*(self._deliver(g) for g in groups), return_exceptions=True)
+        delivered = [c.id for g, r in zip(groups, results, strict=True) if r is None for c in g]
+        await self._run(store.ack, delivered)
+        for r in results:
+            if isinstance(r, BaseException):
+                raise r
         self._link(True, None)
         return True
 
-    async def _write(self, lines: list[str]) -> None:
+    async def _deliver(self, chunks: list[Chunk]) -> None:
+        body = b"\n".join(c.body for c in chunks)
+        try:
+            await self._write(body, sum(c.points for c in chunks))
+        except WriteError as exc:
+            if exc.kind != "data":
+                raise
+            await self._bisect([line for c in chunks for line in c.lines], exc)
+
+    async def _write(self, body: bytes, points: int) -> None:
         start = time.perf_counter()
         self.counters["requests"] += 1
-        await self.writer.write(lines)
+        await self.writer.write(body)
         self.last_latency_s = time.perf_counter() - start
-        self.counters["written"] += len(lines)
+        self.counters["written"] += points
 
     async def _bisect(self, lines: list[str], exc: WriteError) -> None:
         """Land the good points of a refused batch; dead-letter the bad ones."""
@@ -154,7 +169,7 @@ class OutboxSink:
         half = len(lines) // 2
         for part in (lines[:half], lines[half:]):
             try:
-                await self._write(part)
+                await self._write("\n".join(part).encode(), len(part))
             except WriteError as inner:
                 if inner.kind != "data":
                     raise

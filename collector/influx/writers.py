@@ -17,7 +17,7 @@ import asyncio
 import gzip
 import json
 import logging
-from collections.abc import Callable, Sequence
+from collections.abc import Callable
 from typing import Literal, Protocol, TypeVar, cast
 
 import httpx
@@ -75,16 +75,16 @@ def _seconds(value: str | None) -> float | None:
 _DIVISORS = {"ns": 1, "us": 1_000, "ms": 1_000_000, "s": 1_000_000_000}
 
 
-def with_precision(lines: Sequence[str], precision: str) -> list[str]:
+def with_precision(body: bytes, precision: str) -> bytes:
     """Lines carry ns timestamps; for a coarser precision the timestamp is rounded down."""
     divisor = _DIVISORS[precision]
     if divisor == 1:
-        return list(lines)
+        return body
     out = []
-    for line in lines:
-        head, _, ts = line.rpartition(" ")
-        out.append(f"{head} {int(ts) // divisor}")
-    return out
+    for line in body.split(b"\n"):
+        head, _, ts = line.rpartition(b" ")
+        out.append(head + b" " + str(int(ts) // divisor).encode())
+    return b"\n".join(out)
 
 
 def _timeout(settings: InfluxSettings) -> str:
@@ -92,8 +92,8 @@ def _timeout(settings: InfluxSettings) -> str:
 
 
 class Writer(Protocol):
-    async def write(self, lines: Sequence[str]) -> None:
-        """Deliver the lines or raise ``WriteError``."""
+    async def write(self, body: bytes) -> None:
+        """Deliver ``body`` (line protocol, ns timestamps, one point per line) or raise ``WriteError``."""
 
     async def check(self) -> str:
         """Start-up check: a one-line description of the target; raises ``WriteError``."""
@@ -111,8 +111,8 @@ class V1Writer:
         self.settings = settings
         self.client = httpx.AsyncClient(base_url=settings.url.rstrip("/"), timeout=settings.timeout)
 
-    async def write(self, lines: Sequence[str]) -> None:
-        body = "\n".join(with_precision(lines, self.settings.precision)).encode()
+    async def write(self, body: bytes) -> None:
+        body = with_precision(body, self.settings.precision)
         headers = {"Content-Type": "text/plain; charset=utf-8"}
         if self.settings.gzip:
             body = gzip.compress(body, 1)
@@ -183,12 +183,12 @@ class V2Writer:
                                      timeout=int(settings.timeout * 1000), enable_gzip=settings.gzip)
         self.write_api = self.client.write_api(write_options=SYNCHRONOUS)
 
-    async def write(self, lines: Sequence[str]) -> None:
-        await asyncio.to_thread(self._call, self._write_sync, lines)
+    async def write(self, body: bytes) -> None:
+        await asyncio.to_thread(self._call, self._write_sync, body)
 
-    def _write_sync(self, lines: Sequence[str]) -> None:
+    def _write_sync(self, body: bytes) -> None:
         s = self.settings
-        body = "\n".join(with_precision(lines, s.precision)).encode()
+        body = with_precision(body, s.precision)
         self.write_api.write(bucket=s.bucket, org=s.org, record=body, write_precision=self.precision)
 
     async def check(self) -> str:
