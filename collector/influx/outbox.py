@@ -55,7 +55,8 @@ class OutboxStore:
         self.db.executescript(_SCHEMA)
         self.points: int = 0
         self.bytes: int = 0
-        self.oldest: float | None = None  # append time of the oldest stored point (kept here: no query from other threads)
+        # append time of the oldest stored point, kept here so other threads never query
+        self.oldest: float | None = None
         self._recount()
         self.dead: int = self.db.execute("SELECT COUNT(*) FROM dead_letter").fetchone()[0]
 
