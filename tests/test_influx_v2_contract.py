@@ -84,7 +84,7 @@ def settings(url: str, **kw: Any) -> InfluxSettings:
 async def test_missing_bucket_is_reported(influx2: StandIn) -> None:
     """Test that the check names the missing bucket and how to fix it."""
     writer = V2Writer(settings(influx2.url))
-    with pytest.raises(WriteError, match="bucket 'avail' does not exist in org 'acme'.*create_bucket: true"):
+    with pytest.raises(WriteError, match=r"bucket 'avail' does not exist in org 'acme'.*create_bucket: true"):
         await writer.check()
     await writer.close()
 
@@ -112,7 +112,7 @@ async def test_bad_token_is_a_config_error(influx2: StandIn) -> None:
 async def test_unreachable_is_retryable() -> None:
     """Test that a closed port is a retryable error naming the URL."""
     writer = V2Writer(settings("http://127.0.0.1:9"))
-    with pytest.raises(WriteError, match="cannot reach http://127.0.0.1:9") as info:
+    with pytest.raises(WriteError, match=r"cannot reach http://127\.0\.0\.1:9") as info:
         await writer.write(b"m v=1 1")
     assert info.value.kind == "retry"
     await writer.close()
