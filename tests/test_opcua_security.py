@@ -18,7 +18,8 @@ from tests.fixtures.opcua import OpcUaTestServer, Security, make_certificate, pl
 from tests.opcua_helpers import CNC, Reader, bound, context, source
 
 USERS = {"operator": "s3cret"}
-POLICIES = [ua.SecurityPolicyType.Basic256Sha256_Sign, ua.SecurityPolicyType.Basic256Sha256_SignAndEncrypt]
+POLICIES = [ua.SecurityPolicyType.Basic256Sha256_Sign, ua.SecurityPolicyType.Basic256Sha256_SignAndEncrypt,
+            ua.SecurityPolicyType.Aes128Sha256RsaOaep_SignAndEncrypt, ua.SecurityPolicyType.Aes256Sha256RsaPss_Sign]
 MACHINE = [bound("cnc-01", execution=f"nsu={CNC};s=CNC01.Execution")]
 
 
@@ -32,14 +33,16 @@ async def start(srv: OpcUaTestServer, security: Security) -> None:
     await srv.start([CNC], plain_cnc(CNC, ["CNC01"]), security)
 
 
-@pytest.mark.parametrize("mode", ["Sign", "SignAndEncrypt"])
+@pytest.mark.parametrize(("policy", "mode"), [
+    ("Basic256Sha256", "Sign"), ("Basic256Sha256", "SignAndEncrypt"),
+    ("Aes128_Sha256_RsaOaep", "SignAndEncrypt"), ("Aes256_Sha256_RsaPss", "Sign")])
 async def test_secure_session_with_user_and_test_made_client_certificate(
-        opcua_server: OpcUaTestServer, server_security: Security, tmp_path: Path, mode: str) -> None:
-    """Test that Basic256Sha256 Sign/SignAndEncrypt with a user and test-made certificates reads values."""
+        opcua_server: OpcUaTestServer, server_security: Security, tmp_path: Path, policy: str, mode: str) -> None:
+    """Test that Sign and SignAndEncrypt sessions with a user and test-made certificates read values."""
     await start(opcua_server, server_security)
     client_uri = "urn:test:collector"
     cert, key = make_certificate(tmp_path / "client-pki", "client", client_uri, server=False)
-    cfg = source(opcua_server.url, security_policy="Basic256Sha256", security_mode=mode, certificate=cert,
+    cfg = source(opcua_server.url, security_policy=policy, security_mode=mode, certificate=cert,
                  private_key=key, application_uri=client_uri, username="operator", password="s3cret",
                  trusted_server_certificates=[server_security.cert])
     async with OpcUaAdapter(cfg, MACHINE, context(tmp_path)) as adapter:
