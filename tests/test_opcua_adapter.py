@@ -8,7 +8,7 @@ import time
 from pathlib import Path
 
 import pytest
-from asyncua import ua
+from asyncua import Server, ua
 
 from adapters.base import SourceError
 from adapters.opcua.adapter import OpcUaAdapter, UnknownNodes
@@ -124,15 +124,24 @@ async def test_unreachable_endpoint_raises_source_error(tmp_path: Path) -> None:
 
 
 async def test_many_nodes_split_across_subscriptions(opcua_server: OpcUaTestServer, tmp_path: Path) -> None:
-    """Test that 1,000 monitored items on one session all report, split over subscriptions of 300."""
+    """Test that 1,000 monitored items on one session report, split over subscriptions of 300, within call limits."""
     names = [f"M{i:04d}" for i in range(334)]
-    await opcua_server.start([CNC], plain_cnc(CNC, names))
+    tags = plain_cnc(CNC, names)
+
+    async def build(server: Server, ns: dict[str, int]) -> None:
+        await tags(server, ns)
+        for limit in (ua.ObjectIds.Server_ServerCapabilities_OperationLimits_MaxNodesPerRead,
+                      ua.ObjectIds.Server_ServerCapabilities_OperationLimits_MaxMonitoredItemsPerCall):
+            await server.get_node(ua.NodeId(limit)).write_value(ua.Variant(250, ua.VariantType.UInt32))
+
+    await opcua_server.start([CNC], build)
     machines = [bound(n, **cnc_signals(n)) for n in names]
     async with OpcUaAdapter(source(opcua_server.url, max_items_per_subscription=300), machines,
                             context(tmp_path)) as adapter:
         reader = Reader(adapter)
         await reader.wait(lambda: len(reader.readings()) >= 1002, within=30, what="1,002 initial values")
         assert len(adapter._subs) == 4
+        assert (adapter._read_chunk, adapter._items_chunk) == (250, 250)  # the server's operation limits
         await opcua_server.write(opcua_server.node(CNC, "M0333.SpindleSpeed"), 99.0, ua.VariantType.Double)
         await reader.wait(lambda: (r := reader.last("M0333", "spindle_rpm")) is not None and r.value == 99.0,
                           what="change on the last subscription")

@@ -85,6 +85,7 @@ class OpcUaAdapter:
         self._opened_mono = 0.0
         self._failed = False
         self._last_ts: dict[str, int] = {}  # machine -> latest timestamp emitted for it
+        self._read_chunk = self._items_chunk = CHUNK
 
     # -- the adapter surface ----------------------------------------------------------------
 
@@ -150,6 +151,7 @@ class OpcUaAdapter:
         log.info("source %s: connected to %s (%s/%s), %d namespaces", cfg.id, cfg.endpoint,
                  cfg.security_policy, cfg.security_mode if cfg.security_policy != "None" else "-",
                  len(self._namespaces))
+        await self._operation_limits(client)
         discovered_before = self._load_discovered()
         wanted = [(m.id, signal, address) for m in self.machines for signal, address in m.signals.items()]
         found: list[discovery.FoundMachine] = []
@@ -189,8 +191,8 @@ class OpcUaAdapter:
                 ok.append((machine, signal, address, target))
         nodes = list(dict.fromkeys(n for *_, n in ok))
         values: dict[ua.NodeId, ua.DataValue] = {}
-        for start in range(0, len(nodes), CHUNK):
-            chunk = nodes[start:start + CHUNK]
+        for start in range(0, len(nodes), self._read_chunk):
+            chunk = nodes[start:start + self._read_chunk]
             values.update(zip(chunk, await self._client.uaclient.read_attributes(chunk, ua.AttributeIds.Value),
                               strict=True))
         items: dict[ua.NodeId, _Item] = {}
@@ -219,6 +221,16 @@ class OpcUaAdapter:
             raise UnknownNodes(f"source {self.config.id}: {len(real)} node address(es) not found on "
                                f"{self.config.endpoint}: " + "; ".join(real))
         return list(items.values())
+
+    async def _operation_limits(self, client: Client) -> None:
+        """Servers may cap nodes per Read and items per CreateMonitoredItems call (0: no cap)."""
+        ids = [ua.NodeId(ua.ObjectIds.Server_ServerCapabilities_OperationLimits_MaxNodesPerRead),
+               ua.NodeId(ua.ObjectIds.Server_ServerCapabilities_OperationLimits_MaxMonitoredItemsPerCall)]
+        limits = []
+        for dv in await client.uaclient.read_attributes(ids, ua.AttributeIds.Value):
+            value = dv.Value.Value if dv.Value is not None and dv.StatusCode.is_good() else 0
+            limits.append(int(value) if isinstance(value, int) and value > 0 else CHUNK)
+        self._read_chunk, self._items_chunk = min(CHUNK, limits[0]), min(CHUNK, limits[1])
 
     def _announce(self, machine: discovery.FoundMachine) -> list[_Item]:
         """A newly discovered machine: MachineFound first, then its items (so no reading can
@@ -290,7 +302,7 @@ class OpcUaAdapter:
             if not self._subs or self._sub_room <= 0:
                 sub, fresh = await self._new_subscription(), True
             sub = self._subs[-1]
-            batch = pending[:min(CHUNK, self._sub_room)]
+            batch = pending[:min(self._items_chunk, self._sub_room)]
             pending = pending[len(batch):]
             handles = [len(self._items) + 1 + i for i in range(len(batch))]
             for handle, item in zip(handles, batch, strict=True):  # registered first: notifications may beat the reply
