@@ -2,6 +2,9 @@
 
 from __future__ import annotations
 
+import re
+from pathlib import Path
+
 import pytest
 
 from adapters import REGISTRY
@@ -87,3 +90,14 @@ def test_bad_addresses_are_refused(text: str) -> None:
     """Test that malformed addresses raise AddressError."""
     with pytest.raises(AddressError):
         parse(text)
+
+
+def test_readme_examples_are_valid_config(monkeypatch: pytest.MonkeyPatch) -> None:
+    """Test that every YAML example in adapters/opcua/README.md loads as config (with a site added)."""
+    monkeypatch.setenv("OPCUA_PASSWORD", "from-the-environment")
+    readme = (Path(__file__).resolve().parent.parent / "adapters" / "opcua" / "README.md").read_text()
+    blocks = re.findall(r"```yaml\n(.*?)```", readme, re.S)
+    assert len(blocks) == 2
+    for block in blocks:
+        loaded = load_config_text("site: {plant: p}\n" + block, "README.md")
+        assert all(isinstance(s, OpcUaSource) for s in loaded.config.sources)
