@@ -236,3 +236,21 @@ async def test_arrival_timestamps_ignore_the_server_clock(opcua_server: OpcUaTes
         await reader.wait(lambda: reader.readings()[-1].value == "ACTIVE", what="ACTIVE")
         assert before <= reader.readings()[-1].ts_ns <= time.time_ns()
         await reader.stop()
+
+
+async def test_endpoint_that_never_answers_fails_the_open_in_time(opcua_server: OpcUaTestServer,
+                                                                  tmp_path: Path) -> None:
+    """Test that a server accepting TCP but never answering fails the open with SourceError within the timeout."""
+    await opcua_server.start([CNC], plain_cnc(CNC, ["CNC01"]))
+    proxy = FreezableProxy(opcua_server.port)
+    await proxy.start()
+    proxy.frozen = True
+    started = asyncio.get_running_loop().time()
+    try:
+        with pytest.raises(SourceError, match="no answer within 2s"):
+            async with OpcUaAdapter(source(f"opc.tcp://127.0.0.1:{proxy.port}", timeout=1),
+                                    [bound("cnc-01", execution=f"nsu={CNC};s=CNC01.Execution")], context(tmp_path)):
+                pass
+        assert asyncio.get_running_loop().time() - started < 4
+    finally:
+        await proxy.stop()

@@ -96,10 +96,16 @@ class OpcUaAdapter:
         client.session_timeout = int(cfg.session_timeout * 1000)
         client.connection_lost_callback = self._connection_lost
         try:
-            await security.apply(client, cfg, self.context.data_dir)
-            await client.connect()
+            # A server that accepts the connection but never answers must not hang the open.
+            async with asyncio.timeout(cfg.timeout * 2):
+                await security.apply(client, cfg, self.context.data_dir)
+                await client.connect()
         except SourceError:
             raise
+        except TimeoutError as exc:
+            with contextlib.suppress(Exception):
+                client.disconnect_socket()
+            raise SourceError(f"cannot connect to {cfg.endpoint}: no answer within {cfg.timeout * 2:g}s") from exc
         except Exception as exc:
             raise SourceError(f"cannot connect to {cfg.endpoint}: {_describe(exc)}") from exc
         self._client = client
@@ -218,7 +224,7 @@ class OpcUaAdapter:
             else:
                 real.append(f"machine {machine} signal {signal}: {what}")
         if real:
-            raise UnknownNodes(f"source {self.config.id}: {len(real)} node address(es) not found on "
+            raise UnknownNodes(f"{len(real)} node address(es) not found on "
                                f"{self.config.endpoint}: " + "; ".join(real))
         return list(items.values())
 
@@ -273,7 +279,7 @@ class OpcUaAdapter:
         sub = await self._client.create_subscription(params, None, queue_maxsize=NOTIFICATION_QUEUE,
                                                      overflow=OverflowPolicy.DISCONNECT)
         sub.set_overflow_disconnect_handler(lambda: self._fail(SourceError(
-            f"source {cfg.id}: more than {NOTIFICATION_QUEUE} notifications waiting; reconnecting rather than "
+            f"more than {NOTIFICATION_QUEUE} notifications waiting; reconnecting rather than "
             "dropping changes")))
         self._subs.append(sub)
         self._sub_room = cfg.max_items_per_subscription
@@ -326,7 +332,7 @@ class OpcUaAdapter:
             self._sub_room -= len(batch) - len(refused)
             if refused:
                 if fresh and len(refused) == len(batch) and self._sub_room == self.config.max_items_per_subscription:
-                    raise SourceError(f"source {self.config.id}: the server refuses every monitored item "
+                    raise SourceError("the server refuses every monitored item "
                                       "(BadTooManyMonitoredItems) even on a new subscription")
                 log.info("source %s: server limits items per subscription; splitting", self.config.id)
                 self._sub_room = 0
@@ -341,11 +347,11 @@ class OpcUaAdapter:
                     self._on_change(event)
                 elif isinstance(event, StatusChangeEvent):
                     status = event.notification.Status
-                    self._fail(SourceError(f"source {self.config.id}: subscription {sub.subscription_id} "
+                    self._fail(SourceError(f"subscription {sub.subscription_id} "
                                            f"ended by the server ({status.name})"))
                     return
         except Exception as exc:  # a bug here must not silently stop the data
-            self._fail(SourceError(f"source {self.config.id}: notification handling failed: {exc!r}"))
+            self._fail(SourceError(f"notification handling failed: {exc!r}"))
 
     def _on_change(self, event: DataChangeEvent) -> None:
         item = self._items.get(event.data.subscription_data.client_handle or 0)
@@ -371,7 +377,7 @@ class OpcUaAdapter:
     # -- liveness and rescans ---------------------------------------------------------------
 
     async def _connection_lost(self, exc: Exception) -> None:
-        self._fail(SourceError(f"source {self.config.id}: session to {self.config.endpoint} lost ({_describe(exc)})"))
+        self._fail(SourceError(f"session to {self.config.endpoint} lost ({_describe(exc)})"))
 
     async def _watch(self) -> None:
         """Fail when no publish response (data or keep-alive) came for three keep-alive periods."""
@@ -383,7 +389,7 @@ class OpcUaAdapter:
                 last = sub.last_publish_at or self._opened_mono
                 if now - last > limit:
                     self._fail(SourceError(
-                        f"source {self.config.id}: no answer from {self.config.endpoint} for {now - last:.1f}s "
+                        f"no answer from {self.config.endpoint} for {now - last:.1f}s "
                         f"({LOST_AFTER_KEEPALIVES} keep-alive periods): session lost"))
                     return
 
@@ -399,7 +405,7 @@ class OpcUaAdapter:
                 if items:
                     await self._subscribe(items)
             except (ConnectionError, OSError, TimeoutError) as exc:
-                self._fail(SourceError(f"source {self.config.id}: rescan failed: {_describe(exc)}"))
+                self._fail(SourceError(f"rescan failed: {_describe(exc)}"))
                 return
             except Exception as exc:  # a server that answers oddly: keep the data flowing, say so
                 log.warning("source %s: rescan failed: %s", self.config.id, _describe(exc))
@@ -412,7 +418,7 @@ class OpcUaAdapter:
     def _fail(self, exc: SourceError) -> None:
         if not self._failed:
             self._failed = True
-            log.warning("%s", exc)
+            log.warning("source %s: %s", self.config.id, exc)
             self._queue.put_nowait(exc)
 
     def _discovered_file(self) -> Path:
