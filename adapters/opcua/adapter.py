@@ -111,6 +111,12 @@ class OpcUaAdapter:
         self._client = client
         try:
             await self._open(client)
+        except SourceError:
+            await self._close()
+            raise
+        except Exception as exc:  # a browse or read the server refused: same contract as a lost source
+            await self._close()
+            raise SourceError(f"opening {cfg.endpoint} failed: {_describe(exc)}") from exc
         except BaseException:
             await self._close()
             raise
