@@ -371,9 +371,11 @@ class OpcUaAdapter:
             ts = to_ns(dv.SourceTimestamp) or to_ns(dv.ServerTimestamp) or arrived
         if not item.seen:
             # The first notification is the value as it stands now; its source timestamp may be
-            # hours old. We only know it from now on (the machine was offline or unknown before).
+            # hours old. Unless it changed since we opened, we know it from its arrival on (the
+            # machine was offline or unknown before).
             item.seen = True
-            ts = max(ts, self._opened_ns)
+            if ts < self._opened_ns:
+                ts = arrived
         value: Any = None
         if good is Quality.GOOD and dv.Value is not None:
             value = plain(dv.Value.Value)
