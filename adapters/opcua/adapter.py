@@ -149,6 +149,10 @@ class OpcUaAdapter:
         if reading.ts_ns >= last:
             self._last_ts[reading.machine] = reading.ts_ns
             return reading
+        if reading.ts_ns == self._opened_ns:
+            # A first value (stamped at the open) that arrived after a change of another of the
+            # machine's nodes: expected when initial values come in several publishes, not a clock issue.
+            return dataclasses.replace(reading, ts_ns=last)
         self.context.bad_input.report(self.config.id, "timestamp_behind", (
             f"machine {reading.machine} signal {reading.signal}: source time {(last - reading.ts_ns) / 1e6:.0f} ms "
             "before the machine's previous reading; used that time instead (if the server clock is wrong, "
@@ -371,11 +375,10 @@ class OpcUaAdapter:
             ts = to_ns(dv.SourceTimestamp) or to_ns(dv.ServerTimestamp) or arrived
         if not item.seen:
             # The first notification is the value as it stands now; its source timestamp may be
-            # hours old. Unless it changed since we opened, we know it from its arrival on (the
-            # machine was offline or unknown before).
+            # hours old. Unless it changed since we opened, it counts from the open (the machine
+            # was offline or unknown before; any later change of another node is later than this).
             item.seen = True
-            if ts < self._opened_ns:
-                ts = arrived
+            ts = max(ts, self._opened_ns)
         value: Any = None
         if good is Quality.GOOD and dv.Value is not None:
             value = plain(dv.Value.Value)
