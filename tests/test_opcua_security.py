@@ -101,23 +101,16 @@ async def test_unknown_server_certificate_is_refused_then_trusted(opcua_server: 
         await reader.stop()
 
 
-async def test_wrong_password_is_refused(opcua_server: OpcUaTestServer, server_security: Security,
-                                         tmp_path: Path) -> None:
-    """Test that a wrong password fails the open with the server's status."""
+@pytest.mark.parametrize(("policy", "password", "error"), [
+    ("Basic256Sha256", "wrong", r"BadUserAccessDenied|BadIdentityTokenRejected|BadIdentityTokenInvalid"),
+    ("Aes256_Sha256_RsaPss", "s3cret", r"no endpoint with Aes256_Sha256_RsaPss/SignAndEncrypt.*Basic256Sha256/Sign"),
+], ids=["wrong password", "policy not offered"])
+async def test_refused_session_says_why(opcua_server: OpcUaTestServer, server_security: Security, tmp_path: Path,
+                                        policy: str, password: str, error: str) -> None:
+    """Test that a wrong password, or a policy the server does not offer, fails the open saying why."""
     await start(opcua_server, server_security)
-    cfg = source(opcua_server.url, security_policy="Basic256Sha256", username="operator", password="wrong",
+    cfg = source(opcua_server.url, security_policy=policy, username="operator", password=password,
                  trusted_server_certificates=[server_security.cert])
-    with pytest.raises(SourceError, match=r"BadUserAccessDenied|BadIdentityTokenRejected|BadIdentityTokenInvalid"):
-        async with OpcUaAdapter(cfg, MACHINE, context(tmp_path)):
-            pass
-
-
-async def test_policy_the_server_lacks_is_named(opcua_server: OpcUaTestServer, server_security: Security,
-                                                tmp_path: Path) -> None:
-    """Test that asking for a policy the server does not offer fails with what it does offer."""
-    await start(opcua_server, server_security)
-    cfg = source(opcua_server.url, security_policy="Aes256_Sha256_RsaPss", username="operator", password="s3cret",
-                 trusted_server_certificates=[server_security.cert])
-    with pytest.raises(SourceError, match=r"no endpoint with Aes256_Sha256_RsaPss/SignAndEncrypt.*Basic256Sha256/Sign"):
+    with pytest.raises(SourceError, match=error):
         async with OpcUaAdapter(cfg, MACHINE, context(tmp_path)):
             pass
