@@ -27,36 +27,11 @@ from collector.lineprotocol import encode
 from collector.model import State
 from dashboards.boards import build_boards
 from dashboards.build import SOURCE_CONFIG, load
-from tests.fixtures._ports import free_port
-from tests.fixtures.influxdb import InfluxD
+from tests.fixtures.influxdb import InfluxD, start_influxd
 from tests.test_dashboards_queries import interpolate
 
 DB = "availability"
 MIN_NS = 60 * 10**9
-
-
-def start_influxd(root: Path) -> InfluxD:
-    port, rpc = free_port(), free_port()
-    conf = root / "influxdb.conf"
-    conf.write_text(f"""
-reporting-disabled = true
-bind-address = "127.0.0.1:{rpc}"
-[meta]
-  dir = "{root}/meta"
-[data]
-  dir = "{root}/data"
-  wal-dir = "{root}/wal"
-  query-log-enabled = false
-[http]
-  bind-address = "127.0.0.1:{port}"
-  log-enabled = false
-  max-body-size = 0
-[monitor]
-  store-enabled = false
-""")
-    server = InfluxD(url=f"http://127.0.0.1:{port}", port=port, conf=conf, log=root / "influxd.log")
-    server.start()
-    return server
 
 
 def fill(server: InfluxD, days: int) -> int:

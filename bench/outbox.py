@@ -13,7 +13,6 @@ from __future__ import annotations
 import argparse
 import asyncio
 import json
-import subprocess
 import sys
 import tempfile
 import time
@@ -28,7 +27,8 @@ from collector.influx.outbox import OutboxStore
 from collector.influx.sink import OutboxSink
 from collector.lineprotocol import to_line
 from collector.model import MachineInfo, State, StateChange
-from tests.fixtures._ports import free_port, until, wait_for
+from tests.fixtures._ports import until
+from tests.fixtures.influxdb import start_influxd
 
 STATES = list(State)
 
@@ -40,32 +40,6 @@ def lines(n: int, start: int) -> list[str]:
         out.append(to_line(StateChange(m, 1_750_000_000_000_000_000 + i * 1000, STATES[i % 5], STATES[(i + 1) % 5],
                                        (i % 3600) * 1_000_000_007, "execution == 'ACTIVE' (execution='ACTIVE')")))
     return out
-
-
-def start_influxd(root: Path) -> tuple[subprocess.Popen[bytes], str]:
-    port, rpc = free_port(), free_port()
-    root.mkdir(parents=True, exist_ok=True)
-    conf = root / "influxdb.conf"
-    conf.write_text(f"""reporting-disabled = true
-bind-address = "127.0.0.1:{rpc}"
-[meta]
-  dir = "{root}/meta"
-[data]
-  dir = "{root}/data"
-  wal-dir = "{root}/wal"
-  query-log-enabled = false
-[http]
-  bind-address = "127.0.0.1:{port}"
-  log-enabled = false
-  max-body-size = 0
-[monitor]
-  store-enabled = false
-""")
-    proc = subprocess.Popen(["influxd", "run", "-config", str(conf)], stdout=subprocess.DEVNULL,
-                            stderr=subprocess.DEVNULL)
-    url = f"http://127.0.0.1:{port}"
-    wait_for(lambda: urllib.request.urlopen(f"{url}/ping", timeout=1).status == 204, 30, "influxd")
-    return proc, url
 
 
 def count(url: str) -> int:
@@ -108,13 +82,12 @@ def main() -> None:
         print(f"append: {args.points:,} points in {append_s:.2f}s = {args.points / append_s:,.0f} points/s "
               f"({args.chunk} per transaction, synchronous=FULL); on disk {size:,} bytes = "
               f"{size / args.points:.1f} bytes/point")
-        proc, url = start_influxd(root / "influxd")
+        server = start_influxd(root / "influxd")
         try:
-            drain_s = asyncio.run(drain(url, path, args.batch, args.points))
-            stored = count(url)
+            drain_s = asyncio.run(drain(server.url, path, args.batch, args.points))
+            stored = count(server.url)
         finally:
-            proc.terminate()
-            proc.wait(30)
+            server.stop()
         print(f"drain: {args.points:,} points in {drain_s:.2f}s = {args.points / drain_s:,.0f} points/s "
               f"to influxd 1.6 (v1 /write, {args.batch} per request); influxd holds {stored:,}")
         print(json.dumps({"append_points_per_s": round(args.points / append_s),

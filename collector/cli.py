@@ -103,15 +103,9 @@ def main(argv: list[str] | None = None) -> int:
 
 
 def _load(path: Path) -> LoadedConfig | None:
-    from collector.configfile import ConfigError, load_config
+    from collector.configfile import load_or_report
 
-    try:
-        return load_config(path)
-    except ConfigError as exc:
-        print(f"invalid config {path}:", file=sys.stderr)
-        for problem in exc.problems:
-            print(f"  {problem}", file=sys.stderr)
-        return None
+    return load_or_report(path)
 
 
 def cmd_validate(args: argparse.Namespace) -> int:

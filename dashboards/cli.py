@@ -54,15 +54,10 @@ def _config_arg(parser: argparse.ArgumentParser) -> None:
 
 
 def _load(path: Path) -> Config | None:
-    from collector.configfile import ConfigError, load_config
+    from collector.configfile import load_or_report
 
-    try:
-        return load_config(path).config
-    except ConfigError as exc:
-        print(f"invalid config {path}:", file=sys.stderr)
-        for problem in exc.problems:
-            print(f"  {problem}", file=sys.stderr)
-        return None
+    loaded = load_or_report(path)
+    return None if loaded is None else loaded.config
 
 
 def cmd_build(args: argparse.Namespace) -> int:
