@@ -8,8 +8,9 @@ from __future__ import annotations
 
 from adapters.base import AdapterSpec
 from adapters.mqtt import SPEC as MQTT
+from adapters.opcua import SPEC as OPCUA
 from adapters.simulate import SPEC as SIMULATE
 
-REGISTRY: dict[str, AdapterSpec] = {spec.type: spec for spec in (SIMULATE, MQTT)}
+REGISTRY: dict[str, AdapterSpec] = {spec.type: spec for spec in (SIMULATE, OPCUA, MQTT)}
 
 __all__ = ["REGISTRY", "AdapterSpec"]

@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import argparse
 import asyncio
-import importlib
 import json
 import logging
 import signal
@@ -89,12 +88,9 @@ def build_parser() -> argparse.ArgumentParser:
                       help="print state changes as log lines instead of the live board")
     demo.set_defaults(func=cmd_demo)
 
-    try:
-        dashboards_cli = importlib.import_module("dashboards.cli")
-    except ImportError:  # the dashboards package is optional at this layer
-        pass
-    else:
-        dashboards_cli.register(sub)
+    from dashboards.cli import register
+
+    register(sub)
     return parser
 
 
@@ -107,15 +103,9 @@ def main(argv: list[str] | None = None) -> int:
 
 
 def _load(path: Path) -> LoadedConfig | None:
-    from collector.configfile import ConfigError, load_config
+    from collector.configfile import load_or_report
 
-    try:
-        return load_config(path)
-    except ConfigError as exc:
-        print(f"invalid config {path}:", file=sys.stderr)
-        for problem in exc.problems:
-            print(f"  {problem}", file=sys.stderr)
-        return None
+    return load_or_report(path)
 
 
 def cmd_validate(args: argparse.Namespace) -> int:

@@ -19,6 +19,7 @@ from adapters.base import SourceConfig
 from collector.durations import Duration
 from collector.influx.config import InfluxSettings, OutboxSettings
 from collector.model import State
+from dashboards.config import DashboardSettings
 
 # The `type` field discriminates the registered source models (see adapters/__init__.py).
 # Built from the registry at import time; mypy sees the common base class.
@@ -127,6 +128,8 @@ class Config(BaseSettings):
     influx: InfluxSettings | None = Field(None, description="InfluxDB to write to; without it `run` needs `--print`.")
     outbox: OutboxSettings = Field(default_factory=OutboxSettings, description="The durable on-disk buffer in front of InfluxDB.")
     http: HttpSettings = Field(default_factory=HttpSettings, description="The status HTTP server.")
+    dashboards: DashboardSettings = Field(default_factory=DashboardSettings,
+                                          description="Grafana boards: data source, folder, capacity-sharing boards.")
     data_dir: Path = Field(Path("data"), description="Where the collector keeps state (outbox, certificates). Relative paths are relative to the config file.")
 
     @model_validator(mode="after")

@@ -12,6 +12,7 @@ from __future__ import annotations
 import difflib
 import os
 import re
+import sys
 import types
 import typing
 from collections.abc import Iterator
@@ -213,6 +214,17 @@ def _locate(file: str, positions: dict[Loc, tuple[int, int]], keys: dict[Loc, tu
 
 
 # -- the entry point -----------------------------------------------------------------------------
+
+def load_or_report(path: Path) -> LoadedConfig | None:
+    """For commands: the loaded config, or None after printing every problem to stderr."""
+    try:
+        return load_config(path)
+    except ConfigError as exc:
+        print(f"invalid config {path}:", file=sys.stderr)
+        for problem in exc.problems:
+            print(f"  {problem}", file=sys.stderr)
+        return None
+
 
 def load_config(path: Path | str) -> LoadedConfig:
     path = Path(path)

@@ -75,6 +75,9 @@ class Engine:
         self.stats = EngineStats()
         self.queue: asyncio.Queue[Event] = asyncio.Queue(QUEUE_SIZE)
         self.machines: dict[str, ResolvedMachine] = {}
+        # When each source was last opened: a machine it discovers is tracked from then, so the
+        # first readings (stamped no earlier than the open) are not older than its tracker.
+        self._source_opened: dict[str, int] = {}
         self.trackers: dict[str, Tracker] = {}
         start = clock()
         for machine in loaded.machines:
@@ -126,6 +129,7 @@ class Engine:
         context = AdapterContext(self.config.data_dir / "sources" / source.id, self.bad_input)
         while True:
             try:
+                self._source_opened[source.id] = self.clock()
                 async with factory(source, self._bound(source.id), context) as adapter:
                     log.info("source %s (%s) connected", source.id, source.type)
                     self.stats.source_online[source.id] = True
@@ -189,7 +193,7 @@ class Engine:
             except ValueError as exc:
                 self.bad_input.report(event.source, "discovered_machine", f"{event.machine}: {exc}")
                 return []
-            self._add(machine, self.clock())
+            self._add(machine, min(self._source_opened.get(event.source, self.clock()), self.clock()))
             log.info("discovered machine %s on source %s (profile %s)", event.machine, event.source, event.profile)
         return []
 

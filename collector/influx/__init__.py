@@ -9,9 +9,13 @@ from typing import TYPE_CHECKING
 
 if TYPE_CHECKING:
     from collector.config import Config
-    from collector.sinks import Sink
+    from collector.influx.sink import OutboxSink
 
 
-def make_sink(config: Config) -> Sink:
+def make_sink(config: Config) -> OutboxSink:
     """The outbox in front of the configured InfluxDB writer."""
-    raise NotImplementedError("the InfluxDB outbox is not built yet; use `collector run --print`")
+    from collector.influx.sink import OutboxSink
+
+    if config.influx is None:
+        raise ValueError("no `influx:` section in the config")
+    return OutboxSink(config.influx, config.outbox)
