@@ -15,9 +15,9 @@ any paho-based Python consumer pays and the broker's own delivery limit.
    - the do-nothing paho subscriber (``loop_forever``, ``on_message`` counts);
    - ``mosquitto_sub -C N`` (the broker's delivery limit, C client);
    - the collector: ``collector.engine.Engine`` with the MQTT source (JSON path per signal,
-     payload timestamps) and 500 configured machines, until the last machine's last state change
-     has reached the engine's sink. The InfluxDB outbox is not on main yet, so the sink here
-     only receives the line protocol (no InfluxDB write): the figure is adapter + engine.
+     payload timestamps), 500 configured machines and ``collector.influx.make_sink`` (the SQLite
+     outbox and its sender) writing to a local influxd 1.6 (v1 API), until every machine's last
+     state change is stored in InfluxDB (polled with InfluxQL every 0.1 s).
 
 Payload timestamps lie an hour ahead of the run: the tracker ignores readings older than its
 own start (a collector restart would otherwise discard its whole backlog, see the MQTT README).
@@ -108,12 +108,20 @@ def role_paho(port: int, n: int) -> None:
     print(json.dumps({"seconds": elapsed, "messages": count[0]}))
 
 
-def role_collector(port: int, machines: int, base_ms: int, final_round: int) -> None:
-    """The collector: MQTT adapter + engine, timed until every machine's last state change is in the sink."""
+def role_collector(port: int, machines: int, base_ms: int, final_round: int, influx_url: str) -> None:
+    """The collector: MQTT adapter + engine + InfluxDB outbox, timed until every machine's last
+    state change is stored in InfluxDB."""
+    import urllib.parse
+    import urllib.request
+
     from collector.configfile import load_config_text
     from collector.engine import Engine
+    from collector.influx import make_sink
 
-    lines = ["site: {plant: p1}", f"data_dir: {tempfile.mkdtemp(prefix='bench-collector-')}", "http: {enabled: false}",
+    data_dir = tempfile.mkdtemp(prefix="bench-collector-")
+    lines = ["site: {plant: p1}", f"data_dir: {data_dir}", "http: {enabled: false}",
+             f"influx: {{url: '{influx_url}', api: v1, database: bench, create_database: true}}",
+             f"outbox: {{path: {data_dir}/outbox.sqlite, flush_interval: 0.2}}",
              "sources:", "  - id: line", "    type: mqtt", "    host: 127.0.0.1", f"    port: {port}",
              f"    client_id: {IDS['collector']}", "    session_expiry: 3600", "    subscriptions:",
              "      - topic: 'factory/{plant}/{line}/{machine}/status'", "        payload: json",
@@ -123,44 +131,31 @@ def role_collector(port: int, machines: int, base_ms: int, final_round: int) -> 
     lines += [f"  - {{id: m{m:03d}, line: line-{m % 10}, source: line, profile: cnc}}" for m in range(machines)]
     loaded = load_config_text("\n".join(lines), "bench.yaml")
     final_ns = (base_ms + final_round * 1000) * 1_000_000
+    query = urllib.parse.urlencode({"db": "bench", "q": "SELECT count(state_code) FROM machine_state "
+                                                       f"WHERE time >= {final_ns} AND state_code > 0"})
 
-    class LastChangeSink:
-        """Receives the line protocol; notes when the last round's state changes have all arrived."""
-
-        def __init__(self) -> None:
-            self.lines = 0
-            self.finals = 0
-            self.done = asyncio.Event()
-
-        async def __aenter__(self) -> LastChangeSink:
-            return self
-
-        async def __aexit__(self, *exc: object) -> None:
-            return None
-
-        async def write(self, batch: list[str]) -> None:
-            self.lines += len(batch)
-            for line in batch:
-                if line.startswith("machine_state,") and int(line.rsplit(" ", 1)[1]) >= final_ns \
-                        and 'state="offline"' not in line:
-                    self.finals += 1
-            if self.finals >= machines:
-                self.done.set()
+    def stored_finals() -> int:
+        with urllib.request.urlopen(f"{influx_url}/query?{query}", timeout=30) as r:
+            series = json.load(r)["results"][0].get("series", [])
+        return int(series[0]["values"][0][1]) if series else 0
 
     async def run() -> dict[str, float]:
-        sink = LastChangeSink()
-        engine = Engine(loaded, sink)  # type: ignore[arg-type]
+        sink = make_sink(loaded.config)
+        engine = Engine(loaded, sink)
         stop = asyncio.Event()
         t0 = time.perf_counter()
         task = asyncio.create_task(engine.run(stop))
-        done = asyncio.create_task(sink.done.wait())
-        await asyncio.wait([task, done], timeout=float(os.environ.get("BENCH_TIMEOUT", "600")),
-                           return_when=asyncio.FIRST_COMPLETED)
+        deadline = t0 + float(os.environ.get("BENCH_TIMEOUT", "600"))
+        ok = False
+        while time.perf_counter() < deadline and not task.done():
+            await asyncio.sleep(0.1)
+            if await asyncio.to_thread(stored_finals) >= machines:
+                ok = True
+                break
         elapsed = time.perf_counter() - t0
-        ok = sink.done.is_set()
         stop.set()
         await task
-        return {"seconds": elapsed, "ok": ok, "events": engine.stats.events, "lines": sink.lines,
+        return {"seconds": elapsed, "ok": ok, "events": engine.stats.events, "lines": engine.stats.lines_written,
                 "state_changes": engine.stats.state_changes}
 
     result = asyncio.run(run())
@@ -202,6 +197,7 @@ def main() -> None:
     parser.add_argument("--port", type=int, help=argparse.SUPPRESS)
     parser.add_argument("--client-id", help=argparse.SUPPRESS)
     parser.add_argument("--base-ms", type=int, help=argparse.SUPPRESS)
+    parser.add_argument("--influx", help=argparse.SUPPRESS)
     args = parser.parse_args()
     rounds = args.messages // args.machines
     n = rounds * args.machines
@@ -212,15 +208,18 @@ def main() -> None:
     if args.role == "collector":
         import logging
         logging.basicConfig(level=logging.WARNING, format="%(asctime)s %(name)s %(message)s")
-        return role_collector(args.port, args.machines, args.base_ms, rounds - 1)
+        return role_collector(args.port, args.machines, args.base_ms, rounds - 1, args.influx)
 
     from tests.fixtures._ports import free_port
+    from tests.fixtures.influxdb import start_influxd
     from tests.fixtures.mosquitto import Mosquitto
 
     assert exec_of(rounds - 1) != exec_of(rounds - 2), "the last round must change every machine's state"
     with tempfile.TemporaryDirectory(prefix="bench-mqtt-") as tmp:
-        broker = Mosquitto(free_port(), Path(tmp))
+        (Path(tmp) / "mosquitto").mkdir()
+        broker = Mosquitto(free_port(), Path(tmp) / "mosquitto")
         broker.start()
+        influxd = start_influxd(Path(tmp) / "influxd")
         try:
             port = str(broker.port)
             for client_id in IDS.values():
@@ -245,15 +244,16 @@ def main() -> None:
             sub_rate = n / sub_s
             print(f"mosquitto_sub: {n} messages in {sub_s:.2f}s = {sub_rate:,.0f}/s", flush=True)
 
-            run = child("--role", "collector", "--port", port, "--base-ms", str(base_ms),
+            run = child("--role", "collector", "--port", port, "--base-ms", str(base_ms), "--influx", influxd.url,
                         "--machines", str(args.machines), "--messages", str(args.messages))
             if not run["ok"]:
                 raise SystemExit(f"the collector did not deliver every last state change: {run}")
             rate = n / run["seconds"]
-            print(f"collector (MQTT adapter + engine -> sink): {n} messages ({int(run['events'])} events, "
+            print(f"collector (MQTT adapter + engine + outbox -> influxd): {n} messages ({int(run['events'])} events, "
                   f"{int(run['state_changes'])} state changes, {int(run['lines'])} lines) in {run['seconds']:.2f}s "
                   f"= {rate:,.0f}/s, peak RSS {run['peak_rss_mb']:.0f} MB", flush=True)
         finally:
+            influxd.stop()
             broker.stop()
     print(json.dumps({"readings_per_s": round(rate), "paho_floor_per_s": round(paho_rate),
                       "mosquitto_sub_per_s": round(sub_rate), "ratio_to_paho": round(rate / paho_rate, 3),
