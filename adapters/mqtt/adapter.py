@@ -554,7 +554,8 @@ class MqttAdapter:
 
     def _readable(self) -> None:
         client = self._client
-        assert client is not None
+        if client is None:  # a resume scheduled just before the adapter closed
+            return
         events = self.events
         before = len(events)
         try:
