@@ -184,7 +184,7 @@ async def _run(loaded: LoadedConfig, sink: Sink, duration: float | None) -> int:
 
     stop = asyncio.Event()
     _install_stop(stop, duration)
-    engine = Engine(loaded, sink)
+    engine = Engine(loaded, sink, state_file=loaded.config.data_dir / "trackers.json")
     async with serve_status(engine, loaded.config.http):
         await engine.run(stop)
     return 0

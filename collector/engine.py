@@ -11,10 +11,12 @@ exponential backoff, and opens the adapter again. Adapters never retry themselve
 from __future__ import annotations
 
 import asyncio
+import json
 import logging
 import random
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
+from pathlib import Path
 from typing import Any
 
 from adapters import REGISTRY
@@ -30,6 +32,9 @@ from collector.tracker import Tracker, TrackerStatus
 log = logging.getLogger(__name__)
 
 QUEUE_SIZE = 10_000
+# After a restart, how long intervals wait for a source's backlog (e.g. a persistent MQTT
+# session) before time without readings is rolled up as offline.
+RESUME_HOLD_S = 30.0
 BATCH_MAX = 5_000
 
 
@@ -64,7 +69,8 @@ class EngineStats:
 class Engine:
     def __init__(self, loaded: LoadedConfig, sink: Sink, *, clock: Callable[[], int] = now_ns,
                  tick_s: float = 0.25, backoff_initial_s: float = 0.5, backoff_cap_s: float = 30.0,
-                 on_output: Callable[[Sequence[Output]], None] | None = None) -> None:
+                 on_output: Callable[[Sequence[Output]], None] | None = None,
+                 state_file: Path | None = None) -> None:
         self.config = loaded.config
         self.sink = sink
         self.clock = clock
@@ -79,6 +85,8 @@ class Engine:
         # first readings (stamped no earlier than the open) are not older than its tracker.
         self._source_opened: dict[str, int] = {}
         self.trackers: dict[str, Tracker] = {}
+        self.state_file = state_file  # None: every start is fresh (the demo, tests)
+        self._snapshots = self._load_snapshots()
         start = clock()
         for machine in loaded.machines:
             self._add(machine, start)
@@ -111,11 +119,41 @@ class Engine:
     def _add(self, machine: ResolvedMachine, start_ns: int) -> None:
         tracker_cfg = self.config.tracker
         self.machines[machine.info.id] = machine
-        self.trackers[machine.info.id] = Tracker(
+        tracker = self.trackers[machine.info.id] = Tracker(
             machine.info, machine.rules, start_ns=start_ns,
             interval_ns=int(tracker_cfg.interval * NS_PER_S),
             debounce_ns=int(machine.debounce_s * NS_PER_S),
             stale_after_ns=None if machine.stale_after_s is None else int(machine.stale_after_s * NS_PER_S))
+        snap = self._snapshots.pop(machine.info.id, None)
+        if snap is not None:
+            tracker.resume(snap, start_ns + int(RESUME_HOLD_S * NS_PER_S))
+
+    # -- across restarts: a clean stop leaves each tracker's state for the next start ------------
+
+    def _load_snapshots(self) -> dict[str, dict[str, Any]]:
+        if self.state_file is None:
+            return {}
+        try:
+            data = json.loads(self.state_file.read_text())
+        except FileNotFoundError:
+            return {}
+        except (OSError, ValueError) as exc:
+            log.warning("ignoring unreadable tracker state %s: %s", self.state_file, exc)
+            return {}
+        # Used once: after a crash the next start must not resume from this older stop.
+        self.state_file.unlink(missing_ok=True)
+        snaps: dict[str, dict[str, Any]] = data.get("machines", {}) if isinstance(data, dict) else {}
+        log.info("resuming %d machine(s) from the state of the last stop", len(snaps))
+        return snaps
+
+    def _save_snapshots(self) -> None:
+        if self.state_file is None:
+            return
+        data = {"version": 1, "machines": {mid: t.snapshot() for mid, t in self.trackers.items()}}
+        self.state_file.parent.mkdir(parents=True, exist_ok=True)
+        tmp = self.state_file.with_suffix(".tmp")
+        tmp.write_text(json.dumps(data))
+        tmp.replace(self.state_file)
 
     def _bound(self, source: str) -> list[BoundMachine]:
         return [m.bound for m in self.machines.values() if m.source == source]
@@ -220,3 +258,4 @@ class Engine:
         for tracker in self.trackers.values():
             out += tracker.stop(now)
         await self._emit(out)
+        self._save_snapshots()

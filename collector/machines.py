@@ -116,6 +116,6 @@ def resolve_all(config: Config) -> list[ResolvedMachine]:
 
 def resolve_found(config: Config, found: MachineFound) -> ResolvedMachine:
     """A machine an adapter discovered, tracked as if it had been configured."""
-    machine = Machine(id=found.machine, name=found.name, line=found.line, cell=found.cell,
+    machine = Machine(id=found.machine, name=found.name, plant=found.plant or None, line=found.line, cell=found.cell,
                       source=found.source, profile=found.profile, signals=found.signals)
     return resolve_machine(config, machine, -1)

@@ -86,6 +86,7 @@ class MachineFound:
     source: str
     profile: str
     name: str = ""
+    plant: str = ""
     line: str = ""
     cell: str = ""
     signals: dict[str, str] = field(default_factory=dict)

@@ -66,7 +66,7 @@ def _sections(model: type[BaseModel], prefix: str, seen: set[type[BaseModel]]) -
     seen.add(model)
     for name, field in model.model_fields.items():
         for sub, suffix in _models_in(field.annotation):
-            if sub not in seen and sub.__module__.startswith(("collector", "dashboards")):
+            if sub not in seen and sub.__module__.startswith(("collector", "dashboards", "adapters")):
                 out += _sections(sub, f"{prefix}.{name}{suffix}" if prefix else f"{name}{suffix}", seen)
     return out
 
@@ -94,5 +94,5 @@ def config_reference() -> str:
     lines += _sections(Config, "", set())
     lines += ["## Sources", "", "`sources[]` entries; `type` picks the adapter.", ""]
     for spec in REGISTRY.values():
-        lines += _table(spec.config, f"sources[] (type: {spec.type})")
+        lines += _sections(spec.config, f"sources[] (type: {spec.type})", set())
     return "\n".join(lines)

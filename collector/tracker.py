@@ -64,6 +64,8 @@ class Tracker:
         self.last_reading_ns: int | None = None
         self.pending: _Pending | None = None
         self.out_of_order = 0
+        self.hold_until_ns = 0
+        self._resumed = False
 
         self.win_start_ns = start_ns - start_ns % interval_ns
         self.acc_pos_ns = self.win_start_ns  # time rolled up so far; nothing is placed before it
@@ -134,6 +136,34 @@ class Tracker:
             self._commit(State.OFFLINE, reason, ts, out)
         return out
 
+    # -- across restarts ----------------------------------------------------------------------
+
+    def snapshot(self) -> dict[str, Any]:
+        """What a restart needs to carry on exactly (JSON-able): taken after ``stop``."""
+        return {
+            "state": self.state.value, "since_ns": self.since_ns, "reason": self.reason,
+            "values": {k: v for k, v in self.values.items() if isinstance(v, str | int | float | bool | None)},
+            "last_reading_ns": self.last_reading_ns, "interval_ns": self.interval_ns,
+            "win_start_ns": self.win_start_ns, "acc_pos_ns": self.acc_pos_ns,
+            "acc": {s.value: ns for s, ns in self.acc.items()},
+        }
+
+    def resume(self, snap: dict[str, Any], hold_until_ns: int) -> None:
+        """Carry on from a snapshot of the previous run: the unfinished interval continues
+        (nothing of it is lost or written twice) and readings from the stop on are accepted,
+        e.g. a persistent MQTT session's backlog. Until ``hold_until_ns`` no interval closes past
+        the last reading, so such a backlog has time to arrive before its time is rolled up."""
+        if snap["interval_ns"] != self.interval_ns or snap["acc_pos_ns"] > self.since_ns:
+            return  # another interval length, or a snapshot from the future: start afresh
+        self.state, self.since_ns, self.reason = State(snap["state"]), snap["since_ns"], snap["reason"]
+        self.values = dict(snap["values"])
+        self.last_reading_ns = snap["last_reading_ns"]
+        self.win_start_ns, self.acc_pos_ns = snap["win_start_ns"], snap["acc_pos_ns"]
+        self.acc = {s: int(snap["acc"].get(s.value, 0)) for s in State}
+        self.totals = dict.fromkeys(State, 0)
+        self.hold_until_ns = hold_until_ns
+        self._resumed = True
+
     def status(self, now_ns: int) -> TrackerStatus:
         totals = dict(self.totals)
         totals[self.state] += max(0, now_ns - self.acc_pos_ns)
@@ -196,6 +226,8 @@ class Tracker:
         if self._stale_due() is not None:
             assert self.last_reading_ns is not None
             t = min(t, self.last_reading_ns)
+        if self._resumed and now < self.hold_until_ns:  # a backlog may still be arriving
+            t = min(t, self.last_reading_ns or self.acc_pos_ns)
         return max(t, self.acc_pos_ns)
 
     def _commit(self, state: State, reason: str, at: int, out: list[Output]) -> None:

@@ -88,3 +88,16 @@ def test_demo_command_runs_the_simulated_plant(tmp_path: Path) -> None:
                           capture_output=True, text=True, timeout=60, cwd=tmp_path, env=collector_env())
     assert proc.returncode == 0, proc.stderr
     assert "-> busy" in proc.stderr and "demo stopped:" in proc.stdout
+
+
+def test_a_clean_stop_leaves_state_the_next_start_resumes(tmp_path: Path) -> None:
+    """Test that `collector run` saves tracker state on SIGTERM and the next start resumes from it once."""
+    env = collector_env(COLLECTOR_HTTP__PORT="0", COLLECTOR_DATA_DIR=str(tmp_path))
+    state = tmp_path / "trackers.json"
+    for attempt in range(2):
+        proc = subprocess.Popen([*COLLECTOR, "run", "-c", str(EXAMPLE), "--print", "--for", "3"],
+                                stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True, env=env)
+        _, err = proc.communicate(timeout=60)
+        assert proc.returncode == 0, err
+        assert state.exists()
+        assert ("resuming 12 machine(s) from the state of the last stop" in err) == (attempt == 1)

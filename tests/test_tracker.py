@@ -175,3 +175,35 @@ def test_durations_add_up_exactly(steps: list[tuple[int, tuple[str, str, object,
     for state in State:
         assert sum(i.seconds_ns[state] for i in rolled) <= t.totals[state]
     assert sum(t.totals.values()) == t.acc_pos_ns - rolled[0].start_ns
+
+
+def test_restart_resumes_the_interval_and_accepts_the_backlog() -> None:
+    """Test that after a clean stop and a restart, readings from the downtime (a persistent
+    session's backlog) are kept, and the interval spanning the restart is written once, whole."""
+    first = tracker()
+    out = first.reading(rd("spindle", 100, 0)) + first.stop(T0 + 10 * S)
+    assert changes(out)[-1] == (10, State.OFFLINE, State.BUSY, 10)
+    assert intervals(out) == []  # the unfinished interval is not written at the stop
+    snap = first.snapshot()
+
+    second = Tracker(INFO, RULES, start_ns=T0 + 15 * S, interval_ns=60 * S)
+    second.resume(snap, hold_until_ns=T0 + 45 * S)
+    assert second.tick(T0 + 16 * S) == []  # holding: the backlog may still come
+    out = second.reading(rd("spindle", 0, 12)) + second.reading(rd("spindle", 100, 13)) + second.tick(T0 + 46 * S)
+    assert changes(out) == [(12, State.IDLE, State.OFFLINE, 2), (13, State.BUSY, State.IDLE, 1)]
+    got = intervals(out)
+    assert len(got) == 1 and got[0].start_ns == T0 - 40 * S
+    assert {s: v / S for s, v in got[0].seconds_ns.items() if v} == {
+        State.OFFLINE: 42, State.BUSY: 17, State.IDLE: 1}
+
+
+def test_resume_without_readings_rolls_up_offline_after_the_hold() -> None:
+    """Test that a resumed machine that never reports closes its intervals as offline once the hold ends."""
+    first = tracker()
+    first.stop(T0 + 5 * S)
+    second = Tracker(INFO, RULES, start_ns=T0 + 100 * S, interval_ns=60 * S)
+    second.resume(first.snapshot(), hold_until_ns=T0 + 130 * S)
+    assert intervals(second.tick(T0 + 120 * S)) == []
+    got = intervals(second.tick(T0 + 131 * S))
+    assert [(i.start_ns - T0) // S for i in got] == [-40, 20]
+    assert all(i.seconds_ns[State.OFFLINE] == 60 * S for i in got)

@@ -344,7 +344,8 @@ class MqttAdapter:
                 self.found[machine] = rule.profile
                 self.events.append(MachineFound(
                     machine=machine, source=self.source_id, profile=rule.profile, name=machine,
-                    line=values.get("line", ""), cell=values.get("cell", ""), signals=dict(sub.signals)))
+                    plant=values.get("plant", ""), line=values.get("line", ""), cell=values.get("cell", ""),
+                    signals=dict(sub.signals)))
                 return True
         return False
 
