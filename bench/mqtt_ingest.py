@@ -158,7 +158,9 @@ def role_collector(port: int, machines: int, base_ms: int, final_round: int, inf
         return {"seconds": elapsed, "ok": ok, "events": engine.stats.events, "lines": engine.stats.lines_written,
                 "state_changes": engine.stats.state_changes}
 
+    cpu0 = time.process_time()
     result = asyncio.run(run())
+    result["cpu_s"] = time.process_time() - cpu0
     result["peak_rss_mb"] = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
     print(json.dumps(result))
 
@@ -251,7 +253,7 @@ def main() -> None:
             rate = n / run["seconds"]
             print(f"collector (MQTT adapter + engine + outbox -> influxd): {n} messages ({int(run['events'])} events, "
                   f"{int(run['state_changes'])} state changes, {int(run['lines'])} lines) in {run['seconds']:.2f}s "
-                  f"= {rate:,.0f}/s, peak RSS {run['peak_rss_mb']:.0f} MB", flush=True)
+                  f"= {rate:,.0f}/s, CPU {run['cpu_s']:.1f}s, peak RSS {run['peak_rss_mb']:.0f} MB", flush=True)
         finally:
             influxd.stop()
             broker.stop()

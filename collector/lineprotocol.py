@@ -7,7 +7,9 @@ quotes and backslashes.
 
 from __future__ import annotations
 
-from collector.model import NS_PER_S, Interval, Output, State, StateChange
+import functools
+
+from collector.model import NS_PER_S, Interval, MachineInfo, Output, State, StateChange
 
 MEASUREMENT_STATE = "machine_state"
 MEASUREMENT_AVAILABILITY = "machine_availability"
@@ -49,20 +51,25 @@ def seconds(ns: int) -> float:
     return ns / NS_PER_S
 
 
+@functools.lru_cache(maxsize=16384)
+def _head(measurement: str, machine: MachineInfo) -> str:
+    """Measurement and tags of a machine: the same for every point, so encoded once (the
+    escaping of tags was most of the encoding time)."""
+    return encode(measurement, machine.tags(), {}, 0).rsplit(" ", 2)[0]
+
+
 def state_change(change: StateChange) -> str:
-    return encode(MEASUREMENT_STATE, change.machine.tags(), {
-        "state": change.state.value,
-        "state_code": change.state.code,
-        "previous": change.previous.value,
-        "previous_s": seconds(change.previous_ns),
-        "reason": change.reason,
-    }, change.ts_ns)
+    # The schema's field names need no escaping; only the values are formatted.
+    return (f"{_head(MEASUREMENT_STATE, change.machine)} state=\"{change.state.value}\","
+            f"state_code={change.state.code}i,previous=\"{change.previous.value}\","
+            f"previous_s={seconds(change.previous_ns)!r},reason={quote_string(change.reason)} {change.ts_ns}")
 
 
 def interval(roll_up: Interval) -> str:
-    fields: dict[str, object] = {f"{s.value}_s": seconds(roll_up.seconds_ns.get(s, 0)) for s in State}
-    fields["state"] = roll_up.state.value
-    return encode(MEASUREMENT_AVAILABILITY, roll_up.machine.tags(), fields, roll_up.start_ns)
+    secs = roll_up.seconds_ns
+    fields = ",".join(f"{s.value}_s={seconds(secs.get(s, 0))!r}" for s in State)
+    return (f"{_head(MEASUREMENT_AVAILABILITY, roll_up.machine)} {fields},state=\"{roll_up.state.value}\" "
+            f"{roll_up.start_ns}")
 
 
 def to_line(output: Output) -> str:

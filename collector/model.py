@@ -11,7 +11,7 @@ from __future__ import annotations
 import enum
 import time
 from dataclasses import dataclass, field
-from typing import Any
+from typing import Any, NamedTuple
 
 NS_PER_S = 1_000_000_000
 
@@ -45,12 +45,13 @@ def now_ns() -> int:
     return time.time_ns()
 
 
-@dataclass(frozen=True, slots=True)
-class Reading:
+class Reading(NamedTuple):
     """One value of one signal of one machine, as the source reported it.
 
     ``ts_ns`` is the source timestamp where the source has one, else the arrival time.
     ``status`` carries the protocol's quality text (e.g. ``BadNodeIdUnknown``) for reasons.
+    A NamedTuple, not a dataclass: it is made once per value on the hot path, and a tuple is
+    built several times faster than a frozen dataclass.
     """
 
     machine: str

@@ -125,7 +125,8 @@ async def test_server_restart_with_reordered_namespaces(opcua_server: OpcUaTestS
     await opcua_server.stop()
     await run.wait(lambda: run.state("cnc-01") is State.OFFLINE and run.state("cnc-02") is State.OFFLINE,
                    what="both offline")
-    assert time.monotonic() - stopped < 3 * 0.5 + 1.0  # within a few keep-alive periods
+    # within a few keep-alive periods (slack for a loaded CI machine; the session timeout is far longer)
+    assert time.monotonic() - stopped < 3 * 0.5 + 3.0
     assert "unreachable" in run.of("cnc-01")[-1].reason
 
     await opcua_server.start([DECOY, CNC], plain_cnc(CNC, ["CNC01", "CNC02"], decoy=DECOY))

@@ -21,7 +21,6 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-import dataclasses
 import json
 import logging
 import math
@@ -152,12 +151,12 @@ class OpcUaAdapter:
         if reading.ts_ns == self._opened_ns:
             # A first value (stamped at the open) that arrived after a change of another of the
             # machine's nodes: expected when initial values come in several publishes, not a clock issue.
-            return dataclasses.replace(reading, ts_ns=last)
+            return reading._replace(ts_ns=last)
         self.context.bad_input.report(self.config.id, "timestamp_behind", (
             f"machine {reading.machine} signal {reading.signal}: source time {(last - reading.ts_ns) / 1e6:.0f} ms "
             "before the machine's previous reading; used that time instead (if the server clock is wrong, "
             "set `timestamps: arrival`)"))
-        return dataclasses.replace(reading, ts_ns=last)
+        return reading._replace(ts_ns=last)
 
     # -- opening ----------------------------------------------------------------------------
 
