@@ -57,6 +57,7 @@ class Tracker:
 
         self.state = State.OFFLINE
         self.since_ns = start_ns
+        self._since_raw_ns = start_ns  # the time that started the state, before any clamping
         self.reason = "starting: no data yet"
         self.values: dict[str, Any] = {}
         self.bad: dict[str, str] = {}
@@ -76,11 +77,13 @@ class Tracker:
     # -- inputs ---------------------------------------------------------------------------
 
     def reading(self, r: Reading) -> list[Output]:
-        if r.ts_ns < self.since_ns:
+        if r.ts_ns < self._since_raw_ns:
             self.out_of_order += 1
             return []
         out: list[Output] = []
-        ts = max(r.ts_ns, self.acc_pos_ns)
+        # Not before what is rolled up or the current state's start: a reading as old as the one
+        # that started the state (clamped forward by a tick) is simultaneous with it, not late.
+        ts = max(r.ts_ns, self.acc_pos_ns, self.since_ns)
         self._advance(ts, out)
         # Rules are pure functions of the values: an unchanged value (periodic publishers send
         # mostly those) cannot change the state, so the rules are not evaluated again for it.
@@ -96,7 +99,7 @@ class Tracker:
         self.disconnected = None  # data flows again
         self.last_reading_ns = ts if self.last_reading_ns is None else max(self.last_reading_ns, ts)
         if changed or self.state is State.OFFLINE:  # offline (stale, lost, bad): always look again
-            self._decide(ts, out)
+            self._decide(ts, out, raw=r.ts_ns)
         self._roll_to(self._final_until(ts), out)
         return out
 
@@ -156,6 +159,7 @@ class Tracker:
         if snap["interval_ns"] != self.interval_ns or snap["acc_pos_ns"] > self.since_ns:
             return  # another interval length, or a snapshot from the future: start afresh
         self.state, self.since_ns, self.reason = State(snap["state"]), snap["since_ns"], snap["reason"]
+        self._since_raw_ns = self.since_ns
         self.values = dict(snap["values"])
         self.last_reading_ns = snap["last_reading_ns"]
         self.win_start_ns, self.acc_pos_ns = snap["win_start_ns"], snap["acc_pos_ns"]
@@ -182,14 +186,14 @@ class Tracker:
         state, reason = self.rules.evaluate(self.values)
         return state, reason, False
 
-    def _decide(self, ts: int, out: list[Output]) -> None:
+    def _decide(self, ts: int, out: list[Output], raw: int) -> None:
         state, reason, immediate = self._desired()
         if state is self.state:
             self.pending = None
             return
         if immediate or self.debounce_ns == 0:
             self.pending = None
-            self._commit(state, reason, ts, out)
+            self._commit(state, reason, ts, out, raw=raw)
         elif self.pending is None or self.pending.state is not state:
             self.pending = _Pending(state, reason, ts)
 
@@ -230,7 +234,8 @@ class Tracker:
             t = min(t, self.last_reading_ns or self.acc_pos_ns)
         return max(t, self.acc_pos_ns)
 
-    def _commit(self, state: State, reason: str, at: int, out: list[Output]) -> None:
+    def _commit(self, state: State, reason: str, at: int, out: list[Output], raw: int | None = None) -> None:
+        self._since_raw_ns = at if raw is None else min(raw, at)
         at = max(at, self.acc_pos_ns, self.since_ns)
         self._roll_to(at, out)
         out.append(StateChange(self.info, at, state, self.state, at - self.since_ns, reason))

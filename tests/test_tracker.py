@@ -207,3 +207,14 @@ def test_resume_without_readings_rolls_up_offline_after_the_hold() -> None:
     got = intervals(second.tick(T0 + 131 * S))
     assert [(i.start_ns - T0) // S for i in got] == [-40, 20]
     assert all(i.seconds_ns[State.OFFLINE] == 60 * S for i in got)
+
+
+def test_readings_as_old_as_a_clamped_state_start_are_not_dropped() -> None:
+    """Test that when a tick has moved time past a batch's timestamp, the batch's later signals
+    still count (they are simultaneous with the first, not out of order)."""
+    t = tracker()
+    t.tick(T0 + 5 * S)  # time rolled up to 5 s
+    out = t.reading(rd("mode", "AUTO", 4)) + t.reading(rd("spindle", 900, 4))
+    assert changes(out) == [(5, State.IDLE, State.OFFLINE, 5), (5, State.BUSY, State.IDLE, 0)]
+    assert t.out_of_order == 0
+    assert t.reading(rd("spindle", 0, 3)) == [] and t.out_of_order == 1  # older than that: dropped
