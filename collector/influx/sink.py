@@ -24,7 +24,7 @@ from collector.influx.writers import WriteError, Writer, make_writer
 
 log = logging.getLogger(__name__)
 T = TypeVar("T")
-IN_FLIGHT = 2
+IN_FLIGHT = 3  # requests on the wire at once: InfluxDB parses one while the next arrives
 
 
 class OutboxSink:
@@ -120,7 +120,7 @@ class OutboxSink:
                 await self._sleep(self.settings.flush_interval)
 
     async def _send_one(self) -> bool:
-        """Deliver the oldest batches, two requests in flight (InfluxDB parses one while the
+        """Deliver the oldest batches, several requests in flight (InfluxDB parses one while the
         next is on the wire); False when the outbox is empty."""
         store = self._require()
         size = self.settings.batch_size
