@@ -14,7 +14,8 @@ from paho.mqtt.enums import CallbackAPIVersion
 from adapters.base import SourceError
 from collector.badinput import BadInput
 from collector.model import Connectivity, MachineFound, Reading
-from tests.fixtures._mqtt import Publisher, machine, make_adapter, make_source, running, until
+from tests.fixtures._mqtt import Publisher, machine, make_adapter, make_source, running
+from tests.fixtures._ports import until
 from tests.fixtures.mosquitto import Mosquitto
 
 JSON_SUB = {"topic": "factory/{plant}/{line}/{machine}/status", "payload": "json",

@@ -14,7 +14,8 @@ from collector.configfile import load_config_text
 from collector.engine import Engine
 from collector.model import NS_PER_S, Output, State, StateChange
 from collector.sinks import NullSink
-from tests.fixtures._mqtt import Publisher, until
+from tests.fixtures._mqtt import Publisher
+from tests.fixtures._ports import until
 from tests.fixtures._sparkplug import INT64, STRING, M, payload
 from tests.fixtures.mosquitto import Mosquitto
 

@@ -10,8 +10,8 @@ from paho.mqtt.enums import CallbackAPIVersion
 from adapters.mqtt.sparkplug import Payload, metric_value
 from collector.badinput import BadInput
 from collector.model import Connectivity, Reading
-from tests.fixtures._mqtt import Publisher, machine, make_adapter, make_source, running, until
-from tests.fixtures._ports import wait_for
+from tests.fixtures._mqtt import Publisher, machine, make_adapter, make_source, running
+from tests.fixtures._ports import until, wait_for
 from tests.fixtures._sparkplug import BOOLEAN, FLOAT, INT16, INT64, STRING, M, payload
 from tests.fixtures.mosquitto import Mosquitto
 
@@ -85,10 +85,13 @@ async def test_seq_gap_and_unknown_alias_are_reported_and_request_a_rebirth(mosq
     adapter = make_adapter(make_source(mosquitto, subscriptions=[SUB], rebirth=True), [machine("cnc-07")], bad=bad)
     commands: list[bytes] = []
     edge = paho.Client(CallbackAPIVersion.VERSION2, client_id="edge1")
+    subscribed: list[bool] = []
     edge.on_message = lambda c, u, msg: commands.append(msg.payload)
+    edge.on_subscribe = lambda c, u, mid, codes, props: subscribed.append(True)
     edge.connect(mosquitto.host, mosquitto.port)
     edge.subscribe("spBv1.0/plant1/NCMD/edge1", qos=1)
     edge.loop_start()
+    wait_for(lambda: bool(subscribed), 10, "the edge node's NCMD subscription")  # else the command may pass unseen
     pub = Publisher(mosquitto)
     try:
         async with running(adapter) as events:
@@ -97,7 +100,7 @@ async def test_seq_gap_and_unknown_alias_are_reported_and_request_a_rebirth(mosq
             pub.publish(DEV.format("DDATA"), payload([M(alias=99, value="ACTIVE"), M(alias=10, value="ACTIVE")],
                                                      seq=5, timestamp=T0 + 1))
             await until(lambda: sum(isinstance(e, Reading) for e in events) == 2, what="the known alias")
-            wait_for(lambda: len(commands) >= 1, 10, "a rebirth request")
+            await until(lambda: len(commands) >= 1, 10, "a rebirth request")  # async: the adapter must run
     finally:
         pub.close()
         edge.disconnect()
