@@ -12,6 +12,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING
 
 from collector import __version__
+from collector.configfile import load_or_report
 
 if TYPE_CHECKING:
     from collector.configfile import LoadedConfig
@@ -102,14 +103,8 @@ def main(argv: list[str] | None = None) -> int:
     return code
 
 
-def _load(path: Path) -> LoadedConfig | None:
-    from collector.configfile import load_or_report
-
-    return load_or_report(path)
-
-
 def cmd_validate(args: argparse.Namespace) -> int:
-    loaded = _load(args.config)
+    loaded = load_or_report(args.config)
     if loaded is None:
         return 2
     config = loaded.config
@@ -160,7 +155,7 @@ def _on_signal(stop: asyncio.Event, sig: signal.Signals) -> None:
 
 
 def cmd_run(args: argparse.Namespace) -> int:
-    loaded = _load(args.config)
+    loaded = load_or_report(args.config)
     if loaded is None:
         return 2
     from collector.sinks import PrintSink
@@ -197,7 +192,7 @@ def cmd_demo(args: argparse.Namespace) -> int:
         logging.getLogger().setLevel(max(logging.WARNING, logging.getLogger().level))
 
     path = args.config or _default_example()
-    loaded = _load(path)
+    loaded = load_or_report(path)
     if loaded is None:
         return 2
     return asyncio.run(run_demo(loaded, speed=args.speed, duration=args.duration, board=not args.no_board,

@@ -13,7 +13,6 @@ from __future__ import annotations
 import asyncio
 import json
 import logging
-import random
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -21,6 +20,7 @@ from typing import Any
 
 from adapters import REGISTRY
 from adapters.base import AdapterContext, BoundMachine
+from collector.backoff import Backoff
 from collector.badinput import BadInput
 from collector.configfile import LoadedConfig
 from collector.lineprotocol import to_line
@@ -36,24 +36,6 @@ QUEUE_SIZE = 10_000
 # session) before time without readings is rolled up as offline.
 RESUME_HOLD_S = 30.0
 BATCH_MAX = 5_000
-
-
-@dataclass
-class Backoff:
-    """Capped exponential backoff with full jitter (the delay is drawn from [base/2, cap])."""
-
-    initial_s: float = 0.5
-    cap_s: float = 30.0
-    attempt: int = 0
-    rng: random.Random = field(default_factory=random.Random)
-
-    def next_delay(self) -> float:
-        ceiling = min(self.cap_s, self.initial_s * 2 ** self.attempt)
-        self.attempt += 1
-        return self.rng.uniform(ceiling / 2, ceiling)
-
-    def reset(self) -> None:
-        self.attempt = 0
 
 
 @dataclass

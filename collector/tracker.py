@@ -65,8 +65,7 @@ class Tracker:
         self.last_reading_ns: int | None = None
         self.pending: _Pending | None = None
         self.out_of_order = 0
-        self.hold_until_ns = 0
-        self._resumed = False
+        self.hold_until_ns = 0  # set by ``resume``: until then, wait for a backlog
 
         self.win_start_ns = start_ns - start_ns % interval_ns
         self.acc_pos_ns = self.win_start_ns  # time rolled up so far; nothing is placed before it
@@ -166,7 +165,6 @@ class Tracker:
         self.acc = {s: int(snap["acc"].get(s.value, 0)) for s in State}
         self.totals = dict.fromkeys(State, 0)
         self.hold_until_ns = hold_until_ns
-        self._resumed = True
 
     def status(self, now_ns: int) -> TrackerStatus:
         totals = dict(self.totals)
@@ -230,7 +228,7 @@ class Tracker:
         if self._stale_due() is not None:
             assert self.last_reading_ns is not None
             t = min(t, self.last_reading_ns)
-        if self._resumed and now < self.hold_until_ns:  # a backlog may still be arriving
+        if now < self.hold_until_ns:  # resumed, and a backlog may still be arriving
             t = min(t, self.last_reading_ns or self.acc_pos_ns)
         return max(t, self.acc_pos_ns)
 

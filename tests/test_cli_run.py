@@ -17,7 +17,7 @@ from collector.engine import Engine
 from collector.http import serve_status
 from collector.model import State
 from collector.sinks import NullSink
-from tests.fixtures._ports import wait_for
+from tests.fixtures._ports import until, wait_for
 from tests.fixtures._proc import COLLECTOR, collector_env
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -53,10 +53,7 @@ async def test_status_http_serves_machines_metrics_and_readiness() -> None:
     async with serve_status(engine, loaded.config.http) as port:
         runner = asyncio.create_task(engine.run(stop))
         async with httpx.AsyncClient(base_url=f"http://127.0.0.1:{port}") as client:
-            deadline = asyncio.get_running_loop().time() + 20
-            while engine.stats.state_changes < 12:
-                assert asyncio.get_running_loop().time() < deadline, "no state changes"
-                await asyncio.sleep(0.05)
+            await until(lambda: engine.stats.state_changes >= 12, 20, "a state change of every machine")
             machines = (await client.get("/api/v1/machines")).json()
             assert len(machines) == 12 and machines[0]["machine"] == "laser-01"
             assert {m["state"] for m in machines} <= {s.value for s in State}

@@ -12,12 +12,12 @@ from __future__ import annotations
 
 import asyncio
 import logging
-import random
 import time
 from collections.abc import Sequence
 from concurrent.futures import ThreadPoolExecutor
 from typing import Any, Self, TypeVar
 
+from collector.backoff import Backoff
 from collector.influx.config import InfluxSettings, OutboxSettings
 from collector.influx.outbox import Chunk, OutboxStore
 from collector.influx.writers import WriteError, Writer, make_writer
@@ -103,18 +103,19 @@ class OutboxSink:
 
     async def _send_forever(self) -> None:
         await self._startup_check()
-        backoff = 0
+        backoff = Backoff(self.settings.retry_initial, self.settings.retry_max)
         while True:
             try:
                 sent = await self._send_one()
             except WriteError as exc:
                 self.counters["retries"] += 1
                 self._link(False, exc)
-                delay = exc.retry_after if exc.retry_after is not None else self._backoff(backoff)
-                backoff += 1
+                delay = backoff.next_delay()
+                if exc.retry_after is not None:  # the server said how long
+                    delay = exc.retry_after
                 await self._sleep(delay)
                 continue
-            backoff = 0
+            backoff.reset()
             if not sent:
                 self._wake.clear()
                 await self._sleep(self.settings.flush_interval)
@@ -198,10 +199,6 @@ class OutboxSink:
         elif not up and self.link_up is not False:
             log.warning("writing to InfluxDB failed: %s; keeping points in the outbox and retrying", exc)
         self.link_up = up
-
-    def _backoff(self, attempt: int) -> float:
-        ceiling = min(self.settings.retry_max, self.settings.retry_initial * 2 ** attempt)
-        return random.uniform(ceiling / 2, ceiling)
 
     async def _sleep(self, seconds: float) -> None:
         try:
