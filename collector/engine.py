@@ -25,7 +25,7 @@ from collector.badinput import BadInput
 from collector.configfile import LoadedConfig
 from collector.lineprotocol import to_line
 from collector.machines import ResolvedMachine, resolve_found
-from collector.model import NS_PER_S, Connectivity, Event, MachineFound, Output, Reading, StateChange, now_ns
+from collector.model import NS_PER_S, Connectivity, Event, MachineFound, Output, Reading, Sample, StateChange, now_ns
 from collector.sinks import Sink
 from collector.tracker import Tracker, TrackerStatus
 
@@ -191,12 +191,12 @@ class Engine:
 
     def _process(self, event: Event) -> list[Output]:
         self.stats.events += 1
-        if isinstance(event, Reading):
+        if isinstance(event, Sample | Reading):
             tracker = self.trackers.get(event.machine)
             if tracker is None:
                 self.bad_input.report("engine", "unknown_machine", f"reading for unknown machine {event.machine!r}")
                 return []
-            return tracker.reading(event)
+            return tracker.sample(event) if isinstance(event, Sample) else tracker.reading(event)
         if isinstance(event, Connectivity):
             self.stats.source_online[event.source] = event.online
             targets = event.machines or tuple(m for m, r in self.machines.items() if r.source == event.source)

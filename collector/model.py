@@ -62,6 +62,21 @@ class Reading(NamedTuple):
     status: str = ""
 
 
+class Sample(NamedTuple):
+    """Good values of several signals of one machine at one time: e.g. one JSON message.
+
+    The same as one ``Reading`` per signal, but the tracker takes the message whole, so the
+    rules run once per message rather than once per signal (the MQTT drain's hot path).
+    """
+
+    machine: str
+    values: dict[str, Any]
+    ts_ns: int
+
+    def readings(self) -> list[Reading]:
+        return [Reading(self.machine, signal, value, self.ts_ns) for signal, value in self.values.items()]
+
+
 @dataclass(frozen=True, slots=True)
 class Connectivity:
     """A source (or part of it) went away or came back.
@@ -93,7 +108,7 @@ class MachineFound:
     signals: dict[str, str] = field(default_factory=dict)
 
 
-Event = Reading | Connectivity | MachineFound
+Event = Reading | Sample | Connectivity | MachineFound
 
 
 @dataclass(frozen=True, slots=True)

@@ -19,7 +19,7 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from typing import Any
 
-from collector.model import Interval, MachineInfo, Output, Quality, Reading, State, StateChange
+from collector.model import Interval, MachineInfo, Output, Quality, Reading, Sample, State, StateChange
 from collector.rules import RuleSet
 
 
@@ -76,29 +76,42 @@ class Tracker:
     # -- inputs ---------------------------------------------------------------------------
 
     def reading(self, r: Reading) -> list[Output]:
-        if r.ts_ns < self._since_raw_ns:
+        if r.quality is Quality.BAD:
+            return self._observe(r.ts_ns, None, r.signal, r.status or "bad quality")
+        return self._observe(r.ts_ns, {r.signal: r.value})
+
+    def sample(self, s: Sample) -> list[Output]:
+        """Several good values at one time (one message): as many readings, one rule evaluation."""
+        return self._observe(s.ts_ns, s.values)
+
+    def _observe(self, ts_ns: int, good: dict[str, Any] | None, bad_signal: str = "", bad_status: str = "",
+                 ) -> list[Output]:
+        if ts_ns < self._since_raw_ns:
             self.out_of_order += 1
             return []
         out: list[Output] = []
         # Not before what is rolled up or the current state's start: a reading as old as the one
         # that started the state (clamped forward by a tick) is simultaneous with it, not late.
-        ts = max(r.ts_ns, self.acc_pos_ns, self.since_ns)
+        ts = max(ts_ns, self.acc_pos_ns, self.since_ns)
         self._advance(ts, out)
         # Rules are pure functions of the values: an unchanged value (periodic publishers send
         # mostly those) cannot change the state, so the rules are not evaluated again for it.
         changed = self.last_reading_ns is None
-        if r.quality is Quality.BAD:
-            changed = changed or self.bad.get(r.signal) != (r.status or "bad quality")
-            self.bad[r.signal] = r.status or "bad quality"
+        if good is None:
+            changed = changed or self.bad.get(bad_signal) != bad_status
+            self.bad[bad_signal] = bad_status
         else:
-            changed = changed or self.bad.pop(r.signal, None) is not None
-            if not changed and (r.signal not in self.values or self.values[r.signal] != r.value):
-                changed = True
-            self.values[r.signal] = r.value
+            values, bad = self.values, self.bad
+            for signal, value in good.items():
+                if bad and bad.pop(signal, None) is not None:
+                    changed = True
+                if not changed and (signal not in values or values[signal] != value):
+                    changed = True
+                values[signal] = value
         self.disconnected = None  # data flows again
         self.last_reading_ns = ts if self.last_reading_ns is None else max(self.last_reading_ns, ts)
         if changed or self.state is State.OFFLINE:  # offline (stale, lost, bad): always look again
-            self._decide(ts, out, raw=r.ts_ns)
+            self._decide(ts, out, raw=ts_ns)
         self._roll_to(self._final_until(ts), out)
         return out
 

@@ -13,7 +13,7 @@ from paho.mqtt.enums import CallbackAPIVersion
 
 from adapters.base import SourceError
 from collector.badinput import BadInput
-from collector.model import Connectivity, MachineFound, Reading
+from collector.model import Connectivity, MachineFound, Reading, Sample
 from tests.fixtures._mqtt import Publisher, machine, make_adapter, make_source, running
 from tests.fixtures._ports import until
 from tests.fixtures.mosquitto import Mosquitto
@@ -24,7 +24,14 @@ JSON_SUB = {"topic": "factory/{plant}/{line}/{machine}/status", "payload": "json
 
 
 def readings(events: list[object]) -> list[Reading]:
-    return [e for e in events if isinstance(e, Reading)]
+    """The readings among ``events``, a JSON message's ``Sample`` unfolded into one per signal."""
+    out: list[Reading] = []
+    for e in events:
+        if isinstance(e, Reading):
+            out.append(e)
+        elif isinstance(e, Sample):
+            out += e.readings()
+    return out
 
 
 @pytest.mark.parametrize("protocol", ["5", "3.1.1"])
@@ -101,7 +108,7 @@ async def test_bad_input_is_counted_per_kind_and_never_fatal(mosquitto: Mosquitt
         pub.close()
     assert bad.counts == {("mq", "malformed_json"): 1, ("mq", "missing_path"): 1, ("mq", "wrong_type"): 3,
                           ("mq", "payload_too_large"): 1, ("mq", "unknown_machine"): 1, ("mq", "bad_timestamp"): 1}
-    assert isinstance(events[0], Reading) and events[0].value == "ACTIVE"
+    assert [r.value for r in readings(events)] == ["ACTIVE"]
 
 
 async def test_discovery_registers_machines_by_pattern(mosquitto: Mosquitto) -> None:
@@ -123,7 +130,8 @@ async def test_discovery_registers_machines_by_pattern(mosquitto: Mosquitto) -> 
     assert [(f.machine, f.profile, f.line, f.source) for f in found] == [
         ("cnc-01", "lathe", "line-1", "mq"), ("mill-02", "mill", "line-2", "mq")]
     assert found[0].signals == {"execution": "exec"}
-    assert events.index(found[0]) < events.index(readings(events)[0])  # found before its first reading
+    first = next(i for i, e in enumerate(events) if isinstance(e, Sample))
+    assert events.index(found[0]) < first  # found before its first reading
     assert bad.counts == {("mq", "unknown_machine"): 1}
 
 
@@ -193,9 +201,12 @@ async def test_backlog_larger_than_the_buffer_arrives_whole_and_in_order(mosquit
         adapter.high_water, adapter.low_water = 50, 10
         async with running(adapter) as events:
             await until(lambda: len(events) == 601, what="the backlog")
+            assert adapter._client is not None
+            socket_reads = adapter._client.socket_reads
     finally:
         pub.close()
     assert [r.value for r in readings(events)] == list(range(601))
+    assert 0 < socket_reads < 60, "the socket is read in chunks through _sock_recv, not three times per message"
 
 
 async def test_connection_loss_raises_source_error(mosquitto: Mosquitto) -> None:
@@ -252,10 +263,16 @@ async def test_tls_with_client_certificate(mosquitto_tls: Mosquitto, tmp_path: P
         async with running(make_adapter(source, [machine("m1")])) as events:
             pub.publish("plc/m1/running", "1", qos=1).wait_for_publish(10)
             await until(lambda: len(events) == 1, what="a reading over TLS")
+            # More than one read burst, decrypted into memory in 16 KiB TLS records: nothing stalls.
+            infos = [pub.publish("plc/m1/count", str(i), qos=1) for i in range(1000)]
+            for info in infos:
+                info.wait_for_publish(10)
+            await until(lambda: len(events) == 1001, what="a burst over TLS")
     finally:
         pub.disconnect()
         pub.loop_stop()
     assert readings(events)[0].value == 1
+    assert [r.value for r in readings(events)[1:]] == list(range(1000))
     no_cert = make_source(mosquitto_tls, subscriptions=sub, tls={"ca_file": str(tls.ca)})
     with pytest.raises(SourceError):
         async with make_adapter(no_cert, [machine("m1")]):

@@ -7,7 +7,7 @@ import itertools
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from collector.model import Interval, MachineInfo, Output, Quality, Reading, State, StateChange
+from collector.model import Interval, MachineInfo, Output, Quality, Reading, Sample, State, StateChange
 from collector.rules import RuleSet, compile_rule
 from collector.tracker import Tracker
 
@@ -121,9 +121,35 @@ def test_rule_that_cannot_be_evaluated_falls_through() -> None:
     assert changes(out) == [(1, State.IDLE, State.OFFLINE, 1)]
 
 
+SIGNAL = st.sampled_from(["spindle", "alarm", "mode"])
+VALUE = st.sampled_from([0, 100, True, False, "SETUP", "AUTO", None])
+def test_a_sample_changes_state_once_for_all_its_signals() -> None:
+    """Test that a message carrying several signals is one step: the state it ends in is committed
+    once, with no zero-length state from half of its values (signal by signal, ``mode`` would make
+    the machine setup for 0 s before ``alarm`` makes it down)."""
+    t = tracker()
+    t.sample(Sample("m1", {"spindle": 100, "mode": "AUTO", "alarm": False}, T0 + S))
+    out = t.sample(Sample("m1", {"mode": "SETUP", "alarm": True}, T0 + 3 * S))
+    assert changes(out) == [(3, State.DOWN, State.BUSY, 2)]
+    assert t.values == {"spindle": 100, "mode": "SETUP", "alarm": True}
+    split = tracker()
+    split.sample(Sample("m1", {"spindle": 100, "mode": "AUTO", "alarm": False}, T0 + S))
+    out = split.reading(rd("mode", "SETUP", 3)) + split.reading(rd("alarm", True, 3))
+    assert changes(out) == [(3, State.SETUP, State.BUSY, 2), (3, State.DOWN, State.SETUP, 0)]
+
+
+def test_a_good_value_in_a_sample_clears_that_signals_bad_quality() -> None:
+    """Test that a sample's good value ends the offline a Bad reading of the same signal caused."""
+    t = tracker()
+    t.reading(rd("spindle", None, 1, Quality.BAD))
+    assert t.state is State.OFFLINE
+    out = t.sample(Sample("m1", {"spindle": 100}, T0 + 2 * S))
+    assert changes(out) == [(2, State.BUSY, State.OFFLINE, 2)] and t.bad == {}
+
+
 EVENT = st.one_of(
-    st.tuples(st.just("reading"), st.sampled_from(["spindle", "alarm", "mode"]),
-              st.sampled_from([0, 100, True, False, "SETUP", "AUTO", None]), st.booleans()),
+    st.tuples(st.just("reading"), SIGNAL, VALUE, st.booleans()),
+    st.tuples(st.just("sample"), st.just(""), st.dictionaries(SIGNAL, VALUE, min_size=1), st.just(False)),
     st.tuples(st.just("offline"), st.just(""), st.just(None), st.just(False)),
     st.tuples(st.just("online"), st.just(""), st.just(None), st.just(False)),
     st.tuples(st.just("tick"), st.just(""), st.just(None), st.just(False)),
@@ -149,6 +175,9 @@ def test_durations_add_up_exactly(steps: list[tuple[int, tuple[str, str, object,
         ts = now + min(dt, 0)  # negative: a late reading, older than the clock
         if kind == "reading":
             out += t.reading(Reading("m1", signal, value, ts, Quality.BAD if bad else Quality.GOOD))
+        elif kind == "sample":
+            assert isinstance(value, dict)
+            out += t.sample(Sample("m1", value, ts))
         elif kind == "offline":
             out += t.connectivity(False, ts, "lost")
         elif kind == "online":
