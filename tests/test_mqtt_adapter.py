@@ -165,6 +165,26 @@ async def test_status_topic_takes_the_machine_offline_at_once(mosquitto: Mosquit
     assert offline.ts_ns >= before and "offline" in offline.reason
 
 
+async def test_sparkplug_state_payloads_on_a_status_topic(mosquitto: Mosquitto) -> None:
+    """Test that Sparkplug STATE payloads on a status topic (3.0: JSON with `online`; 2.2: the text
+    OFFLINE/ONLINE) take the machines offline and back, and a JSON object without `online` is bad input."""
+    bad = BadInput()
+    source = make_source(mosquitto, subscriptions=[JSON_SUB], status=[{"topic": "spBv1.0/STATE/{machine}"}])
+    adapter = make_adapter(source, [machine("cnc-07")], bad=bad)
+    pub = Publisher(mosquitto)
+    try:
+        async with running(adapter) as events:
+            for payload in ['{"online": false, "timestamp": 1668114759262}', "{}", '{"online": true, "timestamp": 1}',
+                            "OFFLINE"]:
+                pub.publish("spBv1.0/STATE/cnc-07", payload)
+            await until(lambda: len(events) == 3, what="three STATE messages")
+    finally:
+        pub.close()
+    assert [(e.online, e.machines) for e in events if isinstance(e, Connectivity)] == [
+        (False, ("cnc-07",)), (True, ("cnc-07",)), (False, ("cnc-07",))]
+    assert bad.counts == {("mq", "unknown_status"): 1}
+
+
 async def test_persistent_session_delivers_what_was_published_while_away(mosquitto: Mosquitto) -> None:
     """Test that with the default persistent session, QoS 1 messages published while the collector
     was disconnected arrive when it connects again, even across a broker restart in between."""

@@ -184,14 +184,26 @@ class _Status(_Route):
 
     def handle(self, adapter: MqttAdapter, topic: str, payload: bytes | bytearray, arrival_ns: int) -> None:
         text = payload.decode(errors="replace").strip()
-        if text in self.offline:
-            adapter.events.append(Connectivity(adapter.source_id, False, arrival_ns,
-                                               f"{self.what} reported {text!r} on {topic}", self.machines))
-        elif text in self.online:
-            adapter.events.append(Connectivity(adapter.source_id, True, arrival_ns,
-                                               f"{self.what} reported {text!r}", self.machines))
+        online = True if text in self.online else False if text in self.offline else _state_online(text)
+        if online is not None:
+            where = "" if online else f" on {topic}"
+            adapter.events.append(Connectivity(adapter.source_id, online, arrival_ns,
+                                               f"{self.what} reported {text[:80]!r}{where}", self.machines))
         elif text:  # an empty payload clears a retained status: nothing to do
             adapter.report("unknown_status", f"{topic}: {text[:80]!r} is neither online nor offline")
+
+
+def _state_online(text: str) -> bool | None:
+    """``online`` of a Sparkplug 3.0 STATE payload (``{"online": false, "timestamp": ...}``), else None.
+    (Sparkplug 2.2's STATE is the plain text ``ONLINE``/``OFFLINE``, among the defaults.)"""
+    if not text.startswith("{"):
+        return None
+    try:
+        obj = orjson.loads(text)
+    except orjson.JSONDecodeError:
+        return None
+    online = obj.get("online") if isinstance(obj, dict) else None
+    return online if isinstance(online, bool) else None
 
 
 class _Sparkplug(_Route):

@@ -105,7 +105,7 @@ class StatusTopic(_Strict):
                        examples=["factory/{plant}/{line}/{machine}/lwt"])
     machine_id: str = Field("{machine}", description="Machine id built from the topic's named levels.")
     online: list[str] = Field(["online", "ONLINE", "1", "true"], description="Payloads that mean online.")
-    offline: list[str] = Field(["offline", "OFFLINE", "0", "false"], description="Payloads that mean offline (the machine goes `offline` at once).")
+    offline: list[str] = Field(["offline", "OFFLINE", "0", "false"], description="Payloads that mean offline (the machine goes `offline` at once). A Sparkplug 3.0 STATE payload (`{\"online\": false, ...}`) is understood as well.")
 
 
 class MqttSource(SourceConfig):
