@@ -46,9 +46,9 @@ from collector.model import Connectivity, Event, MachineFound, Reading, Sample
 
 log = logging.getLogger(__name__)
 
-HIGH_WATER = 20_000
+HIGH_WATER = 5_000
 """Events buffered before the socket is no longer read (backpressure to the broker)."""
-LOW_WATER = 5_000
+LOW_WATER = 1_000
 READ_BURST = 256
 """Packets read per readable-socket callback before the loop gets its turn again."""
 ROUTE_CACHE = 50_000
