@@ -22,7 +22,7 @@ from typing import Any, Self
 
 from adapters.base import AdapterContext, BoundMachine, SourceConfig
 from adapters.simulate.config import SimulateSource
-from collector.model import NS_PER_S, Event, Reading
+from collector.model import NS_PER_S, Event, Sample
 
 DEFAULT_SIGNALS = {"execution": "execution", "spindle_rpm": "spindle_rpm", "alarm": "alarm", "mode": "mode"}
 
@@ -81,12 +81,13 @@ class _Machine:
         self.phase_ends = now + seconds / speed
         self.rpm = self.rng.uniform(800, 4000) if phase == "work" else 0.0
 
-    def readings(self, ts_ns: int) -> list[Reading]:
+    def sample(self, ts_ns: int) -> Sample | None:
+        """All signals at once, as a machine's gateway publishes them (one message, one step)."""
         if self.phase == "off":
-            return []  # switched off: silence
+            return None  # switched off: silence
         values = dict(_QUANTITIES[self.phase])
         values["spindle_rpm"] = round(self.rpm + (self.rng.uniform(-20, 20) if self.rpm else 0.0), 1)
-        return [Reading(self.bound.id, name, values.get(quantity), ts_ns) for name, quantity in self.signals.items()]
+        return Sample(self.bound.id, {name: values.get(quantity) for name, quantity in self.signals.items()}, ts_ns)
 
 
 class SimulateAdapter:
@@ -130,5 +131,6 @@ class SimulateAdapter:
                 heapq.heappush(heap, (m.phase_ends, 0, i))
             else:
                 heapq.heappush(heap, (when + every, 1, i))
-            for reading in m.readings(ts):
-                yield reading
+            sample = m.sample(ts)
+            if sample is not None:
+                yield sample
