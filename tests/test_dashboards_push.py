@@ -6,10 +6,8 @@ from __future__ import annotations
 
 import json
 import re
-import threading
 from collections.abc import Iterator
 from dataclasses import dataclass, field
-from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
 from typing import Any
 
@@ -20,6 +18,7 @@ from collector.configfile import load_config_text
 from dashboards.boards import build_boards
 from dashboards.config import DashboardSettings
 from dashboards.push import Pusher, TooOld, Unauthorized, Unreachable, datasource_body, push
+from tests.fixtures._http import Request, Response, http_server, json_response
 from tests.fixtures._ports import free_port
 
 TOKEN = "glsa_test_token"
@@ -34,7 +33,9 @@ influx: {url: "http://influx:8086", api: v2, org: acme, bucket: availability, to
 
 
 @dataclass
-class Request:
+class Call:
+    """A request as the fake saw it: lower-case header names, the JSON body parsed."""
+
     method: str
     path: str
     headers: dict[str, str]
@@ -47,7 +48,7 @@ class FakeGrafana:
 
     version: str = "10.4.2"
     public_api: bool = True
-    requests: list[Request] = field(default_factory=list)
+    requests: list[Call] = field(default_factory=list)
     datasources: dict[str, Any] = field(default_factory=dict)
     folders: dict[str, Any] = field(default_factory=dict)
     dashboards: dict[str, Any] = field(default_factory=dict)
@@ -57,7 +58,7 @@ class FakeGrafana:
     def calls(self) -> list[tuple[str, str]]:
         return [(r.method, r.path) for r in self.requests]
 
-    def handle(self, req: Request) -> tuple[int, Any]:
+    def handle(self, req: Call) -> tuple[int, Any]:
         self.requests.append(req)
         if req.path == "/api/health":
             return 200, {"commit": "abc", "database": "ok", "version": self.version}
@@ -114,33 +115,14 @@ class FakeGrafana:
 def grafana() -> Iterator[FakeGrafana]:
     fake = FakeGrafana()
 
-    class Handler(BaseHTTPRequestHandler):
-        def _serve(self) -> None:
-            length = int(self.headers.get("Content-Length") or 0)
-            raw = self.rfile.read(length) if length else b""
-            body = json.loads(raw) if raw else None
-            headers = {k.lower(): v for k, v in self.headers.items()}
-            status, reply = fake.handle(Request(self.command, self.path, headers, body))
-            data = json.dumps(reply).encode()
-            self.send_response(status)
-            self.send_header("Content-Type", "application/json")
-            self.send_header("Content-Length", str(len(data)))
-            self.end_headers()
-            self.wfile.write(data)
+    def serve(req: Request) -> Response:
+        headers = {k.lower(): v for k, v in req.headers.items()}
+        body = json.loads(req.body) if req.body else None
+        return json_response(*fake.handle(Call(req.method, req.path, headers, body)))
 
-        do_GET = do_POST = do_PUT = do_PATCH = _serve
-
-        def log_message(self, format: str, *args: Any) -> None:
-            pass
-
-    server = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
-    fake.url = f"http://127.0.0.1:{server.server_address[1]}"
-    thread = threading.Thread(target=server.serve_forever, args=(0.05,), name="fake-grafana", daemon=True)
-    thread.start()
-    yield fake
-    server.shutdown()
-    server.server_close()
-    thread.join(5)
+    with http_server(serve) as url:
+        fake.url = url
+        yield fake
 
 
 @pytest.fixture

@@ -9,10 +9,8 @@ any request without the right ``Authorization: Token`` gets 401 ``{"code": "unau
 from __future__ import annotations
 
 import json
-import threading
 import urllib.parse
 from collections.abc import Iterator
-from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from typing import Any
 
 import pytest
@@ -20,6 +18,7 @@ from pydantic import SecretStr
 
 from collector.influx.config import InfluxSettings
 from collector.influx.writers import V2Writer, WriteError
+from tests.fixtures._http import Request, Response, http_server, json_response
 
 TOKEN = "t0k3n"
 
@@ -35,46 +34,27 @@ class StandIn:
 def influx2() -> Iterator[StandIn]:
     state = StandIn()
 
-    class Handler(BaseHTTPRequestHandler):
-        def log_message(self, *args: object) -> None:
-            pass
+    def handle(req: Request) -> Response:
+        body = json.loads(req.body) if req.body else None
+        url = urllib.parse.urlsplit(req.path)
+        query = dict(urllib.parse.parse_qsl(url.query))
+        state.requests.append((req.method, url.path, body))
+        if req.header("Authorization") != f"Token {TOKEN}":
+            return json_response(401, {"code": "unauthorized", "message": "unauthorized access"})
+        if (req.method, url.path) == ("GET", "/api/v2/buckets"):
+            return json_response(200, {"buckets": [b for b in state.buckets if b["name"] == query.get("name")]})
+        if (req.method, url.path) == ("GET", "/api/v2/orgs"):
+            return json_response(200, {"orgs": [{"id": "0123456789abcdef", "name": query.get("org")}]})
+        if (req.method, url.path) == ("POST", "/api/v2/buckets"):
+            assert body is not None
+            bucket = {"id": "b1", "name": body["name"], "orgID": body["orgID"], "retentionRules": []}
+            state.buckets.append(bucket)
+            return json_response(201, bucket)
+        return json_response(404, {"code": "not found", "message": "path not found"})
 
-        def _reply(self, status: int, body: dict[str, Any]) -> None:
-            data = json.dumps(body).encode()
-            self.send_response(status)
-            self.send_header("Content-Type", "application/json")
-            self.send_header("Content-Length", str(len(data)))
-            self.end_headers()
-            self.wfile.write(data)
-
-        def _handle(self) -> None:
-            length = int(self.headers.get("Content-Length") or 0)
-            body = json.loads(self.rfile.read(length)) if length else None
-            url = urllib.parse.urlsplit(self.path)
-            query = dict(urllib.parse.parse_qsl(url.query))
-            state.requests.append((self.command, url.path, body))
-            if self.headers.get("Authorization") != f"Token {TOKEN}":
-                return self._reply(401, {"code": "unauthorized", "message": "unauthorized access"})
-            if (self.command, url.path) == ("GET", "/api/v2/buckets"):
-                found = [b for b in state.buckets if b["name"] == query.get("name")]
-                return self._reply(200, {"buckets": found})
-            if (self.command, url.path) == ("GET", "/api/v2/orgs"):
-                return self._reply(200, {"orgs": [{"id": "0123456789abcdef", "name": query.get("org")}]})
-            if (self.command, url.path) == ("POST", "/api/v2/buckets"):
-                assert body is not None
-                bucket = {"id": "b1", "name": body["name"], "orgID": body["orgID"], "retentionRules": []}
-                state.buckets.append(bucket)
-                return self._reply(201, bucket)
-            return self._reply(404, {"code": "not found", "message": "path not found"})
-
-        do_GET = do_POST = _handle
-
-    server = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
-    state.url = f"http://127.0.0.1:{server.server_address[1]}"
-    threading.Thread(target=server.serve_forever, daemon=True).start()
-    yield state
-    server.shutdown()
-    server.server_close()
+    with http_server(handle) as url:
+        state.url = url
+        yield state
 
 
 def settings(url: str, **kw: Any) -> InfluxSettings:
