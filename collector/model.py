@@ -65,16 +65,13 @@ class Reading(NamedTuple):
 class Sample(NamedTuple):
     """Good values of several signals of one machine at one time: e.g. one JSON message.
 
-    The same as one ``Reading`` per signal, but the tracker takes the message whole, so the
-    rules run once per message rather than once per signal (the MQTT drain's hot path).
+    The tracker takes the message whole: the rules run once per message rather than once per
+    signal (the MQTT drain's hot path), and half of a message's values never make a state.
     """
 
     machine: str
     values: dict[str, Any]
     ts_ns: int
-
-    def readings(self) -> list[Reading]:
-        return [Reading(self.machine, signal, value, self.ts_ns) for signal, value in self.values.items()]
 
 
 @dataclass(frozen=True, slots=True)

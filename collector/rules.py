@@ -27,8 +27,7 @@ from collector.model import State
 
 log = logging.getLogger(__name__)
 
-_CONSTANTS = {"True", "False", "None", "true", "false", "null"}
-_CONSTANT_VALUES = {"true": True, "false": False, "null": None, "True": True, "False": False, "None": None}
+_CONSTANTS = {"true": True, "false": False, "null": None, "True": True, "False": False, "None": None}
 # What a compiled condition may contain: each of these does in Python exactly what simpleeval
 # does with it, and none can build a huge result from small inputs.
 _COMPILABLE = (ast.Expression, ast.Name, ast.Load, ast.Constant, ast.Tuple, ast.List, ast.Set,
@@ -93,7 +92,7 @@ def _compile(when: str, names: tuple[str, ...]) -> Callable[..., Any] | None:
                            defaults=[])
     function = ast.fix_missing_locations(ast.Expression(body=ast.Lambda(args=params, body=expression.body)))
     # No builtins: the only names it can see are its parameters and the spelled-out constants.
-    scope: dict[str, Any] = {"__builtins__": {}, **_CONSTANT_VALUES}
+    scope: dict[str, Any] = {"__builtins__": {}, **_CONSTANTS}
     compiled: Callable[..., Any] = eval(compile(function, f"<rule {when!r}>", "eval"), scope)
     return compiled
 
@@ -136,7 +135,7 @@ class RuleSet:
 
     def interpret(self, rule: CompiledRule, values: Mapping[str, Any]) -> Any:
         """``rule``'s condition evaluated by simpleeval (what its compiled form must equal)."""
-        self._evaluator.names = {**_CONSTANT_VALUES, **{name: values.get(name) for name in rule.names}}
+        self._evaluator.names = {**_CONSTANTS, **{name: values.get(name) for name in rule.names}}
         return self._evaluator.eval(rule.when, previously_parsed=rule.tree)
 
     def _count(self, rule: CompiledRule, exc: Exception, values: Mapping[str, Any]) -> None:

@@ -77,15 +77,16 @@ class Tracker:
 
     def reading(self, r: Reading) -> list[Output]:
         if r.quality is Quality.BAD:
-            return self._observe(r.ts_ns, None, r.signal, r.status or "bad quality")
-        return self._observe(r.ts_ns, {r.signal: r.value})
+            return self._observe(r.ts_ns, bad=(r.signal, r.status or "bad quality"))
+        return self._observe(r.ts_ns, good={r.signal: r.value})
 
     def sample(self, s: Sample) -> list[Output]:
         """Several good values at one time (one message): as many readings, one rule evaluation."""
-        return self._observe(s.ts_ns, s.values)
+        return self._observe(s.ts_ns, good=s.values)
 
-    def _observe(self, ts_ns: int, good: dict[str, Any] | None, bad_signal: str = "", bad_status: str = "",
-                 ) -> list[Output]:
+    def _observe(self, ts_ns: int, *, good: dict[str, Any] | None = None,
+                 bad: tuple[str, str] | None = None) -> list[Output]:
+        """Good values, or one signal's bad quality (signal, status), observed at ``ts_ns``."""
         if ts_ns < self._since_raw_ns:
             self.out_of_order += 1
             return []
@@ -97,13 +98,14 @@ class Tracker:
         # Rules are pure functions of the values: an unchanged value (periodic publishers send
         # mostly those) cannot change the state, so the rules are not evaluated again for it.
         changed = self.last_reading_ns is None
-        if good is None:
-            changed = changed or self.bad.get(bad_signal) != bad_status
-            self.bad[bad_signal] = bad_status
-        else:
-            values, bad = self.values, self.bad
+        if bad is not None:
+            signal, status = bad
+            changed = changed or self.bad.get(signal) != status
+            self.bad[signal] = status
+        if good is not None:
+            values, bad_now = self.values, self.bad
             for signal, value in good.items():
-                if bad and bad.pop(signal, None) is not None:
+                if bad_now and bad_now.pop(signal, None) is not None:
                     changed = True
                 if not changed and (signal not in values or values[signal] != value):
                     changed = True

@@ -30,7 +30,7 @@ def readings(events: list[object]) -> list[Reading]:
         if isinstance(e, Reading):
             out.append(e)
         elif isinstance(e, Sample):
-            out += e.readings()
+            out += [Reading(e.machine, signal, value, e.ts_ns) for signal, value in e.values.items()]
     return out
 
 

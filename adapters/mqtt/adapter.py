@@ -476,8 +476,8 @@ class MqttAdapter:
         cfg = self.config
         v5 = cfg.protocol == "5"
         client = _Client(CallbackAPIVersion.VERSION2, client_id=self.client_id,
-                             clean_session=None if v5 else cfg.clean_start,
-                             protocol=paho.MQTTv5 if v5 else paho.MQTTv311, reconnect_on_failure=False)
+                         clean_session=None if v5 else cfg.clean_start,
+                         protocol=paho.MQTTv5 if v5 else paho.MQTTv311, reconnect_on_failure=False)
         client.connect_timeout = cfg.connect_timeout
         if cfg.username is not None:
             client.username_pw_set(cfg.username, cfg.password.get_secret_value() if cfg.password else None)
