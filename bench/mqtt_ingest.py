@@ -115,8 +115,7 @@ def role_paho(port: int, n: int, client_id: str) -> None:
     print(json.dumps({"seconds": elapsed, "messages": count[0]}))
 
 
-def role_collector(port: int, machines: int, base_ms: int, final_round: int, influx_url: str, client_id: str,
-                   database: str) -> None:
+def role_collector(port: int, machines: int, base_ms: int, final_round: int, influx_url: str, client_id: str) -> None:
     """The collector: MQTT adapter + engine + InfluxDB outbox, timed until every machine's last
     state change is stored in InfluxDB."""
     import urllib.parse
@@ -127,6 +126,7 @@ def role_collector(port: int, machines: int, base_ms: int, final_round: int, inf
     from collector.influx import make_sink
 
     data_dir = tempfile.mkdtemp(prefix="bench-collector-")
+    database = client_id.replace("-", "_")  # one per run: each counts only its own final changes
     lines = ["site: {plant: p1}", f"data_dir: {data_dir}", "http: {enabled: false}",
              f"influx: {{url: '{influx_url}', api: v1, database: {database}, create_database: true}}",
              f"outbox: {{path: {data_dir}/outbox.sqlite, flush_interval: 0.2}}",
@@ -226,8 +226,7 @@ def main() -> None:
     if args.role == "collector":
         import logging
         logging.basicConfig(level=logging.WARNING, format="%(asctime)s %(name)s %(message)s")
-        return role_collector(args.port, args.machines, args.base_ms, rounds - 1, args.influx, args.client_id,
-                              args.client_id.replace("-", "_"))
+        return role_collector(args.port, args.machines, args.base_ms, rounds - 1, args.influx, args.client_id)
 
     from tests.fixtures._ports import free_port
     from tests.fixtures.influxdb import start_influxd
@@ -236,7 +235,7 @@ def main() -> None:
     assert exec_of(rounds - 1) != exec_of(rounds - 2), "the last round must change every machine's state"
     paho_ids = [f"bench-paho-floor-{i}" for i in range(args.repeat)]
     collector_ids = [f"bench-collector-{i}" for i in range(args.repeat)]
-    sizes = {"machines": str(args.machines), "messages": str(args.messages)}
+    sizes = ["--machines", str(args.machines), "--messages", str(args.messages)]
     with tempfile.TemporaryDirectory(prefix="bench-mqtt-") as tmp:
         (Path(tmp) / "mosquitto").mkdir()
         broker = Mosquitto(free_port(), Path(tmp) / "mosquitto")
@@ -262,13 +261,13 @@ def main() -> None:
             rates: list[float] = []
             rss: list[float] = []
             for paho_id, collector_id in zip(paho_ids, collector_ids, strict=True):
-                paho_run = child("--role", "paho", "--port", port, "--client-id", paho_id, *flags(sizes))
+                paho_run = child("--role", "paho", "--port", port, "--client-id", paho_id, *sizes)
                 assert paho_run["messages"] == n, paho_run
                 paho_rates.append(n / paho_run["seconds"])
                 print(f"do-nothing paho subscriber: {n} messages in {paho_run['seconds']:.2f}s "
                       f"= {paho_rates[-1]:,.0f}/s", flush=True)
                 run = child("--role", "collector", "--port", port, "--client-id", collector_id, "--base-ms",
-                            str(base_ms), "--influx", influxd.url, *flags(sizes))
+                            str(base_ms), "--influx", influxd.url, *sizes)
                 if not run["ok"]:
                     raise SystemExit(f"the collector did not deliver every last state change: {run}")
                 os.environ.pop("BENCH_PROFILE", None)  # profile the first run only
@@ -285,10 +284,6 @@ def main() -> None:
     print(json.dumps({"readings_per_s": round(rate), "paho_floor_per_s": round(paho_rate),
                       "mosquitto_sub_per_s": round(sub_rate), "ratio_to_paho": round(rate / paho_rate, 3),
                       "peak_rss_mb": round(max(rss), 1)}))
-
-
-def flags(sizes: dict[str, str]) -> list[str]:
-    return [part for key, value in sizes.items() for part in (f"--{key}", value)]
 
 
 if __name__ == "__main__":
