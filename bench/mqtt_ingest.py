@@ -1,7 +1,7 @@
 """How fast the collector drains a backlog from its persistent MQTT session, next to the floor
 any paho-based Python consumer pays and the broker's own delivery limit.
 
-    python bench/mqtt_ingest.py [--machines 500] [--messages 200000] [--repeat 3]
+    python bench/mqtt_ingest.py [--machines 500] [--messages 200000] [--repeat 5]
 
 1. Starts mosquitto (``max_queued_messages 0``: unlimited session queues) on a free port.
 2. Creates persistent sessions (MQTT 5, QoS 1) subscribed to ``factory/+/+/+/status``, then
@@ -210,7 +210,7 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--machines", type=int, default=500)
     parser.add_argument("--messages", type=int, default=200_000)
-    parser.add_argument("--repeat", type=int, default=3, help="drains of the paho floor and of the collector each")
+    parser.add_argument("--repeat", type=int, default=5, help="drains of the paho floor and of the collector each")
     parser.add_argument("--role", choices=["session", "paho", "collector"], help=argparse.SUPPRESS)
     parser.add_argument("--port", type=int, help=argparse.SUPPRESS)
     parser.add_argument("--client-id", help=argparse.SUPPRESS)
