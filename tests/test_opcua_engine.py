@@ -90,7 +90,9 @@ async def test_plain_tags_drive_busy_idle_down_with_exact_durations(opcua_server
     await opcua_server.start([CNC], plain_cnc(CNC, ["CNC01"]))
     run = Run(config(opcua_server, tmp_path, "  - {id: cnc-01, source: cell, profile: lathe, vars: {node: CNC01}}"))
     await run.wait(lambda: run.state("cnc-01") is State.IDLE, what="idle at start")
-    t0 = (time.time_ns() // NS_PER_S + 1) * NS_PER_S
+    # a whole second at least a second ahead: the engine rolls time up to the wall clock as it
+    # ticks, so a reading that arrives after its own timestamp has passed is (rightly) clamped
+    t0 = (time.time_ns() // NS_PER_S + 2) * NS_PER_S
 
     def at(offset_s: float) -> dt.datetime:
         ns = t0 + int(offset_s * NS_PER_S)
