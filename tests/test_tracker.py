@@ -123,6 +123,8 @@ def test_rule_that_cannot_be_evaluated_falls_through() -> None:
 
 SIGNAL = st.sampled_from(["spindle", "alarm", "mode"])
 VALUE = st.sampled_from([0, 100, True, False, "SETUP", "AUTO", None])
+
+
 def test_a_sample_changes_state_once_for_all_its_signals() -> None:
     """Test that a message carrying several signals is one step: the state it ends in is committed
     once, with no zero-length state from half of its values (signal by signal, ``mode`` would make

@@ -184,7 +184,7 @@ class _Status(_Route):
 
     def handle(self, adapter: MqttAdapter, topic: str, payload: bytes | bytearray, arrival_ns: int) -> None:
         text = payload.decode(errors="replace").strip()
-        online = True if text in self.online else False if text in self.offline else _state_online(text)
+        online = False if text in self.offline else True if text in self.online else _state_online(text)
         if online is not None:
             where = "" if online else f" on {topic}"
             adapter.events.append(Connectivity(adapter.source_id, online, arrival_ns,

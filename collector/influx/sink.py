@@ -110,9 +110,8 @@ class OutboxSink:
             except WriteError as exc:
                 self.counters["retries"] += 1
                 self._link(False, exc)
-                delay = backoff.next_delay()
-                if exc.retry_after is not None:  # the server said how long
-                    delay = exc.retry_after
+                # the server's Retry-After wins and does not count as a backoff step
+                delay = exc.retry_after if exc.retry_after is not None else backoff.next_delay()
                 await self._sleep(delay)
                 continue
             backoff.reset()
