@@ -1,8 +1,10 @@
 """What every adapter is: a tiny async surface over private protocol code.
 
     async with factory(source_config, machines, context) as adapter:   # connects
-        async for event in adapter:                                     # Reading | ...
-            ...
+        async for batch in adapter:                                     # Batch of events
+            ...                                                         # process, commit, then:
+            if batch.ack is not None:
+                batch.ack()                                             # e.g. MQTT PUBACKs
 
 The adapter connects in ``__aenter__`` and raises ``SourceError`` (or lets a library error
 escape) when the source is lost; it does not retry. The engine's supervisor owns
@@ -14,16 +16,16 @@ opens the adapter again. Protocol types never leave the adapter: they are conver
 from __future__ import annotations
 
 import builtins
-from collections.abc import AsyncIterator, Callable, Sequence
+from collections.abc import AsyncIterator, Callable, Iterable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from types import TracebackType
-from typing import Protocol, Self
+from typing import NamedTuple, Protocol, Self
 
 from pydantic import BaseModel, ConfigDict, Field
 
 from collector.badinput import BadInput
-from collector.model import Event, MachineInfo
+from collector.model import Event, MachineFound, MachineInfo
 
 
 class SourceConfig(BaseModel):
@@ -34,6 +36,12 @@ class SourceConfig(BaseModel):
     id: str = Field(description="Unique name of this source; machines refer to it with `source:`.",
                     examples=["cell-a"])
     type: str = Field(description="The adapter that reads this source.")
+
+    def redelivers(self) -> bool:
+        """Whether the source keeps what we did not acknowledge and delivers it again after a
+        crash (a persistent MQTT session at QoS 1). Otherwise the time the collector was not
+        running is written offline on the next start."""
+        return False
 
 
 @dataclass(frozen=True, slots=True)
@@ -59,6 +67,25 @@ class AdapterContext:
     bad_input: BadInput
 
 
+class Batch(NamedTuple):
+    """Events an adapter hands over at once, in the order it read them.
+
+    ``ack`` (if set) is called once the batch's effects are committed to disk: the MQTT adapter
+    sends its PUBACKs then, so a crash before the commit leaves the messages with the broker,
+    which delivers them again.
+    """
+
+    events: list[Event]
+    ack: Callable[[], None] | None = None
+
+
+def horizon(events: Iterable[Event]) -> int | None:
+    """The oldest timestamp among ``events`` (None if none has one): what an adapter holds
+    read but not yet handed over. The engine never rolls time past it (the watermark)."""
+    stamps = [e.ts_ns for e in events if not isinstance(e, MachineFound)]
+    return min(stamps) if stamps else None
+
+
 class Adapter(Protocol):
     async def __aenter__(self) -> Self: ...
 
@@ -69,7 +96,17 @@ class Adapter(Protocol):
         tb: TracebackType | None,
     ) -> None: ...
 
-    def __aiter__(self) -> AsyncIterator[Event]: ...
+    def __aiter__(self) -> AsyncIterator[Batch]: ...
+
+    def horizon_ns(self) -> int | None:
+        """The oldest timestamp of the events read but not yet handed over, or None."""
+        ...
+
+    def catching_up(self) -> bool:
+        """Whether a backlog the source kept for us may still be arriving (a persistent MQTT
+        session after a reconnect): until it has, time is rolled up only on the evidence of
+        the readings themselves, never by the wall clock."""
+        ...
 
 
 AdapterFactory = Callable[[SourceConfig, Sequence[BoundMachine], AdapterContext], Adapter]

@@ -180,7 +180,7 @@ async def _run(loaded: LoadedConfig, sink: Sink, duration: float | None) -> int:
 
     stop = asyncio.Event()
     _install_stop(stop, duration)
-    engine = Engine(loaded, sink, state_file=loaded.config.data_dir / "trackers.json")
+    engine = Engine(loaded, sink)
     # What exists now (modules, config, trackers) lives as long as the process: keep it out of
     # the garbage collector's full scans, which would walk it again and again (about 4% of the
     # CPU time of an MQTT backlog drain, bench/mqtt_ingest.py).

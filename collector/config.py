@@ -8,6 +8,7 @@ line live in ``collector.configfile``.
 from __future__ import annotations
 
 import difflib
+import zlib
 from pathlib import Path
 from typing import TYPE_CHECKING, Annotated, Union
 
@@ -102,6 +103,25 @@ class HttpSettings(_Strict):
     port: int = Field(9180, ge=0, le=65535, description="Listen port (0: any free port).")
 
 
+class Shard(_Strict):
+    """One of ``count`` collectors that split a plant between them by machine: each keeps the
+    machines whose id hashes to its ``index`` (CRC-32 of the id, modulo ``count``). Every
+    collector reads every message and drops those of other shards, so a machine's readings,
+    and a Sparkplug edge node's births, aliases and sequence numbers, are never split."""
+
+    index: int = Field(ge=0, description="This collector's shard, 0 to count-1.")
+    count: int = Field(ge=1, description="How many collectors share the plant (the same number on each).")
+
+    @model_validator(mode="after")
+    def _in_range(self) -> Shard:
+        if self.index >= self.count:
+            raise ValueError(f"index: {self.index} is not below count {self.count} (shards are 0 to count-1)")
+        return self
+
+    def owns(self, machine: str) -> bool:
+        return zlib.crc32(machine.encode()) % self.count == self.index
+
+
 class Config(BaseSettings):
     """The whole configuration. Values come from the YAML file; environment variables
     ``COLLECTOR_<SECTION>__<FIELD>`` override them (e.g. ``COLLECTOR_INFLUX__TOKEN``)."""
@@ -130,6 +150,7 @@ class Config(BaseSettings):
     http: HttpSettings = Field(default_factory=HttpSettings, description="The status HTTP server.")
     dashboards: DashboardSettings = Field(default_factory=DashboardSettings,
                                           description="Grafana boards: data source, folder, capacity-sharing boards.")
+    shard: Shard | None = Field(None, description="Scale out: this collector's share of the machines, by a hash of the machine id. Every collector of the plant subscribes to everything and keeps its own machines.")
     data_dir: Path = Field(Path("data"), description="Where the collector keeps state (outbox, certificates). Relative paths are relative to the config file.")
 
     @model_validator(mode="after")

@@ -1,25 +1,37 @@
-"""The pipeline: supervised adapters -> one queue -> a tracker per machine -> the sink.
+"""The pipeline: supervised adapters -> a tracker per machine -> the sink.
 
     engine = Engine(loaded, sink)
     await engine.run(stop)          # until ``stop`` is set; then every machine goes offline
 
+Exactness rules (docs/DESIGN.md, "Time and exactness"):
+- **No queue between adapters and trackers.** A supervisor takes each batch an adapter hands
+  over, runs it through the trackers at once, commits what came out, then acknowledges the
+  batch to the source (MQTT PUBACKs). Events read but not handed over stay in the adapter.
+- **A watermark, not the wall clock.** The ticker rolls time forward (debounce, staleness,
+  interval roll-ups) only up to the oldest stamp an adapter still holds, so queueing inside
+  the collector never moves or merges a change.
+- **Evidence while catching up.** A source that kept a backlog for us (a persistent MQTT
+  session after a restart or a lost connection) may still be delivering it: until it has, its
+  machines' time moves only as far as their own readings.
+- **The outbox is the checkpoint.** Each commit holds the points and the state of every
+  tracker they came from, in one SQLite transaction; a start resumes from it.
+
 The supervisor owns reconnection: an adapter that fails to connect or loses its source raises;
-the supervisor marks the source's machines offline at once, waits a jittered, capped
-exponential backoff, and opens the adapter again. Adapters never retry themselves.
+the supervisor marks the source's machines offline, waits a jittered, capped exponential
+backoff, and opens the adapter again. Adapters never retry themselves.
 """
 
 from __future__ import annotations
 
 import asyncio
-import json
 import logging
-from collections.abc import Callable, Sequence
+import time
+from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass, field
-from pathlib import Path
 from typing import Any
 
 from adapters import REGISTRY
-from adapters.base import AdapterContext, BoundMachine
+from adapters.base import Adapter, AdapterContext, BoundMachine, SourceConfig, SourceError
 from collector.backoff import Backoff
 from collector.badinput import BadInput
 from collector.configfile import LoadedConfig
@@ -31,11 +43,13 @@ from collector.tracker import Tracker, TrackerStatus
 
 log = logging.getLogger(__name__)
 
-QUEUE_SIZE = 10_000
-# After a restart, how long intervals wait for a source's backlog (e.g. a persistent MQTT
-# session) before time without readings is rolled up as offline.
-RESUME_HOLD_S = 30.0
-BATCH_MAX = 5_000
+HOLD_MAX_S = 60.0
+"""How long a redelivering source's machines wait for it to come back (after a restart or a lost
+connection) before the wall clock rolls their time up as offline."""
+
+# What a source's failure looks like when it is the network or the peer: reconnect quietly.
+# Anything else is a bug in an adapter: logged with its traceback (once per kind) and counted.
+EXPECTED_FAILURES = (SourceError, OSError, TimeoutError, EOFError)
 
 
 @dataclass
@@ -44,15 +58,18 @@ class EngineStats:
     state_changes: int = 0
     intervals: int = 0
     lines_written: int = 0
+    commits: int = 0
+    replayed: int = 0
+    other_shard: int = 0
     reconnects: dict[str, int] = field(default_factory=dict)
+    adapter_errors: dict[str, int] = field(default_factory=dict)
     source_online: dict[str, bool] = field(default_factory=dict)
 
 
 class Engine:
     def __init__(self, loaded: LoadedConfig, sink: Sink, *, clock: Callable[[], int] = now_ns,
                  tick_s: float = 0.25, backoff_initial_s: float = 0.5, backoff_cap_s: float = 30.0,
-                 on_output: Callable[[Sequence[Output]], None] | None = None,
-                 state_file: Path | None = None) -> None:
+                 on_output: Callable[[Sequence[Output]], None] | None = None) -> None:
         self.config = loaded.config
         self.sink = sink
         self.clock = clock
@@ -61,17 +78,28 @@ class Engine:
         self.on_output = on_output
         self.bad_input = BadInput()
         self.stats = EngineStats()
-        self.queue: asyncio.Queue[Event] = asyncio.Queue(QUEUE_SIZE)
         self.machines: dict[str, ResolvedMachine] = {}
+        self.trackers: dict[str, Tracker] = {}
+        self.shard = self.config.shard
+        self._sources: dict[str, SourceConfig] = {s.id: s for s in self.config.sources}
+        self._adapters: dict[str, Adapter] = {}
         # When each source was last opened: a machine it discovers is tracked from then, so the
         # first readings (stamped no earlier than the open) are not older than its tracker.
         self._source_opened: dict[str, int] = {}
-        self.trackers: dict[str, Tracker] = {}
-        self.state_file = state_file  # None: every start is fresh (the demo, tests)
-        self._snapshots = self._load_snapshots()
+        # Sources whose machines' time moves only on their readings' evidence (monotonic start).
+        self._held: dict[str, float] = {}
+        # Redelivering sources that lost their connection: the offline event, applied if the
+        # hold runs out before they are back.
+        self._lost: dict[str, Connectivity] = {}
+        self._snapshots: dict[str, tuple[dict[str, Any], int]] = {}
+        self._dirty: set[str] = set()  # trackers changed since the last commit
+        self._commit_lock = asyncio.Lock()
+        self._errors_logged: set[str] = set()
+        self._stop_ns: int | None = None
         start = clock()
         for machine in loaded.machines:
-            self._add(machine, start)
+            if self._owns(machine.info.id):
+                self._add(machine, start)
 
     # -- public ----------------------------------------------------------------------------
 
@@ -80,16 +108,21 @@ class Engine:
         return {mid: t.status(now) for mid, t in self.trackers.items()}
 
     async def run(self, stop: asyncio.Event) -> None:
-        log.info("starting: %d source(s), %d machine(s)", len(self.config.sources), len(self.trackers))
         async with self.sink:
+            await self._resume()
+            log.info("starting: %d source(s), %d machine(s)%s", len(self.config.sources), len(self.trackers),
+                     f", shard {self.shard.index} of {self.shard.count}" if self.shard else "")
             try:
                 async with asyncio.TaskGroup() as tg:
                     tasks = [tg.create_task(self._supervise(s), name=f"source:{s.id}") for s in self.config.sources]
                     tasks.append(tg.create_task(self._ticker(), name="ticker"))
-                    consumer = tg.create_task(self._consume(), name="consumer")
                     stopper = tg.create_task(stop.wait(), name="stop")
-                    await asyncio.wait([stopper, consumer, *tasks], return_when=asyncio.FIRST_COMPLETED)
-                    for task in (*tasks, consumer, stopper):
+                    await asyncio.wait([stopper, *tasks], return_when=asyncio.FIRST_COMPLETED)
+                    # What adapters hold unread is not acknowledged: the broker delivers it again
+                    # after the restart. Machines go offline no later than its oldest stamp, so
+                    # that backlog still counts then.
+                    self._stop_ns = self._watermark()
+                    for task in (*tasks, stopper):
                         task.cancel()
             finally:
                 await self._shutdown()
@@ -97,6 +130,9 @@ class Engine:
                  self.stats.state_changes, self.stats.intervals, self.stats.lines_written)
 
     # -- machines --------------------------------------------------------------------------
+
+    def _owns(self, machine: str) -> bool:
+        return self.shard is None or self.shard.owns(machine)
 
     def _add(self, machine: ResolvedMachine, start_ns: int) -> None:
         tracker_cfg = self.config.tracker
@@ -106,43 +142,49 @@ class Engine:
             interval_ns=int(tracker_cfg.interval * NS_PER_S),
             debounce_ns=int(machine.debounce_s * NS_PER_S),
             stale_after_ns=None if machine.stale_after_s is None else int(machine.stale_after_s * NS_PER_S))
-        snap = self._snapshots.pop(machine.info.id, None)
-        if snap is not None:
-            tracker.resume(snap, start_ns + int(RESUME_HOLD_S * NS_PER_S))
-
-    # -- across restarts: a clean stop leaves each tracker's state for the next start ------------
-
-    def _load_snapshots(self) -> dict[str, dict[str, Any]]:
-        if self.state_file is None:
-            return {}
-        try:
-            data = json.loads(self.state_file.read_text())
-        except FileNotFoundError:
-            return {}
-        except (OSError, ValueError) as exc:
-            log.warning("ignoring unreadable tracker state %s: %s", self.state_file, exc)
-            return {}
-        # Used once: after a crash the next start must not resume from this older stop.
-        self.state_file.unlink(missing_ok=True)
-        snaps: dict[str, dict[str, Any]] = data.get("machines", {}) if isinstance(data, dict) else {}
-        log.info("resuming %d machine(s) from the state of the last stop", len(snaps))
-        return snaps
-
-    def _save_snapshots(self) -> None:
-        if self.state_file is None:
-            return
-        data = {"version": 1, "machines": {mid: t.snapshot() for mid, t in self.trackers.items()}}
-        self.state_file.parent.mkdir(parents=True, exist_ok=True)
-        tmp = self.state_file.with_suffix(".tmp")
-        tmp.write_text(json.dumps(data))
-        tmp.replace(self.state_file)
+        saved = self._snapshots.pop(machine.info.id, None)
+        if saved is not None:
+            self._resume_tracker(machine, tracker, *saved)
 
     def _bound(self, source: str) -> list[BoundMachine]:
         return [m.bound for m in self.machines.values() if m.source == source]
 
+    # -- across restarts: the outbox holds every tracker's last committed state ----------------
+
+    async def _resume(self) -> None:
+        """Carry on from the last commit (a crash) or the last clean stop."""
+        load = getattr(self.sink, "load_state", None)
+        if load is None:
+            return
+        saved: dict[str, tuple[dict[str, Any], int]] = await load()
+        if not saved:
+            return
+        self._snapshots = dict(saved)  # what is left waits for machines discovered later
+        for mid in list(self.trackers):
+            snap = self._snapshots.pop(mid, None)
+            if snap is not None:
+                self._resume_tracker(self.machines[mid], self.trackers[mid], *snap)
+        resumed = sum(1 for m in self.trackers if m in saved)
+        log.info("resuming %d machine(s) from the state last committed", resumed)
+        for source in self.config.sources:
+            if source.redelivers():
+                self._held[source.id] = time.monotonic()
+        await self._commit([])
+
+    def _resume_tracker(self, machine: ResolvedMachine, tracker: Tracker, snap: dict[str, Any],
+                        saved_ns: int) -> None:
+        if not tracker.resume(snap):
+            return
+        source = self._sources.get(machine.source)
+        if source is not None and not source.redelivers():
+            # Nothing of the time the collector was away comes again: it is offline (a clean
+            # stop already said so; after a crash, from the last commit on).
+            tracker.connectivity(False, saved_ns, "collector was not running")
+        self._dirty.add(machine.info.id)
+
     # -- tasks -----------------------------------------------------------------------------
 
-    async def _supervise(self, source: Any) -> None:
+    async def _supervise(self, source: SourceConfig) -> None:
         spec = REGISTRY[source.type]
         factory = spec.load()
         backoff = Backoff(*self.backoff)
@@ -153,91 +195,169 @@ class Engine:
                 async with factory(source, self._bound(source.id), context) as adapter:
                     log.info("source %s (%s) connected", source.id, source.type)
                     self.stats.source_online[source.id] = True
-                    async for event in adapter:
+                    self._adapters[source.id] = adapter
+                    self._lost.pop(source.id, None)
+                    async for batch in adapter:
                         backoff.reset()
-                        await self.queue.put(event)
-                raise ConnectionError("the adapter's stream ended")
+                        out = self._process_all(batch.events)
+                        await self._commit(out)
+                        if batch.ack is not None:
+                            batch.ack()
+                raise SourceError("the adapter's stream ended")
             except asyncio.CancelledError:
                 raise
             except Exception as exc:
-                self.stats.source_online[source.id] = False
-                self.stats.reconnects[source.id] = self.stats.reconnects.get(source.id, 0) + 1
-                delay = backoff.next_delay()
-                reason = f"source {source.id} unreachable: {exc or type(exc).__name__}"
-                log.warning("%s; reconnecting in %.1fs", reason, delay)
-                await self.queue.put(Connectivity(source.id, False, self.clock(), reason))
-                await asyncio.sleep(delay)
+                reason = self._failure(source.id, exc)
+            finally:
+                self._adapters.pop(source.id, None)
+            self.stats.source_online[source.id] = False
+            self.stats.reconnects[source.id] = self.stats.reconnects.get(source.id, 0) + 1
+            delay = backoff.next_delay()
+            log.warning("%s; reconnecting in %.1fs", reason, delay)
+            lost = Connectivity(source.id, False, self.clock(), reason)
+            if source.redelivers():
+                # The broker keeps what is published meanwhile: if it is back within the hold,
+                # that backlog says what the machines did. Only past the hold are they offline,
+                # from the moment the connection was lost.
+                self._held.setdefault(source.id, time.monotonic())
+                self._lost.setdefault(source.id, lost)
+            else:
+                await self._commit(self._process(lost))
+            await asyncio.sleep(delay)
+
+    def _failure(self, source: str, exc: Exception) -> str:
+        """The reason a source is down; a failure that is not the network's is a bug: say so."""
+        if isinstance(exc, EXPECTED_FAILURES):
+            return f"source {source} unreachable: {exc or type(exc).__name__}"
+        kind = f"{source}:{type(exc).__name__}"
+        self.stats.adapter_errors[source] = self.stats.adapter_errors.get(source, 0) + 1
+        if kind not in self._errors_logged:
+            self._errors_logged.add(kind)
+            log.error("source %s failed with an unexpected error (a bug: please report it); restarting it",
+                      source, exc_info=exc)
+        return f"source {source} failed: {type(exc).__name__}: {exc}"
 
     async def _ticker(self) -> None:
         while True:
             await asyncio.sleep(self.tick_s)
-            now = self.clock()
-            out: list[Output] = []
-            for tracker in self.trackers.values():
-                out += tracker.tick(now)
-            await self._emit(out)
+            await self._commit(self._tick())
 
-    async def _consume(self) -> None:
-        while True:
-            event = await self.queue.get()
-            out = self._process(event)
-            for _ in range(BATCH_MAX):  # drain what is already queued into one sink write
-                try:
-                    event = self.queue.get_nowait()
-                except asyncio.QueueEmpty:
-                    break
-                out += self._process(event)
-            await self._emit(out)
+    def _tick(self) -> list[Output]:
+        """Roll every tracker forward to the watermark: the wall clock, but never past an event
+        an adapter has read and not yet handed over."""
+        now = self._watermark()
+        held = self._held_sources()
+        out: list[Output] = []
+        for source in [s for s in self._lost if s not in held]:
+            out += self._process(self._lost.pop(source))
+        for mid, tracker in self.trackers.items():
+            emitted = tracker.tick(now, hold=self.machines[mid].source in held)
+            if emitted:
+                out += emitted
+                self._dirty.add(mid)
+        return out
+
+    def _watermark(self) -> int:
+        now = self.clock()
+        for adapter in list(self._adapters.values()):
+            oldest = adapter.horizon_ns()
+            if oldest is not None and oldest < now:
+                now = oldest
+        return now
+
+    def _held_sources(self) -> set[str]:
+        held: set[str] = set()
+        for source, since in list(self._held.items()):
+            adapter = self._adapters.get(source)
+            if adapter is not None:
+                if adapter.catching_up():
+                    held.add(source)
+                    continue
+            elif time.monotonic() - since < HOLD_MAX_S:
+                held.add(source)
+                continue
+            del self._held[source]
+        return held
+
+    # -- processing (synchronous: nothing else runs between an event and its effect) ----------
+
+    def _process_all(self, events: Iterable[Event]) -> list[Output]:
+        out: list[Output] = []
+        for event in events:
+            emitted = self._process(event)
+            if emitted:
+                out += emitted
+        return out
 
     def _process(self, event: Event) -> list[Output]:
         self.stats.events += 1
         if isinstance(event, Sample | Reading):
             tracker = self.trackers.get(event.machine)
             if tracker is None:
-                self.bad_input.report("engine", "unknown_machine", f"reading for unknown machine {event.machine!r}")
+                if self._owns(event.machine):
+                    self.bad_input.report("engine", "unknown_machine", f"reading for unknown machine {event.machine!r}")
+                else:
+                    self.stats.other_shard += 1
                 return []
-            return tracker.sample(event) if isinstance(event, Sample) else tracker.reading(event)
+            self._dirty.add(event.machine)
+            replayed = tracker.replayed
+            emitted = tracker.sample(event) if isinstance(event, Sample) else tracker.reading(event)
+            self.stats.replayed += tracker.replayed - replayed
+            return emitted
         if isinstance(event, Connectivity):
             self.stats.source_online[event.source] = event.online
             targets = event.machines or tuple(m for m, r in self.machines.items() if r.source == event.source)
             out: list[Output] = []
             for mid in targets:
-                if mid in self.trackers:
-                    out += self.trackers[mid].connectivity(event.online, event.ts_ns, event.reason)
+                tracker = self.trackers.get(mid)
+                if tracker is not None:
+                    self._dirty.add(mid)
+                    out += tracker.connectivity(event.online, event.ts_ns, event.reason)
             return out
         if isinstance(event, MachineFound):
             if event.machine in self.trackers:
                 return []  # configured (or already found): the config wins
+            if not self._owns(event.machine):
+                self.stats.other_shard += 1
+                return []
             try:
                 machine = resolve_found(self.config, event)
             except ValueError as exc:
                 self.bad_input.report(event.source, "discovered_machine", f"{event.machine}: {exc}")
                 return []
             self._add(machine, min(self._source_opened.get(event.source, self.clock()), self.clock()))
+            self._dirty.add(event.machine)
             log.info("discovered machine %s on source %s (profile %s)", event.machine, event.source, event.profile)
         return []
 
-    async def _emit(self, out: list[Output]) -> None:
-        if not out:
+    # -- committing: points and the trackers' state in one transaction --------------------------
+
+    async def _commit(self, out: list[Output]) -> None:
+        """Store ``out`` and the state of every tracker changed since the last commit, at once."""
+        if not out and not self._dirty:
             return
+        dirty, self._dirty = self._dirty, set()
+        state = {mid: self.trackers[mid].snapshot() for mid in dirty if mid in self.trackers}
         for o in out:
             if isinstance(o, StateChange):
                 self.stats.state_changes += 1
                 log.debug("%s: %s -> %s (%s)", o.machine.id, o.previous, o.state, o.reason)
             else:
                 self.stats.intervals += 1
-        if self.on_output is not None:
+        if out and self.on_output is not None:
             self.on_output(out)
         lines = [to_line(o) for o in out]
-        await self.sink.write(lines)
+        # One commit at a time, in the order the trackers changed: the checkpoint on disk is
+        # always a state the trackers really passed through.
+        async with self._commit_lock:
+            await self.sink.write(lines, state)
+        self.stats.commits += 1
         self.stats.lines_written += len(lines)
 
     async def _shutdown(self) -> None:
-        now = self.clock()
+        now = self._stop_ns if self._stop_ns is not None else self.clock()
         out: list[Output] = []
-        while not self.queue.empty():  # what adapters delivered is processed, not dropped
-            out += self._process(self.queue.get_nowait())
-        for tracker in self.trackers.values():
+        for mid, tracker in self.trackers.items():
             out += tracker.stop(now)
-        await self._emit(out)
-        self._save_snapshots()
+            self._dirty.add(mid)
+        await self._commit(out)

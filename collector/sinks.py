@@ -4,9 +4,9 @@
 from __future__ import annotations
 
 import sys
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from types import TracebackType
-from typing import Protocol, Self, TextIO
+from typing import Any, Protocol, Self, TextIO
 
 
 class Sink(Protocol):
@@ -19,7 +19,10 @@ class Sink(Protocol):
         tb: TracebackType | None,
     ) -> None: ...
 
-    async def write(self, lines: Sequence[str]) -> None: ...
+    async def write(self, lines: Sequence[str], state: Mapping[str, dict[str, Any]] | None = None) -> None:
+        """Store ``lines``; a durable sink stores ``state`` (machine id -> tracker snapshot) in
+        the same transaction, and ``load_state`` gives it back on the next start."""
+        ...
 
 
 class PrintSink:
@@ -34,7 +37,7 @@ class PrintSink:
     async def __aexit__(self, *exc: object) -> None:
         self._stream.flush()
 
-    async def write(self, lines: Sequence[str]) -> None:
+    async def write(self, lines: Sequence[str], state: Mapping[str, dict[str, Any]] | None = None) -> None:
         for line in lines:
             self._stream.write(line + "\n")
         self._stream.flush()
@@ -52,5 +55,5 @@ class NullSink:
     async def __aexit__(self, *exc: object) -> None:
         return None
 
-    async def write(self, lines: Sequence[str]) -> None:
+    async def write(self, lines: Sequence[str], state: Mapping[str, dict[str, Any]] | None = None) -> None:
         self.count += len(lines)

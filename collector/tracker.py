@@ -65,7 +65,11 @@ class Tracker:
         self.last_reading_ns: int | None = None
         self.pending: _Pending | None = None
         self.out_of_order = 0
-        self.hold_until_ns = 0  # set by ``resume``: until then, wait for a backlog
+        self.replayed = 0
+        # After a resume: readings up to the last one the checkpoint had seen were processed
+        # before (a broker delivers what was not acknowledged again); they are skipped.
+        self._replay_until: int | None = None
+        self._last_change_ns: int | None = None  # two changes never share a timestamp
 
         self.win_start_ns = start_ns - start_ns % interval_ns
         self.acc_pos_ns = self.win_start_ns  # time rolled up so far; nothing is placed before it
@@ -87,6 +91,11 @@ class Tracker:
     def _observe(self, ts_ns: int, *, good: dict[str, Any] | None = None,
                  bad: tuple[str, str] | None = None) -> list[Output]:
         """Good values, or one signal's bad quality (signal, status), observed at ``ts_ns``."""
+        if self._replay_until is not None:
+            if ts_ns <= self._replay_until:
+                self.replayed += 1
+                return []
+            self._replay_until = None
         if ts_ns < self._since_raw_ns:
             self.out_of_order += 1
             return []
@@ -133,9 +142,15 @@ class Tracker:
         self._roll_to(self._final_until(ts), out)
         return out
 
-    def tick(self, now_ns: int) -> list[Output]:
-        """Let time pass: debounce and staleness take effect, finished intervals are emitted."""
+    def tick(self, now_ns: int, *, hold: bool = False) -> list[Output]:
+        """Let time pass: debounce and staleness take effect, finished intervals are emitted.
+
+        ``hold``: a backlog of this machine's readings may still be arriving (a kept MQTT
+        session after a restart), so time moves only as far as its last reading, not to now.
+        """
         out: list[Output] = []
+        if hold:
+            now_ns = min(now_ns, self.acc_pos_ns if self.last_reading_ns is None else self.last_reading_ns)
         if now_ns <= self.acc_pos_ns:
             return out
         self._advance(now_ns, out)
@@ -156,30 +171,41 @@ class Tracker:
     # -- across restarts ----------------------------------------------------------------------
 
     def snapshot(self) -> dict[str, Any]:
-        """What a restart needs to carry on exactly (JSON-able): taken after ``stop``."""
+        """Everything a restart needs to carry on exactly (JSON-able): committed with the points
+        it produced (the outbox is the checkpoint), and taken at a clean stop."""
+        pending = self.pending
         return {
-            "state": self.state.value, "since_ns": self.since_ns, "reason": self.reason,
+            "state": self.state.value, "since_ns": self.since_ns, "since_raw_ns": self._since_raw_ns,
+            "reason": self.reason,
             "values": {k: v for k, v in self.values.items() if isinstance(v, str | int | float | bool | None)},
-            "last_reading_ns": self.last_reading_ns, "interval_ns": self.interval_ns,
-            "win_start_ns": self.win_start_ns, "acc_pos_ns": self.acc_pos_ns,
+            "bad": dict(self.bad), "disconnected": self.disconnected,
+            "pending": None if pending is None else [pending.state.value, pending.reason, pending.since_ns],
+            "last_reading_ns": self.last_reading_ns, "last_change_ns": self._last_change_ns,
+            "interval_ns": self.interval_ns, "win_start_ns": self.win_start_ns, "acc_pos_ns": self.acc_pos_ns,
             "acc": {s.value: ns for s, ns in self.acc.items()},
         }
 
-    def resume(self, snap: dict[str, Any], hold_until_ns: int) -> None:
-        """Carry on from a snapshot of the previous run: the unfinished interval continues
-        (nothing of it is lost or written twice) and readings from the stop on are accepted,
-        e.g. a persistent MQTT session's backlog. Until ``hold_until_ns`` no interval closes past
-        the last reading, so such a backlog has time to arrive before its time is rolled up."""
+    def resume(self, snap: dict[str, Any]) -> bool:
+        """Carry on from a checkpoint or the snapshot of a clean stop: the unfinished interval
+        continues (nothing of it is lost or written twice), and readings newer than the last one
+        seen are accepted, e.g. a persistent MQTT session's backlog (``tick(hold=True)`` keeps
+        the wall clock from rolling past it while it arrives). False when the snapshot does not
+        fit (another interval length, or from the future): the tracker then starts afresh."""
         if snap["interval_ns"] != self.interval_ns or snap["acc_pos_ns"] > self.since_ns:
-            return  # another interval length, or a snapshot from the future: start afresh
+            return False
         self.state, self.since_ns, self.reason = State(snap["state"]), snap["since_ns"], snap["reason"]
-        self._since_raw_ns = self.since_ns
+        self._since_raw_ns = snap.get("since_raw_ns", self.since_ns)
         self.values = dict(snap["values"])
-        self.last_reading_ns = snap["last_reading_ns"]
+        self.bad = dict(snap.get("bad", {}))
+        self.disconnected = snap.get("disconnected")
+        pending = snap.get("pending")
+        self.pending = None if pending is None else _Pending(State(pending[0]), pending[1], pending[2])
+        self.last_reading_ns = self._replay_until = snap["last_reading_ns"]
+        self._last_change_ns = snap.get("last_change_ns", self.since_ns)
         self.win_start_ns, self.acc_pos_ns = snap["win_start_ns"], snap["acc_pos_ns"]
         self.acc = {s: int(snap["acc"].get(s.value, 0)) for s in State}
         self.totals = dict.fromkeys(State, 0)
-        self.hold_until_ns = hold_until_ns
+        return True
 
     def status(self, now_ns: int) -> TrackerStatus:
         totals = dict(self.totals)
@@ -243,13 +269,16 @@ class Tracker:
         if self._stale_due() is not None:
             assert self.last_reading_ns is not None
             t = min(t, self.last_reading_ns)
-        if now < self.hold_until_ns:  # resumed, and a backlog may still be arriving
-            t = min(t, self.last_reading_ns or self.acc_pos_ns)
         return max(t, self.acc_pos_ns)
 
     def _commit(self, state: State, reason: str, at: int, out: list[Output], raw: int | None = None) -> None:
         self._since_raw_ns = at if raw is None else min(raw, at)
         at = max(at, self.acc_pos_ns, self.since_ns)
+        if at == self._last_change_ns:
+            # InfluxDB keeps one point per series and timestamp: a change at the same instant
+            # as the one before (a state of zero length) lands 1 ns later instead of replacing it.
+            at += 1
+        self._last_change_ns = at
         self._roll_to(at, out)
         out.append(StateChange(self.info, at, state, self.state, at - self.since_ns, reason))
         self.state, self.since_ns, self.reason = state, at, reason

@@ -51,8 +51,8 @@ class Reader:
 
     async def _run(self) -> None:
         try:
-            async for event in self.adapter:
-                self.events.append(event)
+            async for batch in self.adapter:
+                self.events.extend(batch.events)
         except Exception as exc:
             self.error = exc
 

@@ -88,13 +88,15 @@ def test_demo_command_runs_the_simulated_plant(tmp_path: Path) -> None:
 
 
 def test_a_clean_stop_leaves_state_the_next_start_resumes(tmp_path: Path) -> None:
-    """Test that `collector run` saves tracker state on SIGTERM and the next start resumes from it once."""
-    env = collector_env(COLLECTOR_HTTP__PORT="0", COLLECTOR_DATA_DIR=str(tmp_path))
-    state = tmp_path / "trackers.json"
+    """Test that `collector run` commits every tracker's state to the outbox file, and the next start
+    resumes all twelve machines from it (InfluxDB unreachable: the points wait in the outbox)."""
+    outbox = tmp_path / "outbox.sqlite"
+    env = collector_env(COLLECTOR_HTTP__PORT="0", COLLECTOR_DATA_DIR=str(tmp_path), INFLUX_URL="http://127.0.0.1:9",
+                        COLLECTOR_OUTBOX__PATH=str(outbox), COLLECTOR_OUTBOX__STOP_DEADLINE="0.1")
     for attempt in range(2):
-        proc = subprocess.Popen([*COLLECTOR, "run", "-c", str(EXAMPLE), "--print", "--for", "3"],
+        proc = subprocess.Popen([*COLLECTOR, "run", "-c", str(EXAMPLE), "--for", "3"],
                                 stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True, env=env)
         _, err = proc.communicate(timeout=60)
         assert proc.returncode == 0, err
-        assert state.exists()
-        assert ("resuming 12 machine(s) from the state of the last stop" in err) == (attempt == 1)
+        assert outbox.exists()
+        assert ("resuming 12 machine(s) from the state last committed" in err) == (attempt == 1), err

@@ -247,25 +247,12 @@ async def test_connection_loss_raises_source_error(mosquitto: Mosquitto) -> None
     mosquitto.start()
 
 
-async def test_shared_group_splits_the_stream_exactly_once(mosquitto: Mosquitto) -> None:
-    """Test that two collectors in one `shared_group` each get part of the stream and together every
-    message exactly once."""
-    sub = [{"topic": "plc/{machine}/{signal}", "payload": "value"}]
-    a = make_adapter(make_source(mosquitto, shared_group="collectors", subscriptions=sub), [machine("m1")])
-    b = make_adapter(make_source(mosquitto, shared_group="collectors", subscriptions=sub), [machine("m1")])
-    pub = Publisher(mosquitto)
-    try:
-        async with running(a) as got_a, running(b) as got_b:
-            for i in range(400):
-                pub.publish("plc/m1/n", str(i), wait=False)
-            await until(lambda: len(got_a) + len(got_b) >= 400, what="400 messages")
-            await asyncio.sleep(0.3)  # a duplicate would arrive right behind; give it the chance to
-    finally:
-        pub.close()
-    values_a = [r.value for r in readings(got_a)]
-    values_b = [r.value for r in readings(got_b)]
-    assert values_a and values_b, "both collectors take part"
-    assert sorted(values_a + values_b) == list(range(400))
+def test_shared_group_is_refused_with_what_to_use_instead(mosquitto: Mosquitto) -> None:
+    """Test that `shared_group` is a config error: mosquitto hands a topic's messages to a group's
+    members in turn, so each collector would see part of every machine (see `shard:` instead)."""
+    with pytest.raises(ValueError, match=r"splits a machine across collectors.*shard: \{index: N, count: M\}"):
+        make_source(mosquitto, shared_group="collectors",
+                    subscriptions=[{"topic": "plc/{machine}/{signal}", "payload": "value"}])
 
 
 async def test_tls_with_client_certificate(mosquitto_tls: Mosquitto, tmp_path: Path) -> None:

@@ -37,7 +37,7 @@ from paho.mqtt.packettypes import PacketTypes
 from paho.mqtt.properties import Properties
 from paho.mqtt.subscribeoptions import SubscribeOptions
 
-from adapters.base import AdapterContext, BoundMachine, SourceConfig, SourceError
+from adapters.base import AdapterContext, Batch, BoundMachine, SourceConfig, SourceError, horizon
 from adapters.mqtt.config import MqttSource, StatusTopic, Subscription
 from adapters.mqtt.payloads import MISSING, Getter, compile_path, parse_timestamp, parse_value
 from adapters.mqtt.sparkplug import NAMESPACE, SparkplugError, SparkplugSession, rebirth_payload
@@ -53,6 +53,12 @@ READ_BURST = 256
 """Packets read per readable-socket callback before the loop gets its turn again."""
 ROUTE_CACHE = 50_000
 RECV_CHUNK = 65_536
+RECEIVE_MAXIMUM = HIGH_WATER
+CATCHUP_IDLE_S = 0.5
+"""After a reconnect to a kept session: this long without a message and the backlog is read."""
+CATCHUP_MAX_S = 30.0
+LIVE_LAG_S = 2.0
+"""A message stamped at most this long before now is live data: the backlog is behind us."""
 _SCALAR = (str, int, float, bool)
 
 
@@ -257,6 +263,10 @@ class MqttAdapter:
         self._misc: asyncio.Task[None] | None = None
         self.received = 0
         self.high_water, self.low_water = HIGH_WATER, LOW_WATER
+        self._unacked: list[tuple[int, int]] = []  # (mid, qos) of messages read, in order
+        self._catching_up = False
+        self._connected_mono = self._last_message_mono = 0.0
+        self._received_at_connect = 0
 
     # -- public ----------------------------------------------------------------------------
 
@@ -273,6 +283,9 @@ class MqttAdapter:
             clean_start = cfg.clean_start
             properties = Properties(PacketTypes.CONNECT)  # type: ignore[no-untyped-call]
             properties.SessionExpiryInterval = 0 if cfg.clean_start else int(cfg.session_expiry)
+            # Messages in flight (read, not yet committed and acknowledged) the broker may send:
+            # enough for a whole batch, so acknowledging after the commit does not stall a drain.
+            properties.ReceiveMaximum = RECEIVE_MAXIMUM
         try:
             # connect() resolves, opens the socket and does the TLS handshake: blocking, so off the loop.
             await asyncio.wait_for(asyncio.to_thread(
@@ -287,6 +300,10 @@ class MqttAdapter:
             raise SourceError(f"broker {cfg.host}:{port} refused the connection: {reason}")
         log.info("source %s: connected to %s:%s as %s (MQTT %s, session %s)", self.source_id, cfg.host, port,
                  self.client_id, cfg.protocol, "resumed" if session_present else "new")
+        # A kept session may hold a backlog: until it is read, time moves only on its stamps.
+        self._catching_up = session_present and cfg.redelivers()
+        self._connected_mono = self._last_message_mono = time.monotonic()
+        self._received_at_connect = self.received
         try:
             await self._subscribe()
         except BaseException:
@@ -308,7 +325,7 @@ class MqttAdapter:
                 self._client.loop_write()
         self._close()
 
-    def __aiter__(self) -> AsyncIterator[Event]:
+    def __aiter__(self) -> AsyncIterator[Batch]:
         return self._iterate()
 
     @property
@@ -322,6 +339,9 @@ class MqttAdapter:
 
     def _on_message(self, client: paho.Client, userdata: Any, msg: paho.MQTTMessage) -> None:
         self.received += 1
+        if msg.qos:  # acknowledged after the commit that holds its effect, bad input included
+            self._unacked.append((msg.mid, msg.qos))
+        self._last_message_mono = time.monotonic()
         payload = msg.payload
         try:
             topic = msg.topic
@@ -339,14 +359,20 @@ class MqttAdapter:
             self._routes[topic] = route
         route.handle(self, topic, payload, time.time_ns())
 
-    async def _iterate(self) -> AsyncIterator[Event]:
+    async def _iterate(self) -> AsyncIterator[Batch]:
         assert self._loop is not None
         events = self.events
         while True:
-            while events:
-                yield events.popleft()
-                if self._paused and len(events) <= self.low_water:
+            if events or self._unacked:
+                batch, self.events = list(events), deque()
+                events = self.events
+                if self._catching_up and self._live(batch):
+                    self._caught_up("live data")
+                unacked, self._unacked = self._unacked, []
+                if self._paused:
                     self._resume()
+                yield Batch(batch, self._acker(unacked) if unacked else None)
+                continue
             if self._lost is not None:
                 raise SourceError(self._lost)
             self._wakeup = self._loop.create_future()
@@ -354,6 +380,40 @@ class MqttAdapter:
                 await self._wakeup
             finally:
                 self._wakeup = None
+
+    def _acker(self, unacked: list[tuple[int, int]]) -> Callable[[], None]:
+        client = self._client
+
+        def ack() -> None:
+            # PUBACKs once the batch is committed, in the order the messages came (MQTT asks
+            # for that order). After a reconnect they belong to a connection that is gone: the
+            # broker delivers those messages again, and the trackers skip what they already have.
+            if client is not None and client is self._client:
+                for mid, qos in unacked:
+                    client.ack(mid, qos)
+        return ack
+
+    def horizon_ns(self) -> int | None:
+        return horizon(self.events)
+
+    def catching_up(self) -> bool:
+        if self._catching_up:
+            idle = time.monotonic() - self._last_message_mono
+            if idle >= CATCHUP_IDLE_S:
+                self._caught_up(f"nothing more for {CATCHUP_IDLE_S:g}s")
+            elif time.monotonic() - self._connected_mono >= CATCHUP_MAX_S:
+                self._caught_up(f"still receiving after {CATCHUP_MAX_S:g}s")
+        return self._catching_up
+
+    def _live(self, batch: list[Event]) -> bool:
+        """Whether the batch holds a message stamped close to now (the backlog is behind us)."""
+        recent = time.time_ns() - int(LIVE_LAG_S * 1e9)
+        return any(not isinstance(e, MachineFound) and e.ts_ns >= recent for e in batch)
+
+    def _caught_up(self, why: str) -> None:
+        self._catching_up = False
+        log.info("source %s: caught up with what the broker kept (%s, %d message(s) since connect)",
+                 self.source_id, why, self.received - self._received_at_connect)
 
     def _wake(self) -> None:
         if self._wakeup is not None and not self._wakeup.done():
@@ -477,7 +537,8 @@ class MqttAdapter:
         v5 = cfg.protocol == "5"
         client = _Client(CallbackAPIVersion.VERSION2, client_id=self.client_id,
                          clean_session=None if v5 else cfg.clean_start,
-                         protocol=paho.MQTTv5 if v5 else paho.MQTTv311, reconnect_on_failure=False)
+                         protocol=paho.MQTTv5 if v5 else paho.MQTTv311, reconnect_on_failure=False,
+                         manual_ack=True)
         client.connect_timeout = cfg.connect_timeout
         if cfg.username is not None:
             client.username_pw_set(cfg.username, cfg.password.get_secret_value() if cfg.password else None)

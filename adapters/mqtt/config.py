@@ -123,7 +123,7 @@ class MqttSource(SourceConfig):
     password: SecretStr | None = Field(None, description="Password. Use `${MQTT_PASSWORD}` or `${file:/run/secrets/mqtt}`.")
     tls: Tls | None = Field(None, description="TLS settings; without them the connection is plain TCP.")
     shared_group: str | None = Field(
-        None, description="Subscribe as `$share/<group>/<filter>`: collectors with the same group split the stream, each message handled by one of them.")
+        None, description="Refused: a shared subscription splits each machine's messages across collectors (the broker hands the messages of one topic to the members in turn). Scale out with the top-level `shard:` instead.")
     max_payload: int = Field(262_144, gt=0, description="Payloads larger than this many bytes are dropped as bad input `payload_too_large`.")
     rebirth: bool = Field(False, description="Sparkplug B: after a sequence gap or an unknown alias, ask the edge node for a rebirth (NCMD `Node Control/Rebirth`).")
     subscriptions: list[Subscription] = Field(min_length=1, description="Topic trees to read, each with its payload kind and signal mapping.")
@@ -131,6 +131,12 @@ class MqttSource(SourceConfig):
 
     @model_validator(mode="after")
     def _check(self) -> MqttSource:
-        if self.shared_group is not None and not re.fullmatch(r"[^/+#$]+", self.shared_group):
-            raise ValueError("shared_group: a name without `/`, `+`, `#` or `$`")
+        if self.shared_group is not None:
+            raise ValueError(
+                "shared_group: a shared subscription splits a machine across collectors (the broker hands the "
+                "messages of one topic to the group's members in turn, so each sees part of every machine's "
+                "changes); remove it and give each collector `shard: {index: N, count: M}` instead")
         return self
+
+    def redelivers(self) -> bool:
+        return not self.clean_start and self.qos >= 1

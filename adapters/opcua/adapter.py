@@ -34,7 +34,7 @@ from typing import Any, Self
 from asyncua import Client, ua
 from asyncua.common.subscription import DataChangeEvent, OverflowPolicy, StatusChangeEvent, Subscription
 
-from adapters.base import AdapterContext, BoundMachine, SourceConfig, SourceError
+from adapters.base import AdapterContext, Batch, BoundMachine, SourceConfig, SourceError
 from adapters.opcua import addressing, discovery, security
 from adapters.opcua.config import OpcUaSource
 from adapters.opcua.values import plain, quality, to_ns
@@ -72,6 +72,7 @@ class OpcUaAdapter:
         self.context = context
         self._client: Client | None = None
         self._queue: asyncio.Queue[Event | BaseException] = asyncio.Queue()
+        self._horizon: int | None = None  # the oldest stamp in the queue (the engine's watermark)
         self._items: dict[int, _Item] = {}  # client handle -> item
         self._by_node: dict[ua.NodeId, _Item] = {}
         self._subs: list[Subscription] = []
@@ -125,20 +126,31 @@ class OpcUaAdapter:
                         tb: TracebackType | None) -> None:
         await self._close()
 
-    def __aiter__(self) -> AsyncIterator[Event]:
+    def __aiter__(self) -> AsyncIterator[Batch]:
         return self._events()
 
-    async def _events(self) -> AsyncIterator[Event]:
+    def horizon_ns(self) -> int | None:
+        return self._horizon
+
+    def catching_up(self) -> bool:
+        return False  # a server sends current values, never a backlog
+
+    async def _events(self) -> AsyncIterator[Batch]:
         while True:
             batch = [await self._queue.get()]
             while not self._queue.empty():
                 batch.append(self._queue.get_nowait())
+            self._horizon = None
+            events: list[Event] = []
             for item in _chronological(batch):
                 if isinstance(item, BaseException):
+                    if events:
+                        yield Batch(events)
                     raise item
                 if isinstance(item, Reading):
                     item = self._not_older(item)
-                yield item
+                events.append(item)
+            yield Batch(events)
 
     def _not_older(self, reading: Reading) -> Reading:
         """A reading is never older than the one its machine reported before: a server clock
@@ -382,7 +394,7 @@ class OpcUaAdapter:
         if good is Quality.GOOD and dv.Value is not None:
             value = plain(dv.Value.Value)
         for machine, signal in item.targets:
-            self._queue.put_nowait(Reading(machine, signal, value, ts, good, status))
+            self._put(Reading(machine, signal, value, ts, good, status))
 
     # -- liveness and rescans ---------------------------------------------------------------
 
@@ -423,6 +435,8 @@ class OpcUaAdapter:
     # -- plumbing ---------------------------------------------------------------------------
 
     def _put(self, event: Event) -> None:
+        if not isinstance(event, MachineFound):
+            self._horizon = event.ts_ns if self._horizon is None else min(self._horizon, event.ts_ns)
         self._queue.put_nowait(event)
 
     def _fail(self, exc: SourceError) -> None:

@@ -20,9 +20,9 @@ from collections.abc import AsyncIterator, Sequence
 from dataclasses import dataclass
 from typing import Any, Self
 
-from adapters.base import AdapterContext, BoundMachine, SourceConfig
+from adapters.base import AdapterContext, Batch, BoundMachine, SourceConfig
 from adapters.simulate.config import SimulateSource
-from collector.model import NS_PER_S, Event, Sample
+from collector.model import NS_PER_S, Sample
 
 DEFAULT_SIGNALS = {"execution": "execution", "spindle_rpm": "spindle_rpm", "alarm": "alarm", "mode": "mode"}
 
@@ -106,10 +106,16 @@ class SimulateAdapter:
     async def __aexit__(self, *exc: object) -> None:
         return None
 
-    def __aiter__(self) -> AsyncIterator[Event]:
+    def __aiter__(self) -> AsyncIterator[Batch]:
         return self._events()
 
-    async def _events(self) -> AsyncIterator[Event]:
+    def horizon_ns(self) -> int | None:
+        return None  # samples are made when handed over: nothing waits
+
+    def catching_up(self) -> bool:
+        return False
+
+    async def _events(self) -> AsyncIterator[Batch]:
         every = self.config.publish_every
         now = time.time()
         # (when, kind, index): kind 0 = phase change, 1 = periodic publish
@@ -133,4 +139,4 @@ class SimulateAdapter:
                 heapq.heappush(heap, (when + every, 1, i))
             sample = m.sample(ts)
             if sample is not None:
-                yield sample
+                yield Batch([sample])

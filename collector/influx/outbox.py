@@ -5,6 +5,11 @@ chunk keeps appends and drains to one statement each, and compression keeps hour
 small on a gateway's flash). Rows leave oldest-first: ``ack`` deletes what InfluxDB accepted,
 ``dead_letter`` keeps what it refused for a data reason, ``enforce_bound`` drops the oldest
 rows past the size bound. Not thread-safe: the sink drives it from one worker thread.
+
+The same file is the trackers' checkpoint: ``append`` stores the points and the state of the
+trackers that produced them in one transaction, so after a crash the collector resumes from
+exactly the state its stored points describe. ``PRAGMA user_version`` holds the schema
+version; older files are migrated on open, newer ones refused.
 """
 
 from __future__ import annotations
@@ -12,7 +17,7 @@ from __future__ import annotations
 import sqlite3
 import time
 import zlib
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -31,6 +36,21 @@ CREATE TABLE IF NOT EXISTS dead_letter (
     error TEXT NOT NULL
 );
 """
+
+SCHEMA_VERSION = 1
+# Each step takes a file from version N to N+1 (index N). Version 0: the outbox and dead-letter
+# tables of release 0.1, without a version mark.
+_MIGRATIONS = [
+    """CREATE TABLE IF NOT EXISTS tracker_state (
+        machine TEXT PRIMARY KEY,
+        saved_ns INTEGER NOT NULL,
+        snapshot BLOB NOT NULL
+    );""",
+]
+
+
+class SchemaError(RuntimeError):
+    """An outbox file written by a newer release than this one."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -52,7 +72,7 @@ class OutboxStore:
         self.db = sqlite3.connect(path, check_same_thread=False, isolation_level=None)
         self.db.execute("PRAGMA journal_mode=WAL")
         self.db.execute(f"PRAGMA synchronous={'FULL' if sync == 'full' else 'NORMAL'}")
-        self.db.executescript(_SCHEMA)
+        self._migrate()
         self.points: int = 0
         self.bytes: int = 0
         # append time of the oldest stored point, kept here so other threads never query
@@ -63,17 +83,49 @@ class OutboxStore:
     def close(self) -> None:
         self.db.close()
 
-    def append(self, lines: Sequence[str]) -> None:
-        """Store ``lines`` durably (one transaction); returns once committed."""
-        if not lines:
+    def _migrate(self) -> None:
+        version: int = self.db.execute("PRAGMA user_version").fetchone()[0]
+        if version > SCHEMA_VERSION:
+            raise SchemaError(f"{self.path} has outbox schema version {version}, this release knows up to "
+                              f"{SCHEMA_VERSION}: it was written by a newer collector (upgrade, or move the file)")
+        self.db.executescript(_SCHEMA)
+        for step in range(version, SCHEMA_VERSION):
+            self.db.execute("BEGIN")
+            self.db.execute(_MIGRATIONS[step])
+            self.db.execute(f"PRAGMA user_version = {step + 1}")
+            self.db.execute("COMMIT")
+
+    def append(self, lines: Sequence[str], state: Mapping[str, bytes] | None = None) -> None:
+        """Store ``lines`` and the trackers' ``state`` (machine id -> snapshot) durably, in one
+        transaction; returns once committed."""
+        if not lines and not state:
             return
-        payload = zlib.compress("\n".join(lines).encode(), 1)
-        self.db.execute("INSERT INTO outbox (created, points, bytes, payload) VALUES (?, ?, ?, ?)",
-                        (time.time(), len(lines), len(payload), payload))
-        self.points += len(lines)
-        self.bytes += len(payload)
-        if self.oldest is None:
-            self.oldest = time.time()
+        now = time.time()
+        payload = zlib.compress("\n".join(lines).encode(), 1) if lines else b""
+        self.db.execute("BEGIN")
+        try:
+            if lines:
+                self.db.execute("INSERT INTO outbox (created, points, bytes, payload) VALUES (?, ?, ?, ?)",
+                                (now, len(lines), len(payload), payload))
+            if state:
+                saved_ns = time.time_ns()
+                self.db.executemany(
+                    "INSERT OR REPLACE INTO tracker_state (machine, saved_ns, snapshot) VALUES (?, ?, ?)",
+                    [(mid, saved_ns, snap) for mid, snap in state.items()])
+            self.db.execute("COMMIT")
+        except BaseException:
+            self.db.execute("ROLLBACK")
+            raise
+        if lines:
+            self.points += len(lines)
+            self.bytes += len(payload)
+            if self.oldest is None:
+                self.oldest = now
+
+    def load_state(self) -> dict[str, tuple[bytes, int]]:
+        """Every machine's last committed tracker snapshot and when it was committed (ns)."""
+        return {mid: (snap, saved) for mid, saved, snap in
+                self.db.execute("SELECT machine, saved_ns, snapshot FROM tracker_state")}
 
     def peek(self, max_points: int) -> list[Chunk]:
         """The oldest chunks, up to ``max_points`` points (at least one chunk)."""

@@ -11,11 +11,14 @@
 from __future__ import annotations
 
 import asyncio
+import json
 import logging
 import time
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from typing import Any, Self, TypeVar
+
+import orjson
 
 from collector.backoff import Backoff
 from collector.influx.config import InfluxSettings, OutboxSettings
@@ -69,9 +72,10 @@ class OutboxSink:
             await self._run(self.store.close)
         self._db.shutdown()
 
-    async def write(self, lines: Sequence[str]) -> None:
+    async def write(self, lines: Sequence[str], state: Mapping[str, dict[str, Any]] | None = None) -> None:
         store = self._require()
-        await self._run(store.append, list(lines))
+        encoded = {mid: _encode(snap) for mid, snap in state.items()} if state else None
+        await self._run(store.append, list(lines), encoded)
         max_bytes = int(self.settings.max_mb * 1024 * 1024)
         if store.bytes > max_bytes:
             dropped = await self._run(store.enforce_bound, max_bytes)
@@ -81,6 +85,11 @@ class OutboxSink:
                             self.settings.max_mb, dropped, self.counters["dropped"])
         if store.points >= self.settings.batch_size:
             self._wake.set()
+
+    async def load_state(self) -> dict[str, tuple[dict[str, Any], int]]:
+        """The trackers' last committed state: machine id -> (snapshot, when it was committed)."""
+        raw: dict[str, tuple[bytes, int]] = await self._run(self._require().load_state)
+        return {mid: (orjson.loads(snap), saved) for mid, (snap, saved) in raw.items()}
 
     # -- figures for /metrics -----------------------------------------------------------------
 
@@ -217,3 +226,10 @@ class OutboxSink:
 
     async def _run(self, fn: Any, *args: Any, **kwargs: Any) -> Any:
         return await asyncio.get_running_loop().run_in_executor(self._db, lambda: fn(*args, **kwargs))
+
+
+def _encode(snapshot: dict[str, Any]) -> bytes:
+    try:
+        return orjson.dumps(snapshot)
+    except TypeError:  # an integer value beyond 64 bits: the standard library has no such limit
+        return json.dumps(snapshot).encode()
