@@ -55,10 +55,11 @@ ROUTE_CACHE = 50_000
 RECV_CHUNK = 65_536
 RECEIVE_MAXIMUM = HIGH_WATER
 CATCHUP_IDLE_S = 0.5
-"""After a reconnect to a kept session: this long without a message and the backlog is read."""
-CATCHUP_MAX_S = 30.0
-LIVE_LAG_S = 2.0
-"""A message stamped at most this long before now is live data: the backlog is behind us."""
+"""After a reconnect to a kept session: this long without a message and the backlog is read.
+(Stamps cannot tell: a broker queues each publisher's messages in turn, so a recent stamp can
+come before an hour-old one of another machine.)"""
+CATCHUP_MAX_S = 120.0
+"""A plant that never pauses for CATCHUP_IDLE_S: the wall clock takes over after this long."""
 _SCALAR = (str, int, float, bool)
 
 
@@ -366,8 +367,6 @@ class MqttAdapter:
             if events or self._unacked:
                 batch, self.events = list(events), deque()
                 events = self.events
-                if self._catching_up and self._live(batch):
-                    self._caught_up("live data")
                 unacked, self._unacked = self._unacked, []
                 if self._paused:
                     self._resume()
@@ -404,11 +403,6 @@ class MqttAdapter:
             elif time.monotonic() - self._connected_mono >= CATCHUP_MAX_S:
                 self._caught_up(f"still receiving after {CATCHUP_MAX_S:g}s")
         return self._catching_up
-
-    def _live(self, batch: list[Event]) -> bool:
-        """Whether the batch holds a message stamped close to now (the backlog is behind us)."""
-        recent = time.time_ns() - int(LIVE_LAG_S * 1e9)
-        return any(not isinstance(e, MachineFound) and e.ts_ns >= recent for e in batch)
 
     def _caught_up(self, why: str) -> None:
         self._catching_up = False
