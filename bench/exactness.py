@@ -5,7 +5,7 @@
 Every scenario publishes a generated stream with ``mosquitto_pub`` (QoS 1) into the persistent
 session of ``collector run`` processes (mosquitto -> collector -> SQLite outbox -> influxd 1.6)
 and compares every stored state change and every whole roll-up with the oracle in
-``tests/fixtures/exactness.py`` (a few lines of rules written again, sharing no code with the
+``tests.fixtures._exactness.py`` (a few lines of rules written again, sharing no code with the
 tracker). Scenarios:
 
 - ``backlog_stamped``: the stream pre-queued while the collector is away, payload timestamps;
@@ -35,8 +35,8 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
+from tests.fixtures._exactness import SCENARIOS, Diff, run_scenario  # noqa: E402
 from tests.fixtures._ports import free_port  # noqa: E402
-from tests.fixtures.exactness import SCENARIOS, Diff, run_scenario  # noqa: E402
 from tests.fixtures.influxdb import start_influxd  # noqa: E402
 from tests.fixtures.mosquitto import Mosquitto  # noqa: E402
 

@@ -9,6 +9,7 @@ import threading
 from pathlib import Path
 
 import httpx
+import pytest
 from rich.console import Console
 
 from collector.configfile import load_config
@@ -19,6 +20,9 @@ from collector.model import State
 from collector.sinks import NullSink
 from tests.fixtures._ports import until, wait_for
 from tests.fixtures._proc import COLLECTOR, collector_env
+
+# Each test runs the collector as a process (with its HTTP server): the slow tier.
+pytestmark = pytest.mark.integration
 
 ROOT = Path(__file__).resolve().parent.parent
 EXAMPLE = ROOT / "config" / "example.yaml"

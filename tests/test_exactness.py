@@ -1,6 +1,6 @@
 """The differential exactness harness, small: every scenario of bench/exactness.py at a size that
 runs in seconds, against real mosquitto, `collector run` processes and influxd 1.6. The oracle
-(tests/fixtures/exactness.py) computes the expected history from the generated messages alone."""
+(tests.fixtures._exactness.py) computes the expected history from the generated messages alone."""
 
 from __future__ import annotations
 
@@ -8,7 +8,7 @@ from pathlib import Path
 
 import pytest
 
-from tests.fixtures.exactness import SCENARIOS, run_scenario
+from tests.fixtures._exactness import SCENARIOS, run_scenario
 from tests.fixtures.influxdb import InfluxD
 from tests.fixtures.mosquitto import Mosquitto
 
