@@ -25,6 +25,7 @@ from typing import NamedTuple, Protocol, Self
 from pydantic import BaseModel, ConfigDict, Field
 
 from collector.badinput import BadInput
+from collector.errors import CollectorError
 from collector.model import Event, MachineFound, MachineInfo
 
 
@@ -112,7 +113,7 @@ class Adapter(Protocol):
 AdapterFactory = Callable[[SourceConfig, Sequence[BoundMachine], AdapterContext], Adapter]
 
 
-class SourceError(Exception):
+class SourceError(CollectorError):
     """The source is unreachable or was lost; the supervisor will reconnect."""
 
 

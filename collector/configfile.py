@@ -24,6 +24,7 @@ import yaml
 from pydantic import BaseModel, ValidationError
 
 from collector.config import Config
+from collector.errors import CollectorError
 from collector.machines import ResolvedMachine, ResolveError, resolve_all
 
 Loc = tuple[str | int, ...]
@@ -42,7 +43,7 @@ class Problem:
         return f"{where}: {self.path}: {self.message}" if self.path else f"{where}: {self.message}"
 
 
-class ConfigError(Exception):
+class ConfigError(CollectorError):
     """The config cannot be used; ``problems`` lists every reason, each with its place."""
 
     def __init__(self, problems: list[Problem]) -> None:

@@ -9,12 +9,13 @@ from dataclasses import dataclass
 
 from adapters.base import BoundMachine
 from collector.config import Config, Machine, Profile, Rule
+from collector.errors import CollectorError
 from collector.model import MachineFound, MachineInfo
 from collector.profiles import BUILTIN
 from collector.rules import CompiledRule, RuleError, RuleSet, compile_rule
 
 
-class ResolveError(ValueError):
+class ResolveError(CollectorError, ValueError):
     """A machine cannot be resolved; ``path`` is the dotted config path of the culprit."""
 
     def __init__(self, path: str, message: str) -> None:

@@ -23,6 +23,7 @@ from typing import Any
 
 from simpleeval import EvalWithCompoundTypes
 
+from collector.errors import CollectorError
 from collector.model import State
 
 log = logging.getLogger(__name__)
@@ -36,7 +37,7 @@ _COMPILABLE = (ast.Expression, ast.Name, ast.Load, ast.Constant, ast.Tuple, ast.
                ast.BinOp, ast.Sub, ast.Div, ast.FloorDiv)
 
 
-class RuleError(ValueError):
+class RuleError(CollectorError, ValueError):
     """A rule's condition is not a valid safe expression."""
 
 

@@ -27,6 +27,7 @@ import niquests
 from grafana_client.api import GrafanaApi
 from grafana_client.client import GrafanaClientError, GrafanaException, GrafanaUnauthorizedError
 
+from collector.errors import CollectorError
 from collector.influx.config import InfluxSettings
 from dashboards.boards import Board
 from dashboards.config import DashboardSettings
@@ -38,7 +39,7 @@ T = TypeVar("T")
 PUBLIC_DASHBOARDS_SINCE = 10
 
 
-class PushError(Exception):
+class PushError(CollectorError):
     """The push cannot go on."""
 
 

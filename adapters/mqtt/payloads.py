@@ -14,6 +14,8 @@ from typing import Any, Final
 
 import jmespath
 
+from collector.errors import BadInputError
+
 MISSING: Final = object()
 """What a path yields when the payload does not have it (JMESPath's ``null``)."""
 
@@ -23,7 +25,7 @@ _SIMPLE = re.compile(r"^[A-Za-z_][A-Za-z0-9_]*(?:\.[A-Za-z_][A-Za-z0-9_]*|\[-?\d
 _STEP = re.compile(r"\.?([A-Za-z_][A-Za-z0-9_]*)|\[(-?\d+)\]")
 
 
-class PathError(ValueError):
+class PathError(BadInputError):
     """A path that is not valid JMESPath."""
 
 

@@ -23,6 +23,7 @@ from typing import Any
 from google.protobuf.message import DecodeError
 
 from adapters.mqtt import sparkplug_b_pb2
+from collector.errors import BadInputError
 from collector.model import Connectivity, Event, Reading
 
 log = logging.getLogger(__name__)
@@ -38,7 +39,7 @@ Payload: Any = vars(sparkplug_b_pb2)["Payload"]
 _SIGNED_BITS = {1: 8, 2: 16, 3: 32, 4: 64}
 
 
-class SparkplugError(ValueError):
+class SparkplugError(BadInputError):
     """A payload that cannot be decoded; ``kind`` is the bad-input kind."""
 
     def __init__(self, kind: str, detail: str) -> None:

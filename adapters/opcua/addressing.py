@@ -20,10 +20,12 @@ from dataclasses import dataclass
 
 from asyncua import Client, ua
 
+from collector.errors import BadInputError
+
 _IDENTIFIER = re.compile(r";(?=[isgb]=)")
 
 
-class AddressError(ValueError):
+class AddressError(BadInputError):
     """An address that cannot be parsed, or names a namespace or node the server lacks."""
 
 

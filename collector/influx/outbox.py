@@ -21,6 +21,8 @@ from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
+from collector.errors import CollectorError
+
 _SCHEMA = """
 CREATE TABLE IF NOT EXISTS outbox (
     id INTEGER PRIMARY KEY AUTOINCREMENT,
@@ -49,7 +51,7 @@ _MIGRATIONS = [
 ]
 
 
-class SchemaError(RuntimeError):
+class SchemaError(CollectorError):
     """An outbox file written by a newer release than this one."""
 
 

@@ -22,6 +22,7 @@ from typing import Literal, Protocol, TypeVar, cast
 
 import httpx
 
+from collector.errors import CollectorError
 from collector.influx.config import InfluxSettings
 
 log = logging.getLogger(__name__)
@@ -30,7 +31,7 @@ Kind = Literal["retry", "throttle", "config", "data"]
 T = TypeVar("T")
 
 
-class WriteError(Exception):
+class WriteError(CollectorError):
     def __init__(self, kind: Kind, message: str, *, status: int | None = None,
                  retry_after: float | None = None) -> None:
         super().__init__(message)

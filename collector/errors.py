@@ -1,0 +1,29 @@
+"""The project's own exceptions, one tree. Library errors are wrapped at the boundary with
+``raise ... from exc``; anything outside this tree reaching the engine is a bug, logged with its
+traceback (``collector.engine``).
+
+    CollectorError
+    ├── ConfigError                  a config that cannot run: file, line, field path, expected
+    ├── RuleError (ValueError)       a rule condition that does not parse or is not allowed
+    ├── ResolveError (ValueError)    a machine whose profile or signals do not resolve
+    ├── SourceError                  a source unreachable or lost: the supervisor reconnects
+    │   ├── UnknownNodes             OPC UA: configured nodes the server does not have
+    │   └── UntrustedServerCertificate
+    ├── BadInputError (ValueError)   one message that cannot be decoded: counted, dropped
+    │   ├── PathError                a JSON path that is not valid JMESPath
+    │   ├── SparkplugError           a Sparkplug B payload that cannot be decoded
+    │   └── AddressError             an OPC UA node address that does not parse
+    ├── WriteError                   InfluxDB refused a write or could not be reached
+    ├── SchemaError                  an outbox file written by a newer release
+    └── PushError                    Grafana: Unreachable, Unauthorized, TooOld (its version)
+"""
+
+from __future__ import annotations
+
+
+class CollectorError(Exception):
+    """The root of every error this project raises on purpose."""
+
+
+class BadInputError(CollectorError, ValueError):
+    """Input from the network or a file that cannot be used; ``kind`` is the bad-input kind."""
