@@ -59,7 +59,6 @@ class EngineStats:
     intervals: int = 0
     lines_written: int = 0
     commits: int = 0
-    replayed: int = 0
     other_shard: int = 0
     reconnects: dict[str, int] = field(default_factory=dict)
     adapter_errors: dict[str, int] = field(default_factory=dict)
@@ -93,6 +92,7 @@ class Engine:
         self._lost: dict[str, Connectivity] = {}
         self._snapshots: dict[str, tuple[dict[str, Any], int]] = {}
         self._dirty: set[str] = set()  # trackers changed since the last commit
+        self._carry: list[Output] = []  # outputs made outside a batch (resuming), for the next commit
         self._commit_lock = asyncio.Lock()
         self._errors_logged: set[str] = set()
         self._stop_ns: int | None = None
@@ -102,6 +102,15 @@ class Engine:
                 self._add(machine, start)
 
     # -- public ----------------------------------------------------------------------------
+
+    def late_readings(self) -> dict[str, int]:
+        """Readings the trackers could not place at their own time, by why (for /metrics):
+        ``clamped`` (late at its source: placed at the time already rolled up), ``out_of_order``
+        (older than the state it would change: ignored), ``replayed`` (delivered again after a
+        restart and already committed: skipped)."""
+        trackers = self.trackers.values()
+        return {"clamped": sum(t.clamped for t in trackers), "out_of_order": sum(t.out_of_order for t in trackers),
+                "replayed": sum(t.replayed for t in trackers)}
 
     def snapshot(self) -> dict[str, TrackerStatus]:
         now = self.clock()
@@ -179,7 +188,7 @@ class Engine:
         if source is not None and not source.redelivers():
             # Nothing of the time the collector was away comes again: it is offline (a clean
             # stop already said so; after a crash, from the last commit on).
-            tracker.connectivity(False, saved_ns, "collector was not running")
+            self._carry += tracker.connectivity(False, saved_ns, "collector was not running")
         self._dirty.add(machine.info.id)
 
     # -- tasks -----------------------------------------------------------------------------
@@ -300,10 +309,7 @@ class Engine:
                     self.stats.other_shard += 1
                 return []
             self._dirty.add(event.machine)
-            replayed = tracker.replayed
-            emitted = tracker.sample(event) if isinstance(event, Sample) else tracker.reading(event)
-            self.stats.replayed += tracker.replayed - replayed
-            return emitted
+            return tracker.sample(event) if isinstance(event, Sample) else tracker.reading(event)
         if isinstance(event, Connectivity):
             self.stats.source_online[event.source] = event.online
             targets = event.machines or tuple(m for m, r in self.machines.items() if r.source == event.source)
@@ -334,6 +340,8 @@ class Engine:
 
     async def _commit(self, out: list[Output]) -> None:
         """Store ``out`` and the state of every tracker changed since the last commit, at once."""
+        if self._carry:
+            out, self._carry = self._carry + out, []
         if not out and not self._dirty:
             return
         dirty, self._dirty = self._dirty, set()

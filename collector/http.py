@@ -46,6 +46,9 @@ def metrics_text(engine: Engine) -> str:
               "# TYPE collector_bad_input_total counter"]
     for (source, kind), n in sorted(engine.bad_input.counts.items()):
         lines.append(f'collector_bad_input_total{{source="{source}",kind="{kind}"}} {n}')
+    lines.append("# TYPE collector_late_readings_total counter")
+    for why, n in sorted(engine.late_readings().items()):
+        lines.append(f'collector_late_readings_total{{why="{why}"}} {n}')
     lines.append("# TYPE collector_source_up gauge")
     for source, up in sorted(stats.source_online.items()):
         lines.append(f'collector_source_up{{source="{source}"}} {int(up)}')

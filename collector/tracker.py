@@ -65,6 +65,7 @@ class Tracker:
         self.last_reading_ns: int | None = None
         self.pending: _Pending | None = None
         self.out_of_order = 0
+        self.clamped = 0
         self.replayed = 0
         # After a resume: readings up to the last one the checkpoint had seen were processed
         # before (a broker delivers what was not acknowledged again); they are skipped.
@@ -103,6 +104,8 @@ class Tracker:
         # Not before what is rolled up or the current state's start: a reading as old as the one
         # that started the state (clamped forward by a tick) is simultaneous with it, not late.
         ts = max(ts_ns, self.acc_pos_ns, self.since_ns)
+        if ts_ns < self.acc_pos_ns:
+            self.clamped += 1  # late at its source: that time was already rolled up
         self._advance(ts, out)
         # Rules are pure functions of the values: an unchanged value (periodic publishers send
         # mostly those) cannot change the state, so the rules are not evaluated again for it.

@@ -4,8 +4,10 @@ from __future__ import annotations
 
 import asyncio
 import signal
+import sqlite3
 import subprocess
 import threading
+import zlib
 from pathlib import Path
 
 import httpx
@@ -104,3 +106,49 @@ def test_a_clean_stop_leaves_state_the_next_start_resumes(tmp_path: Path) -> Non
         assert proc.returncode == 0, err
         assert outbox.exists()
         assert ("resuming 12 machine(s) from the state last committed" in err) == (attempt == 1), err
+
+
+def _outbox_lines(path: Path) -> list[str]:
+    db = sqlite3.connect(path)
+    try:
+        return [line for (payload,) in db.execute("SELECT payload FROM outbox ORDER BY id") if payload
+                for line in zlib.decompress(payload).decode().split("\n")]
+    finally:
+        db.close()
+
+
+def test_after_kill_9_the_dead_time_of_a_source_that_does_not_redeliver_is_offline(tmp_path: Path) -> None:
+    """Test that after SIGKILL, machines of a source that keeps nothing for us (here the simulator; OPC UA
+    alike) resume from their last committed state and are offline from that commit to the restart,
+    with a reason that says so; nothing of the first run is written twice."""
+    outbox = tmp_path / "outbox.sqlite"
+    env = collector_env(COLLECTOR_HTTP__PORT="0", COLLECTOR_DATA_DIR=str(tmp_path), INFLUX_URL="http://127.0.0.1:9",
+                        COLLECTOR_OUTBOX__PATH=str(outbox), COLLECTOR_OUTBOX__STOP_DEADLINE="0.1")
+    first = subprocess.Popen([*COLLECTOR, "run", "-c", str(EXAMPLE)], stdout=subprocess.DEVNULL,
+                             stderr=subprocess.DEVNULL, env=env)
+    try:
+        wait_for(lambda: sum(1 for line in _outbox_lines(outbox) if "state=" in line) >= 12, 30, "first states")
+    finally:
+        first.kill()
+        first.wait(10)
+    before = _outbox_lines(outbox)
+    assert not any("collector stopped" in line for line in before), "a kill leaves no clean-stop points"
+    second = subprocess.run([*COLLECTOR, "run", "-c", str(EXAMPLE), "--for", "2"], capture_output=True, text=True,
+                            env=env, timeout=60)
+    assert second.returncode == 0, second.stderr
+    assert "resuming 12 machine(s) from the state last committed" in second.stderr
+    after = _outbox_lines(outbox)
+    assert after[:len(before)] == before
+    dead = [line for line in after[len(before):] if 'reason="collector was not running"' in line]
+    # every machine whose last state before the kill was not offline: offline from the last commit, once
+    last: dict[str, str] = {}
+    for line in before:
+        if line.startswith("machine_state,"):
+            last[_tag(line, "machine")] = line.split(' state="')[1].split('"')[0]
+    was_on = {m for m, state in last.items() if state != "offline"}
+    assert was_on, "the simulated plant had machines running"
+    assert sorted(_tag(line, "machine") for line in dead) == sorted(was_on)
+
+
+def _tag(line: str, key: str) -> str:
+    return line.split(f",{key}=")[1].split(",")[0].split(" ")[0]

@@ -136,3 +136,21 @@ def test_config_reference_is_current() -> None:
     """Test that docs/CONFIG.md is what `collector config-reference` generates (regenerate it if not)."""
     committed = (ROOT / "docs" / "CONFIG.md").read_text()
     assert committed == config_reference(), "docs/CONFIG.md is stale: run `collector config-reference > docs/CONFIG.md`"
+
+
+def test_shard_index_out_of_range_is_refused_with_its_line(tmp_path: Path) -> None:
+    """Test that `shard.index` must be below `shard.count`, reported at the shard's line."""
+    out = problems(GOOD + "shard: {index: 2, count: 2}\n", tmp_path)
+    assert out == [f"{tmp_path}/plant.yaml:13:8: shard: index: 2 is not below count 2 (shards are 0 to count-1)"]
+
+
+def test_shards_split_machines_by_id_one_owner_each() -> None:
+    """Test that every machine id belongs to exactly one of N shards, and that the split is even enough."""
+    from collector.config import Shard
+
+    shards = [Shard(index=i, count=3) for i in range(3)]
+    ids = [f"cnc-{i:04d}" for i in range(3000)]
+    owners = [sum(s.owns(m) for s in shards) for m in ids]
+    assert owners == [1] * len(ids)
+    per_shard = [sum(s.owns(m) for m in ids) for s in shards]
+    assert min(per_shard) > 800, per_shard

@@ -250,3 +250,29 @@ def test_readings_as_old_as_a_clamped_state_start_are_not_dropped() -> None:
     assert changes(out) == [(5, State.IDLE, State.OFFLINE, 5), (5 + 1e-9, State.BUSY, State.IDLE, 1e-9)]
     assert t.out_of_order == 0
     assert t.reading(rd("spindle", 0, 3)) == [] and t.out_of_order == 1  # older than that: dropped
+
+
+def test_a_reading_later_than_the_rolled_up_time_is_clamped_and_counted() -> None:
+    """Test that a reading stamped before time already rolled up is placed at that time and counted
+    as `clamped` (late at its source), while one that is merely simultaneous is not."""
+    t = tracker()
+    t.tick(T0 + 10 * S)
+    out = t.reading(rd("spindle", 900, 7))
+    assert changes(out) == [(10, State.BUSY, State.OFFLINE, 10)]
+    assert t.clamped == 1
+    t.reading(rd("spindle", 800, 12))
+    assert t.clamped == 1
+
+
+def test_resume_skips_what_the_checkpoint_already_holds() -> None:
+    """Test that after a resume, readings no newer than the last one the checkpoint saw (a broker
+    delivering unacknowledged messages again) are skipped as replayed, and newer ones count."""
+    first = tracker()
+    first.reading(rd("spindle", 100, 1))
+    first.reading(rd("spindle", 0, 2))
+    snap = first.snapshot()
+    second = Tracker(INFO, RULES, start_ns=T0 + 5 * S, interval_ns=60 * S)
+    assert second.resume(snap)
+    assert second.reading(rd("spindle", 100, 1)) == [] and second.reading(rd("spindle", 0, 2)) == []
+    assert second.replayed == 2
+    assert changes(second.reading(rd("spindle", 100, 3))) == [(3, State.BUSY, State.IDLE, 1)]
