@@ -1,4 +1,4 @@
-"""The figures of DESIGN.md, over any totals: known = total - offline;
+"""The figures of docs/DESIGN.md, over any totals: known = total - offline;
 utilization = busy / known; availability = (busy + idle) / known; free capacity = idle hours."""
 
 from __future__ import annotations

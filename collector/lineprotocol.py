@@ -1,4 +1,4 @@
-"""InfluxDB line protocol for ``machine_state`` and ``machine_availability`` (DESIGN.md schema).
+"""InfluxDB line protocol for ``machine_state`` and ``machine_availability`` (docs/DESIGN.md schema).
 
 Escaping follows the line protocol reference: measurement names escape commas and spaces; tag
 keys and values escape commas, equals signs and spaces; string field values escape double

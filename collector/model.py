@@ -110,7 +110,7 @@ Event = Reading | Sample | Connectivity | MachineFound
 
 @dataclass(frozen=True, slots=True)
 class MachineInfo:
-    """A machine's identity and its InfluxDB tags (few and bounded, see DESIGN.md)."""
+    """A machine's identity and its InfluxDB tags (few and bounded, see docs/DESIGN.md)."""
 
     id: str
     plant: str

@@ -1,4 +1,4 @@
-"""Built-in profiles: how the standards map onto the canonical states (DESIGN.md).
+"""Built-in profiles: how the standards map onto the canonical states (docs/DESIGN.md).
 
 They are written as ordinary rules over well-known signal names, so a plant engineer reads
 them like their own and a user profile can ``extends:`` one and only add signal addresses.

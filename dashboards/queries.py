@@ -3,7 +3,7 @@
 Only what InfluxDB 3.x's InfluxQL also speaks (no SLIMIT/SOFFSET/SAMPLE/SHOW DATABASES, no
 ELAPSED/INTEGRAL): time in state is summed from the roll-up fields of ``machine_availability``
 (one point per machine per interval, timestamp = interval start), current state is the last
-``machine_state`` point. Figures follow DESIGN.md with known = busy + idle + setup + down
+``machine_state`` point. Figures follow docs/DESIGN.md with known = busy + idle + setup + down
 (the interval total minus offline):
 utilization = busy / known, availability = (busy + idle) / known, free capacity = idle hours.
 

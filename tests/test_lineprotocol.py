@@ -1,4 +1,4 @@
-"""Line protocol: the DESIGN.md schema, escaping, and acceptance by a real influxd."""
+"""Line protocol: the docs/DESIGN.md schema, escaping, and acceptance by a real influxd."""
 
 from __future__ import annotations
 
