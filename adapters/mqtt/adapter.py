@@ -23,6 +23,7 @@ import asyncio
 import contextlib
 import fnmatch
 import logging
+import select
 import ssl
 import threading
 import time
@@ -266,8 +267,10 @@ class MqttAdapter:
         self.high_water, self.low_water = HIGH_WATER, LOW_WATER
         self._unacked: list[tuple[int, int]] = []  # (mid, qos) of messages read, in order
         self._catching_up = False
-        self._connected_mono = self._last_message_mono = 0.0
+        self._connected_mono = 0.0
         self._received_at_connect = 0
+        self._outstanding = 0  # batches handed over whose acknowledgements are not sent yet
+        self._quiet_since: float | None = None  # everything read is handed over and acknowledged
 
     # -- public ----------------------------------------------------------------------------
 
@@ -303,7 +306,8 @@ class MqttAdapter:
                  self.client_id, cfg.protocol, "resumed" if session_present else "new")
         # A kept session may hold a backlog: until it is read, time moves only on its stamps.
         self._catching_up = session_present and cfg.redelivers()
-        self._connected_mono = self._last_message_mono = time.monotonic()
+        self._connected_mono = time.monotonic()
+        self._quiet_since = None
         self._received_at_connect = self.received
         try:
             await self._subscribe()
@@ -342,7 +346,7 @@ class MqttAdapter:
         self.received += 1
         if msg.qos:  # acknowledged after the commit that holds its effect, bad input included
             self._unacked.append((msg.mid, msg.qos))
-        self._last_message_mono = time.monotonic()
+        self._quiet_since = None
         payload = msg.payload
         try:
             topic = msg.topic
@@ -370,10 +374,13 @@ class MqttAdapter:
                 unacked, self._unacked = self._unacked, []
                 if self._paused:
                     self._resume()
+                if unacked:
+                    self._outstanding += 1
                 yield Batch(batch, self._acker(unacked) if unacked else None)
                 continue
             if self._lost is not None:
                 raise SourceError(self._lost)
+            self._quiet()
             self._wakeup = self._loop.create_future()
             try:
                 await self._wakeup
@@ -390,19 +397,43 @@ class MqttAdapter:
             if client is not None and client is self._client:
                 for mid, qos in unacked:
                     client.ack(mid, qos)
+                self._outstanding -= 1
+                self._quiet()
         return ack
+
+    def _quiet(self) -> None:
+        """Start the quiet clock once all that was read is handed over and acknowledged: from
+        then on, the broker has nothing in flight for us that it is waiting to send."""
+        if self._quiet_since is None and not self.events and not self._unacked and not self._outstanding:
+            self._quiet_since = time.monotonic()
 
     def horizon_ns(self) -> int | None:
         return horizon(self.events)
 
     def catching_up(self) -> bool:
         if self._catching_up:
-            idle = time.monotonic() - self._last_message_mono
-            if idle >= CATCHUP_IDLE_S:
+            now = time.monotonic()
+            quiet = self._quiet_since
+            # Quiet means idle while able to read: not paused, nothing waiting for our commit or
+            # our acknowledgement (a broker holds back past Receive Maximum), and nothing unread
+            # in the socket right now (a long batch may have kept the loop from reading it).
+            if quiet is not None and now - quiet >= CATCHUP_IDLE_S and not self._readable_now():
                 self._caught_up(f"nothing more for {CATCHUP_IDLE_S:g}s")
-            elif time.monotonic() - self._connected_mono >= CATCHUP_MAX_S:
+            elif now - self._connected_mono >= CATCHUP_MAX_S:
                 self._caught_up(f"still receiving after {CATCHUP_MAX_S:g}s")
         return self._catching_up
+
+    def _readable_now(self) -> bool:
+        sock = self._sock
+        if self._buffered():
+            return True
+        if sock is None:
+            return False
+        try:
+            readable, _, _ = select.select([sock], [], [], 0)
+        except (OSError, ValueError):
+            return False
+        return bool(readable)
 
     def _caught_up(self, why: str) -> None:
         self._catching_up = False
