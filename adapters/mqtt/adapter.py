@@ -39,6 +39,7 @@ from paho.mqtt.properties import Properties
 from paho.mqtt.subscribeoptions import SubscribeOptions
 
 from adapters.base import AdapterContext, Batch, BoundMachine, SourceConfig, SourceError, horizon
+from adapters.mqtt._lean_properties import install as install_lean_properties
 from adapters.mqtt.config import MqttSource, StatusTopic, Subscription
 from adapters.mqtt.payloads import MISSING, Getter, compile_path, parse_timestamp, parse_value
 from adapters.mqtt.sparkplug import NAMESPACE, SparkplugError, SparkplugSession, rebirth_payload
@@ -46,6 +47,7 @@ from adapters.mqtt.topics import TopicTemplate, expand, subscription_filter
 from collector.model import Connectivity, Event, MachineFound, Reading, Sample
 
 log = logging.getLogger(__name__)
+install_lean_properties()
 
 HIGH_WATER = 5_000
 """Events buffered before the socket is no longer read (backpressure to the broker)."""
