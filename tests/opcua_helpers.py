@@ -14,6 +14,7 @@ from adapters.opcua.adapter import OpcUaAdapter
 from adapters.opcua.config import OpcUaSource
 from collector.badinput import BadInput
 from collector.model import Event, MachineInfo, Reading
+from tests.fixtures._ports import until
 
 CNC = "urn:test:cnc"
 DECOY = "urn:test:decoy"
@@ -66,12 +67,8 @@ class Reader:
 
     async def wait(self, condition: Callable[[], bool], within: float = 10.0, what: str = "condition") -> None:
         """Wait until ``condition`` holds; fail with ``what`` (and any adapter error) after ``within`` s."""
-        deadline = asyncio.get_running_loop().time() + within
-        while not condition():
-            if asyncio.get_running_loop().time() > deadline:
-                raise AssertionError(f"timed out after {within}s waiting for {what}; adapter error: {self.error!r}; "
-                                     f"last events: {self.events[-5:]}")
-            await asyncio.sleep(0.01)
+        await until(condition, within, what,
+                    explain=lambda: f"adapter error: {self.error!r}; last events: {self.events[-5:]}")
 
     async def stop(self) -> None:
         self.task.cancel()

@@ -5,7 +5,7 @@ from __future__ import annotations
 import asyncio
 import datetime as dt
 import time
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from pathlib import Path
 
 from asyncua import Server, ua
@@ -14,6 +14,7 @@ from collector.configfile import load_config_text
 from collector.engine import Engine
 from collector.model import NS_PER_S, Output, State, StateChange
 from collector.sinks import NullSink
+from tests.fixtures._ports import until
 from tests.fixtures.opcua import (
     DI,
     MACHINERY,
@@ -67,13 +68,12 @@ class Run:
         changes = self.of(machine)
         return changes[-1].state if changes else None
 
-    async def wait(self, condition: object, within: float = 15.0, what: str = "condition") -> None:
-        deadline = time.monotonic() + within
-        while not condition():  # type: ignore[operator]
+    async def wait(self, condition: Callable[[], bool], within: float = 15.0, what: str = "condition") -> None:
+        def done() -> bool:
             if self.task.done():
-                self.task.result()
-            assert time.monotonic() < deadline, f"timed out waiting for {what}; changes: {self.changes[-6:]}"
-            await asyncio.sleep(0.01)
+                self.task.result()  # the engine failed: raise its error, not a time-out
+            return condition()
+        await until(done, within, what, explain=lambda: f"changes: {self.changes[-6:]}")
 
     async def finish(self) -> None:
         self.stop.set()
