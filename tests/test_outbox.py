@@ -270,3 +270,38 @@ def test_kill_9_then_restart_drains_the_backlog(influxd: InfluxD, tmp_path: Path
     finally:
         proc.send_signal(signal.SIGTERM)
         assert proc.wait(30) == 0
+
+
+def test_an_outbox_file_of_release_0_1_is_migrated_and_keeps_its_points(tmp_path: Path) -> None:
+    """Test that a file written by release 0.1 (no schema version, no tracker state;
+    tests/data/outbox-0.1.sqlite, written by that release's OutboxStore) opens: it is migrated to
+    the current schema, its undelivered points and dead letters are all still there, and the
+    trackers' checkpoint can be committed into it."""
+    from collector.influx.outbox import SCHEMA_VERSION
+
+    path = tmp_path / "outbox.sqlite"
+    path.write_bytes((ROOT / "tests" / "data" / "outbox-0.1.sqlite").read_bytes())
+    store = OutboxStore(path)
+    try:
+        assert store.db.execute("PRAGMA user_version").fetchone()[0] == SCHEMA_VERSION
+        assert store.points == 3 and store.dead == 1
+        lines = [line for chunk in store.peek(100) for line in chunk.lines]
+        assert lines[0].startswith("machine_state,machine=cnc-07") and lines[2].startswith("machine_availability")
+        store.append(["m v=1i 1"], {"cnc-07": b'{"state": "idle"}'})
+        assert store.load_state()["cnc-07"][0] == b'{"state": "idle"}'
+    finally:
+        store.close()
+
+
+def test_an_outbox_file_of_a_newer_release_is_refused_and_left_alone(tmp_path: Path) -> None:
+    """Test that a file with a newer schema version stops start-up with a clear error and is not touched."""
+    from collector.influx.outbox import SchemaError
+
+    path = tmp_path / "outbox.sqlite"
+    db = sqlite3.connect(path)
+    db.execute("PRAGMA user_version = 99")
+    db.close()
+    before = path.read_bytes()
+    with pytest.raises(SchemaError, match=r"schema version 99.*written by a newer collector"):
+        OutboxStore(path)
+    assert path.read_bytes() == before

@@ -72,6 +72,7 @@ class OutboxStore:
         path.parent.mkdir(parents=True, exist_ok=True)
         self.path = path
         self.db = sqlite3.connect(path, check_same_thread=False, isolation_level=None)
+        self._check_version()  # before anything writes: a newer release's file is left as it is
         self.db.execute("PRAGMA journal_mode=WAL")
         self.db.execute(f"PRAGMA synchronous={'FULL' if sync == 'full' else 'NORMAL'}")
         self._migrate()
@@ -85,11 +86,16 @@ class OutboxStore:
     def close(self) -> None:
         self.db.close()
 
-    def _migrate(self) -> None:
+    def _check_version(self) -> int:
         version: int = self.db.execute("PRAGMA user_version").fetchone()[0]
         if version > SCHEMA_VERSION:
+            self.db.close()
             raise SchemaError(f"{self.path} has outbox schema version {version}, this release knows up to "
                               f"{SCHEMA_VERSION}: it was written by a newer collector (upgrade, or move the file)")
+        return version
+
+    def _migrate(self) -> None:
+        version = self._check_version()
         self.db.executescript(_SCHEMA)
         for step in range(version, SCHEMA_VERSION):
             self.db.execute("BEGIN")
