@@ -293,14 +293,20 @@ class MqttAdapter:
             # enough for a whole batch, so acknowledging after the commit does not stall a drain.
             properties.ReceiveMaximum = RECEIVE_MAXIMUM
         try:
-            # connect() resolves, opens the socket and does the TLS handshake: blocking, so off the loop.
-            await asyncio.wait_for(asyncio.to_thread(
-                client.connect, cfg.host, port, int(cfg.keepalive), clean_start=clean_start, properties=properties),
-                cfg.connect_timeout)
-            session_present, code, reason = await asyncio.wait_for(self._connack, cfg.connect_timeout)
+            # asyncio.timeout, not wait_for: on 3.11, wait_for can swallow a cancellation that
+            # arrives as the connect completes, and a stopping collector would never stop.
+            async with asyncio.timeout(cfg.connect_timeout):
+                # connect() resolves, opens the socket and does the TLS handshake: blocking, so off the loop.
+                await asyncio.to_thread(client.connect, cfg.host, port, int(cfg.keepalive), clean_start=clean_start,
+                                        properties=properties)
+            async with asyncio.timeout(cfg.connect_timeout):
+                session_present, code, reason = await self._connack
         except (OSError, ValueError) as exc:  # ConnectionError, TimeoutError and ssl.SSLError are OSErrors
             self._close()
             raise SourceError(f"cannot connect to mqtt://{cfg.host}:{port}: {exc or type(exc).__name__}") from exc
+        except BaseException:  # cancelled while connecting: leave no socket behind
+            self._close()
+            raise
         if code != 0:
             self._close()
             raise SourceError(f"broker {cfg.host}:{port} refused the connection: {reason}")
@@ -602,7 +608,8 @@ class MqttAdapter:
         if result != paho.MQTT_ERR_SUCCESS:
             raise SourceError(f"subscribe failed: {paho.error_string(result)}")
         try:
-            codes = await asyncio.wait_for(self._suback, self.config.connect_timeout)
+            async with asyncio.timeout(self.config.connect_timeout):
+                codes = await self._suback
         except OSError as exc:
             raise SourceError(f"the broker did not acknowledge the subscriptions: {exc}") from exc
         refused = [f for f, code in zip(filters, codes, strict=False) if code >= 0x80]

@@ -210,7 +210,8 @@ class OutboxSink:
 
     async def _sleep(self, seconds: float) -> None:
         try:
-            await asyncio.wait_for(self._wake.wait(), seconds)
+            async with asyncio.timeout(seconds):  # not wait_for: on 3.11 it can swallow a cancellation
+                await self._wake.wait()
         except TimeoutError:
             pass
 
