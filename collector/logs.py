@@ -17,7 +17,8 @@ MASK = "********"
 # httpx logs every request at INFO ("HTTP Request: POST .../write 204"): one line per InfluxDB
 # write buries what matters in a gateway's journal.
 QUIET = ("httpx", "httpcore")
-MIN_SECRET = 4  # shorter values would mask ordinary words
+MIN_SECRET = 4
+HANDLER_NAME = "collector"  # shorter values would mask ordinary words
 
 
 def setup_logging(level: str = "INFO", fmt: str = "text") -> None:
@@ -30,9 +31,11 @@ def setup_logging(level: str = "INFO", fmt: str = "text") -> None:
     else:
         handler.setFormatter(logging.Formatter(TEXT_FORMAT))
     handler.addFilter(_SECRETS)
+    handler.set_name(HANDLER_NAME)
     root = logging.getLogger()
-    for old in list(root.handlers):
-        root.removeHandler(old)
+    for old in list(root.handlers):  # ours from an earlier call only: a host's own handlers stay
+        if old.get_name() == HANDLER_NAME:
+            root.removeHandler(old)
     root.addHandler(handler)
     root.setLevel(level)
     for name in QUIET:
