@@ -134,6 +134,7 @@ class Engine:
                     for task in (*tasks, stopper):
                         task.cancel()
             finally:
+                self._tg = None  # no reload starts a source on the way out
                 await self._shutdown()
         log.info("stopped: %d state change(s), %d interval(s), %d line(s) written",
                  self.stats.state_changes, self.stats.intervals, self.stats.lines_written)
