@@ -126,9 +126,12 @@ class Checker:
                 async with factory(source, bound, context) as adapter:
                     self.connected.add(source.id)
                     self.say(f"source {source.id} ({source.type}): connected")
-                    async for event in adapter:
+                    async for batch in adapter:
                         backoff.reset()
-                        self._event(source.id, event)
+                        for event in batch.events:
+                            self._event(source.id, event)
+                        if batch.ack is not None:  # our own throw-away session: keep the broker sending
+                            batch.ack()
                 raise SourceError("the adapter's stream ended")
             except asyncio.CancelledError:
                 raise

@@ -53,6 +53,7 @@ async def samples(plant: Plant) -> AsyncIterator[Sample]:
     bound = [BoundMachine(info, {q: q for q in QUANTITIES}) for info in plant.machines]
     context = AdapterContext(Path(tempfile.gettempdir()), BadInput())
     async with SimulateAdapter(plant.source, bound, context) as adapter:
-        async for event in adapter:
-            if isinstance(event, Sample):
-                yield event
+        async for batch in adapter:
+            for event in batch.events:
+                if isinstance(event, Sample):
+                    yield event
