@@ -177,6 +177,9 @@ class Engine:
                     self.trackers[mid].resume(carried[mid])
                 self._dirty.add(mid)
         await self._commit(out)
+        # A reopened source's task is cancelled wherever it waits. Between a batch's commit and its
+        # ack (MQTT PUBACKs) that leaves the batch unacknowledged: the broker delivers it again to a
+        # tracker that has already seen it. A safe point in _supervise would close that gap.
         for sid in changes["sources_removed"] + changes["sources_restarted"]:
             task = self._source_tasks.pop(sid, None)
             if task is not None:

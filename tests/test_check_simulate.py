@@ -13,6 +13,7 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+from asyncua import ua
 
 from collector.check import EXIT_NO_DATA, EXIT_OK, Checker
 from collector.configfile import load_config, load_config_text
@@ -21,6 +22,8 @@ from collector.simulate import plant_from_config, simulate
 from tests.fixtures._ports import free_port, until, wait_for
 from tests.fixtures._proc import COLLECTOR, collector_env
 from tests.fixtures.mosquitto import Mosquitto
+from tests.fixtures.opcua import OpcUaTestServer, Security, make_certificate, plain_cnc
+from tests.opcua_helpers import CNC
 
 ROOT = Path(__file__).resolve().parent.parent
 CONFIG = ROOT / "config"
@@ -208,3 +211,28 @@ def _drain(proc: subprocess.Popen[str], log: Path) -> bool:
     with log.open("a") as f:
         f.write(line)
     return "publishing 12 machine(s)" in line
+
+
+async def test_check_names_a_refused_server_certificate(opcua_server: OpcUaTestServer, tmp_path: Path) -> None:
+    """Test that an untrusted server certificate is named (with where it was saved to trust it) and check exits 1."""
+    cert, key = make_certificate(tmp_path / "server-pki", "server", "urn:test:server", server=True)
+    policies = [ua.SecurityPolicyType.Basic256Sha256_SignAndEncrypt]
+    await opcua_server.start([CNC], plain_cnc(CNC, ["CNC01"]), Security(cert=cert, key=key, policies=policies))
+    config = tmp_path / "secure.yaml"
+    config.write_text(f"""
+site: {{plant: p}}
+sources:
+  - {{id: cell, type: opcua, endpoint: "{opcua_server.url}", security_policy: Basic256Sha256}}
+profiles:
+  cnc:
+    signals: {{execution: "nsu={CNC};s={{id}}.Execution"}}
+    rules: [{{state: busy, when: "execution == 'ACTIVE'"}}, {{state: idle}}]
+machines:
+  - {{id: CNC01, source: cell, profile: cnc}}
+data_dir: {tmp_path / "data"}
+""")
+    code, output, _ = await run_check(config, duration=3)
+    assert code == EXIT_NO_DATA
+    assert f"PROBLEM source cell (opcua): server certificate of {opcua_server.url} is not trusted" in output
+    rejected = list((tmp_path / "data" / "sources" / "cell" / "pki" / "rejected").glob("*.der"))
+    assert len(rejected) == 1 and str(rejected[0]) in output  # the admin moves it to pki/trusted/
