@@ -331,10 +331,12 @@ def cmd_simulate(args: argparse.Namespace) -> int:
 
 def cmd_check(args: argparse.Namespace) -> int:
     from collector.check import check
+    from collector.logs import mask_secrets, secrets_of
 
     loaded = load_or_report(args.config)
     if loaded is None:
         return 2
+    mask_secrets(secrets_of(loaded.config))
 
     async def go() -> int:
         stop = asyncio.Event()
