@@ -46,6 +46,7 @@ class MachineCheck:
     machine: ResolvedMachine
     configured: bool
     values: dict[str, Any] = field(default_factory=dict)
+    bad: dict[str, str] = field(default_factory=dict)  # signal -> status, while its quality is bad
     messages: int = 0
     state: State | None = None
     reason: str = ""
@@ -153,7 +154,9 @@ class Checker:
             if event.quality is Quality.BAD:
                 self.problems.add(f"machine {event.machine} signal {event.signal}: bad quality {event.status}",
                                   key=f"{event.machine}:{event.signal}:{event.status}")
-            self._values(event.machine, {event.signal: event.value if event.quality is Quality.GOOD else None})
+                self._values(event.machine, {}, bad=(event.signal, event.status or "bad quality"))
+            else:
+                self._values(event.machine, {event.signal: event.value})
         elif isinstance(event, Connectivity):
             targets = ", ".join(event.machines) if event.machines else f"every machine of {source}"
             self.say(f"source {source}: {targets} {'online' if event.online else 'OFFLINE'}"
@@ -173,7 +176,7 @@ class Checker:
             self.machines[event.machine] = MachineCheck(machine, configured=False)
             self.say(f"found machine {event.machine} on source {source} (profile {event.profile})")
 
-    def _values(self, machine_id: str, values: dict[str, Any]) -> None:
+    def _values(self, machine_id: str, values: dict[str, Any], bad: tuple[str, str] | None = None) -> None:
         m = self.machines.get(machine_id)
         if m is None:
             self.problems.add(f"reading for machine {machine_id!r}, which the config does not list",
@@ -181,10 +184,18 @@ class Checker:
             return
         m.messages += 1
         m.values.update(values)
-        shown = " ".join(f"{k}={v!r}" for k, v in values.items())
+        for signal in values:
+            m.bad.pop(signal, None)
+        if bad is not None:
+            m.bad[bad[0]] = bad[1]
+        shown = " ".join(f"{k}={v!r}" for k, v in values.items()) or (f"{bad[0]}: {bad[1]}" if bad else "")
         self.say(f"{machine_id:<14} {shown}")
-        state, reason = m.machine.rules.evaluate(m.values)
-        self._state(m, state, reason)
+        # As the tracker decides: a signal the rules use with bad quality makes the machine offline.
+        bad_used = sorted(s for s in m.bad if s in m.machine.rules.signals)
+        if bad_used:
+            self._state(m, State.OFFLINE, "bad quality: " + ", ".join(f"{s} {m.bad[s]}" for s in bad_used))
+        else:
+            self._state(m, *m.machine.rules.evaluate(m.values))
 
     def _state(self, m: MachineCheck, state: State, reason: str) -> None:
         if (state, reason) != (m.state, m.reason):

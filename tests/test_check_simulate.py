@@ -6,7 +6,9 @@ from __future__ import annotations
 
 import asyncio
 import io
+import re
 import subprocess
+import time
 from collections.abc import AsyncIterator, Callable
 from contextlib import asynccontextmanager
 from pathlib import Path
@@ -17,8 +19,9 @@ from asyncua import ua
 
 from collector.check import EXIT_NO_DATA, EXIT_OK, Checker
 from collector.configfile import load_config, load_config_text
-from collector.model import State
+from collector.model import Sample, State
 from collector.simulate import plant_from_config, simulate
+from collector.simulate.opcua import OpcUaPlant
 from tests.fixtures._ports import free_port, until, wait_for
 from tests.fixtures._proc import COLLECTOR, collector_env
 from tests.fixtures.mosquitto import Mosquitto
@@ -98,6 +101,8 @@ async def test_check_reads_simulated_mqtt_json_plant(mosquitto: Mosquitto, monke
         if m.machine.profile == "cnc":
             assert m.state is expected_cnc_state(m.values), (mid, m.values)
     assert "OK: all 12 configured machine(s) sent data" in output
+    assert re.search(r"\] lathe-01 +execution='(ACTIVE|READY|STOPPED)' spindle_rpm=[0-9.]+ alarm=(True|False)", output)
+    assert re.search(r"\] lathe-01 +-> (BUSY|IDLE|SETUP|DOWN): ", output)
     assert not (tmp_path / "data").exists()  # nothing written
 
 
@@ -236,3 +241,38 @@ data_dir: {tmp_path / "data"}
     assert f"PROBLEM source cell (opcua): server certificate of {opcua_server.url} is not trusted" in output
     rejected = list((tmp_path / "data" / "sources" / "cell" / "pki" / "rejected").glob("*.der"))
     assert len(rejected) == 1 and str(rejected[0]) in output  # the admin moves it to pki/trusted/
+
+
+async def test_switched_off_machine_shows_over_opcua(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> None:
+    """Test that a machine switched off in the simulator turns its tags BadNoCommunication (check sees it
+    offline with that reason) and its OPC 40001 item state NotAvailable."""
+    endpoint = f"opc.tcp://127.0.0.1:{free_port()}"
+    monkeypatch.setenv("OPCUA_ENDPOINT", endpoint)
+    monkeypatch.setenv("COLLECTOR_DATA", str(tmp_path / "data"))
+    plant = plant_from_config(load_config(CONFIG / "example.yaml"))
+    server = OpcUaPlant(plant, endpoint)
+    await server.start()
+    try:
+        await server.publish(Sample("lathe-01", {"execution": "ACTIVE", "spindle_rpm": 1200.0, "alarm": False,
+                                                 "mode": "AUTO", "item_state": 5006, "operation_mode": 5026},
+                                    time.time_ns()))
+        loaded = load_config(CONFIG / "simulate-opcua.yaml")
+        out = io.StringIO()
+        checker = Checker(loaded, out)
+        stop = asyncio.Event()
+        task = asyncio.create_task(checker.run(30, stop))
+        lathe = checker.machines["lathe-01"]
+        await until(lambda: lathe.state is State.BUSY, 20, "lathe-01 busy")
+        await server.switched_off("lathe-01", time.time_ns())
+        await until(lambda: lathe.state is State.OFFLINE, 20, "lathe-01 offline")
+        assert "BadNoCommunication" in lathe.reason
+        assert "lathe-01       execution: BadNoCommunication" in out.getvalue()
+        assert "lathe-01       -> OFFLINE: bad quality: " in out.getvalue()
+        assert server.server is not None
+        item = server.server.get_node(ua.NodeId("Machinery.lathe-01.MachineryItemState.CurrentState.Id",
+                                                server.ns["urn:collector:simulate"]))
+        assert (await item.read_value()).Identifier == 5005  # NotAvailable
+        stop.set()
+        assert await task == EXIT_OK  # the other machines' tags have their initial values: data too
+    finally:
+        await server.stop()

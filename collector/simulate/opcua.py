@@ -1,5 +1,9 @@
 """Serving the simulated plant as an OPC UA server (asyncua's server), two ways at once:
 
+A machine switched off goes silent, as with ``type: simulate``; here that shows as a gateway
+would show it: its plain tags turn ``BadNoCommunication`` and its OPC 40001 item state
+``NotAvailable`` (subscriptions report changes only, so silence alone would look like no change).
+
 - plain tags, as a CNC gateway exposes them: ``Objects/Machines/<machine>/{Execution, SpindleSpeed,
   Alarm, Mode, PackMLState}`` with node ids ``nsu=urn:collector:simulate;s=<machine>.Execution``…
 - the OPC 40001 (OPC UA for Machinery) shape that ``discover: machinery`` reads: the Machinery
@@ -85,6 +89,22 @@ class OpcUaPlant:
             await self._write(ua.NodeId(base, sim), ua.LocalizedText(states[value], "en"),
                               ua.VariantType.LocalizedText, sample.ts_ns)
             await self._write(ua.NodeId(f"{base}.Id", sim), ua.NodeId(value, m), ua.VariantType.NodeId, sample.ts_ns)
+
+    async def switched_off(self, machine: str, ts_ns: int) -> None:
+        """A machine was switched off (it went silent): its gateway's tags lose communication
+        (Bad status, so a client sees bad quality), its OPC 40001 item state is NotAvailable."""
+        assert self.server is not None
+        sim, m = self.ns[SIM_URI], self.ns[MACHINERY_URI]
+        ts = _datetime(ts_ns)
+        for tag in TAGS:
+            node = ua.NodeId(f"{machine}.{tag}", sim)
+            self._last.pop(node.to_string(), None)  # the next sample writes every tag again
+            await self.server.write_attribute_value(node, ua.DataValue(
+                StatusCode=ua.StatusCode(ua.StatusCodes.BadNoCommunication), SourceTimestamp=ts, ServerTimestamp=ts))
+        base = f"Machinery.{machine}.MachineryItemState.CurrentState"
+        await self._write(ua.NodeId(base, sim), ua.LocalizedText(ITEM_STATES[5005], "en"),
+                          ua.VariantType.LocalizedText, ts_ns)
+        await self._write(ua.NodeId(f"{base}.Id", sim), ua.NodeId(5005, m), ua.VariantType.NodeId, ts_ns)
 
     async def _write(self, node: ua.NodeId, value: Any, vtype: ua.VariantType, ts_ns: int) -> None:
         key = node.to_string()
