@@ -5,8 +5,9 @@ The new file is loaded and validated exactly as at start-up; an invalid one is r
 errors logged (and returned to the HTTP caller) and the running config stays. A valid one is
 handed to ``Engine.apply``: machines added or removed take effect, unchanged machines keep
 their state, since-time and durations, and only the sources whose settings or machines changed
-are reopened. Sections read once at start-up (``influx``, ``outbox``, ``http``, ``data_dir``,
-``tracker.interval``) take effect at the next restart; the reload says so.
+are reopened. Settings read once at start-up (``influx``, ``outbox``, ``http``, ``data_dir``,
+``shard``, ``tracker.interval``) keep their running values until the next restart; the reload
+says so.
 
 The pid file ``<data_dir>/collector.pid`` lets ``collector reload`` find the process.
 """
@@ -33,8 +34,9 @@ if TYPE_CHECKING:
 log = logging.getLogger(__name__)
 
 PID_FILE = "collector.pid"
-# Sections a running collector cannot switch: they are read once at start-up.
-RESTART_ONLY = ("influx", "outbox", "http", "data_dir", "tracker")
+# Settings a running collector cannot switch: read once at start-up. A reload keeps the running
+# values (so every tracker keeps one interval length) and says a restart is needed.
+RESTART_ONLY = ("influx", "outbox", "http", "data_dir", "shard", "tracker.interval")
 KINDS = ("machines_added", "machines_removed", "machines_changed", "sources_added", "sources_removed",
          "sources_restarted", "needs_restart")
 
@@ -68,8 +70,29 @@ def diff(old: Config, running: Sequence[ResolvedMachine], new: LoadedConfig) -> 
     touched |= {after[mid].source for mid in out["machines_added"] + out["machines_changed"]}
     out["sources_restarted"] = [s for s in new_sources if s in old_sources
                                 and (old_sources[s] != new_sources[s] or s in touched)]
-    out["needs_restart"] = [name for name in RESTART_ONLY if getattr(old, name) != getattr(new.config, name)]
+    out["needs_restart"] = [path for path in RESTART_ONLY if _get(old, path) != _get(new.config, path)]
     return out
+
+
+def _get(config: Config, path: str) -> object:
+    value: object = config
+    for part in path.split("."):
+        value = getattr(value, part)
+    return value
+
+
+def keep_running_settings(running: Config, new: Config) -> list[str]:
+    """Put the running values of the start-up-only settings into ``new``; returns the changed ones."""
+    changed = []
+    for path in RESTART_ONLY:
+        if _get(running, path) != _get(new, path):
+            changed.append(path)
+            *parents, last = path.split(".")
+            target: object = new
+            for part in parents:
+                target = getattr(target, part)
+            setattr(target, last, _get(running, path))
+    return changed
 
 
 def describe(changes: dict[str, list[str]]) -> list[str]:
@@ -100,7 +123,9 @@ class Reloader:
                           self.path, len(problems), "\n  ".join(problems))
                 return False, problems
             mask_secrets(secrets_of(new.config))
+            restart = keep_running_settings(self.engine.config, new.config)
             changes = await self.engine.apply(new)
+            changes["needs_restart"] = restart
             lines = describe(changes)
             log.info("reloaded %s: %s", self.path, "; ".join(lines))
             return True, lines

@@ -76,10 +76,20 @@ async def test_reload_adds_and_removes_machines_and_keeps_the_others(tmp_path: P
     assert gone[-1].state is State.OFFLINE and gone[-1].reason == "removed from the config"
     await until(lambda: engine.trackers["new"].state is not State.OFFLINE, 20, "the new machine's first state")
 
+    text = cfg.read_text()
+    cfg.write_text(text + "tracker: {interval: 5s, debounce: 1s}\n")  # interval: start-up only; debounce: now
+    taken, lines = await Reloader(engine, cfg).reload()
+    assert taken and lines[-1] == "changed, but read at start-up only (restart to apply): tracker.interval"
+    assert engine.config.tracker.interval == 60.0 and engine.config.tracker.debounce == 1.0
+    assert {t.interval_ns for t in engine.trackers.values()} == {60 * 10**9}  # one interval length for all
+    assert engine.trackers["keep"].debounce_ns == 10**9
+    cfg.write_text(text)
+
+    running = dict(engine.trackers)
     plant(cfg, ["keep", "new", "third"], broken=True)
     taken, errors = await Reloader(engine, cfg).reload()
     assert not taken and any("machines[0].profile: unknown profile 'nope'" in e for e in errors)
-    assert set(engine.trackers) == {"keep", "new"} and engine.trackers["keep"] is kept
+    assert engine.trackers == running  # the very same trackers, nothing added
     stop.set()
     await runner
 
