@@ -119,7 +119,8 @@ async def _handle(engine: Engine, reader: asyncio.StreamReader, writer: asyncio.
             status, doc = await _reload_route(parts[0], reload)
             ctype, body = "application/json", json.dumps(doc).encode()
         else:
-            status, body = "404 Not Found", b"not found: try /healthz /readyz /metrics /api/v1/machines\n"
+            status, body = "404 Not Found", (b"not found: try /healthz /readyz /metrics /api/v1/machines "
+                                             b"/api/v1/machines/{id}\n")
         writer.write(f"HTTP/1.1 {status}\r\nContent-Type: {ctype}\r\nContent-Length: {len(body)}\r\n"
                      "Connection: close\r\n\r\n".encode() + body)
         await writer.drain()
