@@ -238,6 +238,9 @@ class Checker:
             print(f"FAILED: {len(no_data)} of {configured} configured machine(s) sent no data: "
                   f"{', '.join(m.machine.info.id for m in no_data)}", file=self.out)
             return EXIT_NO_DATA
+        if not any(m.messages for m in self.machines.values()):  # e.g. discovery only, and it found nothing
+            print("FAILED: no machine sent data", file=self.out)
+            return EXIT_NO_DATA
         print(f"OK: all {configured} configured machine(s) sent data", file=self.out)
         return EXIT_OK
 

@@ -5,6 +5,7 @@ problem named (with a non-zero exit) when a topic or node id is wrong."""
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import io
 import re
 import subprocess
@@ -72,8 +73,9 @@ async def run_check(path: Path, text_edit: Callable[[str], str] | None = None, *
     done = settle or (lambda c: all(m.messages > 0 for m in c.machines.values() if m.configured))
 
     async def watch() -> None:
-        await until(lambda: done(checker), duration, "check to see every machine")
-        stop.set()
+        with contextlib.suppress(TimeoutError):  # then check's own duration ends it
+            await until(lambda: done(checker), duration, "check to see every machine")
+            stop.set()
 
     watcher = asyncio.create_task(watch())
     code = await checker.run(duration, stop)
@@ -276,3 +278,18 @@ async def test_switched_off_machine_shows_over_opcua(monkeypatch: pytest.MonkeyP
         assert await task == EXIT_OK  # the other machines' tags have their initial values: data too
     finally:
         await server.stop()
+
+
+async def test_check_fails_when_discovery_finds_nothing(tmp_path: Path) -> None:
+    """Test that a config that only discovers machines fails when no server answers (no machine at all)."""
+    config = tmp_path / "discover.yaml"
+    config.write_text(f"""
+site: {{plant: p}}
+sources:
+  - {{id: hall, type: opcua, endpoint: "opc.tcp://127.0.0.1:{free_port()}", discover: machinery, timeout: 1s}}
+data_dir: {tmp_path / "data"}
+""")
+    code, output, checker = await run_check(config, duration=2, settle=lambda c: False)
+    assert code == EXIT_NO_DATA and checker.machines == {}
+    assert "PROBLEM source hall (opcua): cannot connect to opc.tcp://127.0.0.1:" in output
+    assert output.rstrip().endswith("FAILED: no machine sent data")
