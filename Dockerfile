@@ -3,6 +3,8 @@
 #   docker build -t machine-collector .
 #   docker run -v $PWD/config.yaml:/etc/collector/config.yaml -v collector-data:/var/lib/collector \
 #              -e INFLUX_TOKEN=... machine-collector
+#   docker run -p 1883:1883 ... machine-collector simulate --mqtt broker:1883   (the demo plant)
+# deploy/compose.yaml runs the whole stack with it.
 FROM python:3.11-slim
 
 ENV PYTHONDONTWRITEBYTECODE=1 PYTHONUNBUFFERED=1 PIP_NO_CACHE_DIR=1 PIP_DISABLE_PIP_VERSION_CHECK=1
@@ -19,11 +21,11 @@ RUN pip install . && mkdir -p /etc/collector && cp config/example.yaml /etc/coll
 USER collector
 WORKDIR /var/lib/collector
 VOLUME ["/var/lib/collector"]
-# Relative data paths resolve against the config file's folder; keep state in the volume.
+# Everything the collector keeps (outbox, tracker state, certificates) lives under data_dir: the volume.
 ENV COLLECTOR_DATA_DIR=/var/lib/collector \
-    COLLECTOR_OUTBOX__PATH=/var/lib/collector/outbox.sqlite \
     COLLECTOR_HTTP__HOST=0.0.0.0
-EXPOSE 9180
+# 9180: the status HTTP server; 4840: OPC UA, when the image runs `collector simulate --opcua`.
+EXPOSE 9180 4840
 HEALTHCHECK --interval=30s --timeout=3s CMD python -c "import urllib.request; urllib.request.urlopen('http://127.0.0.1:9180/healthz', timeout=2)"
 ENTRYPOINT ["collector"]
 CMD ["run", "-c", "/etc/collector/config.yaml"]

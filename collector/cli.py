@@ -28,6 +28,11 @@ examples:
   collector run -c config.yaml            collect and write to InfluxDB (through the outbox)
   collector run -c config.yaml --print    write line protocol to stdout instead
   collector schema > collector.schema.json   JSON Schema for editor autocompletion
+  collector simulate --mqtt 127.0.0.1:1883 --sparkplug --opcua opc.tcp://0.0.0.0:4840
+                                          publish the demo plant for real (MQTT JSON, Sparkplug B, OPC UA)
+  collector check -c config.yaml --for 30s
+                                          read every source, show signals, states and problems; write nothing
+  collector reload -c config.yaml         make a running collector take the edited config
 
 Environment variables COLLECTOR_<SECTION>__<FIELD> override the file
 (e.g. COLLECTOR_INFLUX__TOKEN); the YAML may use ${VAR}, ${VAR:-default}, ${file:/path}.
@@ -47,6 +52,8 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--version", action="version", version=f"%(prog)s {__version__}")
     parser.add_argument("--log-level", default="INFO", choices=["DEBUG", "INFO", "WARNING", "ERROR"],
                         help="log verbosity (default: INFO); logs go to stderr")
+    parser.add_argument("--log-format", default="text", choices=["text", "json"],
+                        help="text (default), or one JSON object per line for log shippers")
     sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
 
     run = sub.add_parser("run", help="collect machine states and write them",
@@ -90,16 +97,82 @@ def build_parser() -> argparse.ArgumentParser:
                       help="print state changes as log lines instead of the live board")
     demo.set_defaults(func=cmd_demo)
 
+    _register_ops(sub)
+
     from dashboards.cli import register
 
     register(sub)
     return parser
 
 
+def _duration(text: str) -> float:
+    from collector.durations import parse_duration
+
+    try:
+        return float(parse_duration(text))
+    except ValueError as exc:
+        raise argparse.ArgumentTypeError(str(exc)) from None
+
+
+def _host_port(text: str) -> tuple[str, int]:
+    host, _, port = text.rpartition(":")
+    if not host or not port.isdigit():
+        raise argparse.ArgumentTypeError(f"expected HOST:PORT, got {text!r}")
+    return host, int(port)
+
+
+def _register_ops(sub: argparse._SubParsersAction) -> None:  # type: ignore[type-arg]
+    simulate = sub.add_parser(
+        "simulate", help="publish the simulated plant to an MQTT broker and/or as an OPC UA server",
+        description="The demo plant published for real, with the same seeded behaviour as `type: simulate`: "
+                    "every machine's quantities (execution, spindle_rpm, alarm, mode, packml_state, item_state, "
+                    "operation_mode) as MQTT JSON on factory/<plant>/<line>/<machine>/status, as a Sparkplug B "
+                    "edge node (group <plant>, device <machine>), and as an OPC UA server with plain tags "
+                    "(nsu=urn:collector:simulate;s=<machine>.Execution ...) and OPC 40001 machines. "
+                    "config/simulate-*.yaml read it. Ctrl-C stops.")
+    simulate.add_argument("-c", "--config", type=Path, default=None,
+                          help="the plant: the machines of its `simulate` source (default: config/example.yaml)")
+    simulate.add_argument("--mqtt", type=_host_port, metavar="HOST:PORT", help="publish to this MQTT broker")
+    simulate.add_argument("--sparkplug", action="store_true", help="also publish as a Sparkplug B edge node")
+    simulate.add_argument("--no-json", action="store_true", help="no JSON messages (e.g. Sparkplug B only)")
+    simulate.add_argument("--topic", default=None,
+                          help="JSON topic template (default: factory/{plant}/{line}/{machine}/status)")
+    simulate.add_argument("--opcua", metavar="ENDPOINT", help="serve OPC UA here, e.g. opc.tcp://0.0.0.0:4840")
+    simulate.add_argument("--seed", type=int, default=None, help="random seed (default: the config's)")
+    simulate.add_argument("--speed", type=float, default=None, help="time-lapse factor (default: the config's)")
+    simulate.add_argument("--publish-every", type=_duration, default=None, metavar="DURATION",
+                          help="how often each machine publishes (default: the config's)")
+    simulate.add_argument("--for", type=_duration, dest="duration", metavar="DURATION", help="stop after DURATION")
+    simulate.set_defaults(func=cmd_simulate)
+
+    check = sub.add_parser(
+        "check", help="read every source for a while: signals, states, problems; writes nothing",
+        description="Connect to every source with the real adapters and print, per machine, the signals as they "
+                    "arrive, the state the rules give and why, and every problem found (node not found, "
+                    "certificate refused, payload path missing, topic matched by no subscription, no data from "
+                    "a machine). Nothing is written. Exit status 0 when every configured machine sent data, "
+                    "1 when one did not, 2 when the config is invalid.")
+    check.add_argument("-c", "--config", type=Path, required=True, help="the YAML config file")
+    check.add_argument("--for", type=_duration, dest="duration", default=15.0, metavar="DURATION",
+                       help="how long to listen (default: 15s)")
+    check.set_defaults(func=cmd_check)
+
+    reload = sub.add_parser(
+        "reload", help="make a running collector take its edited config",
+        description="Validate the config, then ask the collector running it to reload: over its HTTP server "
+                    "(POST /api/v1/reload, which answers with what changed or why it refused) when `http` is "
+                    "enabled, else with SIGHUP to the pid in <data_dir>/collector.pid. An invalid config is "
+                    "refused here and by the collector, which keeps running the old one.")
+    reload.add_argument("-c", "--config", type=Path, required=True, help="the YAML config file")
+    reload.add_argument("--signal", action="store_true", help="use the pid file and SIGHUP even if HTTP is on")
+    reload.set_defaults(func=cmd_reload)
+
+
 def main(argv: list[str] | None = None) -> int:
+    from collector.logs import setup_logging
+
     args = build_parser().parse_args(argv)
-    logging.basicConfig(level=args.log_level, stream=sys.stderr,
-                        format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    setup_logging(args.log_level, args.log_format)
     code: int = args.func(args)
     return code
 
@@ -109,6 +182,9 @@ def cmd_validate(args: argparse.Namespace) -> int:
     if loaded is None:
         return 2
     config = loaded.config
+    from collector.logs import mask_secrets, secrets_of
+
+    mask_secrets(secrets_of(config))
     print(f"{args.config}: valid")
     print(f"site: plant {config.site.plant}")
     print(f"sources ({len(config.sources)}):")
@@ -159,6 +235,9 @@ def cmd_run(args: argparse.Namespace) -> int:
     loaded = load_or_report(args.config)
     if loaded is None:
         return 2
+    from collector.logs import mask_secrets, secrets_of
+
+    mask_secrets(secrets_of(loaded.config))
     from collector.sinks import PrintSink
 
     sink: Sink
@@ -177,16 +256,31 @@ def cmd_run(args: argparse.Namespace) -> int:
 async def _run(loaded: LoadedConfig, sink: Sink, duration: float | None) -> int:
     from collector.engine import Engine
     from collector.http import serve_status
+    from collector.reload import Reloader, pid_file
+    from collector.systemd import Systemd
 
     stop = asyncio.Event()
     _install_stop(stop, duration)
     engine = Engine(loaded, sink)
+    reloader = Reloader(engine, loaded.path)
+    reloader.install()
+    systemd = Systemd()
     # What exists now (modules, config, trackers) lives as long as the process: keep it out of
     # the garbage collector's full scans, which would walk it again and again (about 4% of the
     # CPU time of an MQTT backlog drain, bench/mqtt_ingest.py).
     gc.freeze()
-    async with serve_status(engine, loaded.config.http):
-        await engine.run(stop)
+    with pid_file(loaded.config.data_dir):
+        async with serve_status(engine, loaded.config.http, reload=reloader.reload):
+            runner = asyncio.create_task(engine.run(stop), name="engine")
+            watchdog = asyncio.create_task(systemd.watchdog(), name="systemd-watchdog")
+            await asyncio.sleep(0)  # the engine has opened its sink and started its sources
+            if not runner.done():
+                systemd.ready(f"{len(engine.trackers)} machine(s), {len(loaded.config.sources)} source(s)")
+            try:
+                await runner
+            finally:
+                systemd.stopping()
+                watchdog.cancel()
     return 0
 
 
@@ -202,3 +296,81 @@ def cmd_demo(args: argparse.Namespace) -> int:
         return 2
     return asyncio.run(run_demo(loaded, speed=args.speed, duration=args.duration, board=not args.no_board,
                                 install_stop=_install_stop))
+
+
+def cmd_simulate(args: argparse.Namespace) -> int:
+    from collector.simulate import DEFAULT_TOPIC, plant_from_config, simulate
+
+    if args.mqtt is None and args.opcua is None:
+        print("collector simulate: say where to publish: --mqtt HOST:PORT and/or --opcua ENDPOINT", file=sys.stderr)
+        return 2
+    # asyncua's server logs its whole address space build at INFO and warns that policy None is insecure.
+    logging.getLogger("asyncua").setLevel(max(logging.ERROR, logging.getLogger().level))
+    loaded = load_or_report(args.config or _default_example())
+    if loaded is None:
+        return 2
+    try:
+        plant = plant_from_config(loaded, seed=args.seed, speed=args.speed, publish_every=args.publish_every)
+    except ValueError as exc:
+        print(f"collector simulate: {exc}", file=sys.stderr)
+        return 2
+
+    async def go() -> int:
+        stop = asyncio.Event()
+        _install_stop(stop, args.duration)
+        await simulate(plant, stop, mqtt=args.mqtt, json_payloads=not args.no_json, sparkplug=args.sparkplug,
+                       topic=args.topic or DEFAULT_TOPIC, opcua=args.opcua)
+        return 0
+
+    try:
+        return asyncio.run(go())
+    except (ConnectionError, OSError) as exc:
+        print(f"collector simulate: {exc}", file=sys.stderr)
+        return 1
+
+
+def cmd_check(args: argparse.Namespace) -> int:
+    from collector.check import check
+    from collector.logs import mask_secrets, secrets_of
+
+    loaded = load_or_report(args.config)
+    if loaded is None:
+        return 2
+    mask_secrets(secrets_of(loaded.config))
+
+    async def go() -> int:
+        stop = asyncio.Event()
+        _install_stop(stop, None)
+        return await check(loaded, args.duration, sys.stdout, stop)
+
+    return asyncio.run(go())
+
+
+def cmd_reload(args: argparse.Namespace) -> int:
+    from collector.reload import signal_running
+
+    loaded = load_or_report(args.config)
+    if loaded is None:
+        print("not reloaded: the running collector keeps its config", file=sys.stderr)
+        return 2
+    http = loaded.config.http
+    if http.enabled and http.port and not args.signal:
+        import httpx
+
+        host = "127.0.0.1" if http.host in ("0.0.0.0", "::", "") else http.host
+        try:
+            reply = httpx.post(f"http://{host}:{http.port}/api/v1/reload", timeout=30)
+        except httpx.HTTPError as exc:
+            print(f"cannot reach the collector at {host}:{http.port}: {exc}; try --signal", file=sys.stderr)
+            return 1
+        body = reply.json()
+        for line in body.get("changes") or body.get("errors") or [body.get("error", reply.text)]:
+            print(line)
+        return 0 if reply.status_code == 200 else 1
+    try:
+        pid = signal_running(loaded.config.data_dir)
+    except (ProcessLookupError, PermissionError) as exc:
+        print(f"cannot signal the collector: {exc}", file=sys.stderr)
+        return 1
+    print(f"sent SIGHUP to the collector (pid {pid}); its log says what changed")
+    return 0

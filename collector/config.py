@@ -154,6 +154,14 @@ class Config(BaseSettings):
     data_dir: Path = Field(Path("data"), description="Where the collector keeps state (outbox, certificates). Relative paths are relative to the config file.")
 
     @model_validator(mode="after")
+    def _outbox_in_data_dir(self) -> Config:
+        """Everything the collector keeps lives under ``data_dir`` unless set otherwise: setting
+        ``data_dir`` alone must not leave the outbox behind."""
+        if "path" not in self.outbox.model_fields_set:
+            self.outbox.path = self.data_dir / "outbox.sqlite"
+        return self
+
+    @model_validator(mode="after")
     def _references(self) -> Config:
         """Cross-references between sections. Each problem is one line ``path: message`` so
         the loader can point at the YAML line."""

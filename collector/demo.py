@@ -87,6 +87,8 @@ async def run_demo(loaded: LoadedConfig, *, speed: float | None, duration: float
             while not runner.done():
                 live.update(render(engine.snapshot(), engine.clock(), title))
                 await asyncio.wait([runner], timeout=0.5)
+        if not console.is_terminal:  # a terminal gets its newline from Live; a pipe or file does not
+            console.line()
     await runner
     print(f"demo stopped: {engine.stats.state_changes} state changes, {sink.count} points produced")
     return 0

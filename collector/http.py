@@ -8,7 +8,8 @@ import asyncio
 import contextlib
 import json
 import logging
-from collections.abc import AsyncIterator
+import urllib.parse
+from collections.abc import AsyncIterator, Awaitable, Callable
 from typing import TYPE_CHECKING, Any
 
 from collector.figures import availability, idle_hours, utilization
@@ -19,6 +20,12 @@ if TYPE_CHECKING:
     from collector.engine import Engine
 
 log = logging.getLogger(__name__)
+
+# `POST /api/v1/reload`: (taken, lines) from collector.reload.Reloader.reload
+ReloadHook = Callable[[], Awaitable[tuple[bool, list[str]]]]
+# `/api/v1/machines?state=idle&line=turning`: the fields a query may filter on (exact match; a
+# field given several times matches any of its values).
+MACHINE_FILTERS = ("machine", "plant", "line", "cell", "state")
 
 
 def machines_json(engine: Engine) -> list[dict[str, Any]]:
@@ -60,13 +67,41 @@ def metrics_text(engine: Engine) -> str:
     return "\n".join(lines) + "\n"
 
 
-async def _handle(engine: Engine, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+def machines_route(engine: Engine, path: str, query: str) -> tuple[str, Any]:
+    """``/api/v1/machines`` (filtered by the query) and ``/api/v1/machines/{id}``: (status, JSON body)."""
+    machines = machines_json(engine)
+    if path != "/api/v1/machines":
+        mid = urllib.parse.unquote(path.removeprefix("/api/v1/machines/"))
+        found = [m for m in machines if m["machine"] == mid]
+        return ("200 OK", found[0]) if found else ("404 Not Found", {"error": f"no machine {mid!r}"})
+    filters = urllib.parse.parse_qs(query, keep_blank_values=True)
+    unknown = sorted(set(filters) - set(MACHINE_FILTERS))
+    if unknown:
+        return "400 Bad Request", {"error": f"unknown filter(s) {', '.join(unknown)}; "
+                                            f"known: {', '.join(MACHINE_FILTERS)}"}
+    return "200 OK", [m for m in machines if all(m[k] in values for k, values in filters.items())]
+
+
+async def _reload_route(method: str, reload: ReloadHook | None) -> tuple[str, Any]:
+    if reload is None:
+        return "404 Not Found", {"error": "reload is not available here"}
+    if method != "POST":
+        return "405 Method Not Allowed", {"error": "use POST"}
+    taken, lines = await reload()
+    if taken:
+        return "200 OK", {"reloaded": True, "changes": lines}
+    return "422 Unprocessable Entity", {"reloaded": False, "errors": lines}
+
+
+async def _handle(engine: Engine, reader: asyncio.StreamReader, writer: asyncio.StreamWriter,
+                  reload: ReloadHook | None = None) -> None:
     try:
         request = await asyncio.wait_for(reader.readline(), 5)
         while (await asyncio.wait_for(reader.readline(), 5)) not in (b"\r\n", b"\n", b""):
             pass  # headers are not needed
         parts = request.decode("latin-1").split()
         path = parts[1].split("?")[0] if len(parts) >= 2 else ""
+        query = parts[1].partition("?")[2] if len(parts) >= 2 else ""
         status, ctype, body = "200 OK", "text/plain; charset=utf-8", b"ok\n"
         if path == "/healthz":
             pass
@@ -77,10 +112,15 @@ async def _handle(engine: Engine, reader: asyncio.StreamReader, writer: asyncio.
                 body = f"sources not connected: {', '.join(down) or 'none yet'}\n".encode()
         elif path == "/metrics":
             ctype, body = "text/plain; version=0.0.4", metrics_text(engine).encode()
-        elif path == "/api/v1/machines":
-            ctype, body = "application/json", json.dumps(machines_json(engine)).encode()
+        elif path == "/api/v1/machines" or path.startswith("/api/v1/machines/"):
+            status, doc = machines_route(engine, path, query)
+            ctype, body = "application/json", json.dumps(doc).encode()
+        elif path == "/api/v1/reload":
+            status, doc = await _reload_route(parts[0], reload)
+            ctype, body = "application/json", json.dumps(doc).encode()
         else:
-            status, body = "404 Not Found", b"not found: try /healthz /readyz /metrics /api/v1/machines\n"
+            status, body = "404 Not Found", (b"not found: try /healthz /readyz /metrics /api/v1/machines "
+                                             b"/api/v1/machines/{id}\n")
         writer.write(f"HTTP/1.1 {status}\r\nContent-Type: {ctype}\r\nContent-Length: {len(body)}\r\n"
                      "Connection: close\r\n\r\n".encode() + body)
         await writer.drain()
@@ -91,12 +131,14 @@ async def _handle(engine: Engine, reader: asyncio.StreamReader, writer: asyncio.
 
 
 @contextlib.asynccontextmanager
-async def serve_status(engine: Engine, settings: HttpSettings) -> AsyncIterator[int | None]:
-    """Serve while the block runs; yields the bound port (None when disabled)."""
+async def serve_status(engine: Engine, settings: HttpSettings, *,
+                       reload: ReloadHook | None = None) -> AsyncIterator[int | None]:
+    """Serve while the block runs; yields the bound port (None when disabled). ``reload``
+    serves ``POST /api/v1/reload``."""
     if not settings.enabled:
         yield None
         return
-    server = await asyncio.start_server(lambda r, w: _handle(engine, r, w), settings.host, settings.port)
+    server = await asyncio.start_server(lambda r, w: _handle(engine, r, w, reload), settings.host, settings.port)
     port: int = server.sockets[0].getsockname()[1]
     log.info("status HTTP on http://%s:%d (/healthz /readyz /metrics /api/v1/machines)", settings.host, port)
     try:

@@ -33,7 +33,7 @@ class InfluxSettings(BaseModel):
 class OutboxSettings(BaseModel):
     model_config = ConfigDict(extra="forbid")
 
-    path: Path = Field(Path("data/outbox.sqlite"), description="SQLite file of the outbox (WAL mode). Relative: to the config file's folder.")
+    path: Path = Field(Path("data/outbox.sqlite"), description="SQLite file of the outbox (WAL mode). Default: `outbox.sqlite` in `data_dir`. Relative: to the config file's folder.")
     max_mb: float = Field(512.0, gt=0, description="Size bound of the stored points; past it the oldest points are dropped, counted and logged.")
     flush_interval: Duration = Field(1.0, gt=0, description="The sender drains at least this often: a point reaches InfluxDB within one flush interval while the link is up.")
     batch_size: int = Field(5000, gt=0, description="Points per write request.")
