@@ -177,9 +177,8 @@ class Engine:
                     self.trackers[mid].resume(carried[mid])
                 self._dirty.add(mid)
         await self._commit(out)
-        # A reopened source's task is cancelled wherever it waits. Between a batch's commit and its
-        # ack (MQTT PUBACKs) that leaves the batch unacknowledged: the broker delivers it again to a
-        # tracker that has already seen it. A safe point in _supervise would close that gap.
+        # A reopened source's task is cancelled wherever it waits; a batch being committed is
+        # committed and acknowledged first (_settle), so the broker does not deliver it again.
         for sid in changes["sources_removed"] + changes["sources_restarted"]:
             task = self._source_tasks.pop(sid, None)
             if task is not None:
@@ -265,10 +264,7 @@ class Engine:
                     self._lost.pop(source.id, None)
                     async for batch in adapter:
                         backoff.reset()
-                        out = self._process_all(batch.events)
-                        await self._commit(out)
-                        if batch.ack is not None:
-                            batch.ack()
+                        await self._settle(self._process_all(batch.events), batch.ack)
                 raise SourceError("the adapter's stream ended")
             except asyncio.CancelledError:
                 raise
@@ -290,6 +286,21 @@ class Engine:
             else:
                 await self._commit(self._process(lost))
             await asyncio.sleep(delay)
+
+    async def _settle(self, out: list[Output], ack: Callable[[], None] | None) -> None:
+        """Commit a batch's effect, then acknowledge it; a stop or a reload that cancels the
+        source meanwhile waits for both, so no batch is committed and left unacknowledged (the
+        broker would deliver it again to trackers that already have it)."""
+        async def commit_then_ack() -> None:
+            await self._commit(out)
+            if ack is not None:
+                ack()
+        settling = asyncio.ensure_future(commit_then_ack())
+        try:
+            await asyncio.shield(settling)
+        except asyncio.CancelledError:
+            await settling
+            raise
 
     def _failure(self, source: str, exc: Exception) -> str:
         """The reason a source is down; a failure that is not the network's is a bug: say so."""
