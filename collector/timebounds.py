@@ -24,6 +24,7 @@ from __future__ import annotations
 
 import dataclasses
 from collections.abc import Callable
+
 from collector.model import NS_PER_S, Connectivity, Reading, Sample
 
 FUTURE = "future_timestamp"
