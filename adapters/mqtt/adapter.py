@@ -403,7 +403,11 @@ class MqttAdapter:
             if len(self._routes) >= ROUTE_CACHE:
                 self._routes.clear()
             self._routes[topic] = route
-        route.handle(self, topic, payload, time.time_ns())
+        try:
+            route.handle(self, topic, payload, time.time_ns())
+        except Exception as exc:  # a decoder bug must cost one message, not the connection (paho would drop it)
+            log.exception("source %s: decoding %s failed", self.source_id, topic[:200])
+            self.report("decoder_error", f"{topic}: {type(exc).__name__}: {exc}")
 
     async def _iterate(self) -> AsyncIterator[Batch]:
         assert self._loop is not None

@@ -94,6 +94,8 @@ def metric_value(metric: Any) -> Any:
     if kind is None or kind in ("dataset_value", "template_value", "extension_value"):
         return None
     value = getattr(metric, kind)
+    if type(value) is bytes:  # a string that is not UTF-8 (protobuf does not check proto2 strings)
+        return None
     bits = _SIGNED_BITS.get(metric.datatype)
     if bits is not None and kind in ("int_value", "long_value"):
         # Publishers differ in sign-extending to 32 bits or not (-5 as Int16: 0xFFFFFFFB or
@@ -175,6 +177,9 @@ class SparkplugSession:
         unknown_alias = full = False
         for metric in msg.metrics:
             name = metric.name if metric.HasField("name") else None
+            if name is not None and type(name) is not str:  # protobuf hands over invalid UTF-8 as bytes
+                self.report("malformed_sparkplug", f"{topic}: a metric name that is not UTF-8")
+                continue
             if metric.HasField("alias"):
                 if birth and name is not None:
                     if metric.alias in node.aliases:
