@@ -180,3 +180,17 @@ async def test_odd_machine_ids_are_tracked_and_scrapeable(mosquitto: Mosquitto, 
         assert offline == set(CONFIGURED_ODD_IDS)  # no data yet
         listed = (await run.http.get("/api/v1/machines")).json()
         assert {m["machine"] for m in listed} == set(ODD_IDS) | set(CONFIGURED_ODD_IDS)
+
+
+def test_the_engine_caps_discovered_machines_per_source(tmp_path: Path) -> None:
+    """Test that the engine itself refuses a discovered machine past the source's `max_machines`
+    (configured machines count), whichever adapter found it: counted as `too_many_machines`."""
+    from collector.model import MachineFound
+
+    text = CONFIG.format(port=1, data_dir=tmp_path, extra="max_machines: 3",
+                         machines="machines:\n  - {id: cfg-1, source: line, profile: cnc}\n")
+    engine = Engine(load_config_text(text, "cap.yaml"), NullSink())
+    for i in range(5):
+        engine._process(MachineFound(machine=f"found-{i}", source="line", profile="cnc"))
+    assert sorted(engine.trackers) == ["cfg-1", "found-0", "found-1"]
+    assert engine.bad_input.counts[("line", "too_many_machines")] == 3
