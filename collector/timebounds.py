@@ -42,6 +42,12 @@ class TimeBounds:
     def of_seconds(cls, max_future_s: float, max_past_s: float | None) -> TimeBounds:
         return cls(int(max_future_s * NS_PER_S), None if max_past_s is None else int(max_past_s * NS_PER_S))
 
+    def within(self, ts_ns: int, now_ns: int) -> bool:
+        """The fast path: is ``ts_ns`` inside the bounds (nothing to do)?"""
+        if ts_ns > now_ns + self.max_future_ns:
+            return False
+        return self.max_past_ns is None or ts_ns >= now_ns - self.max_past_ns
+
     def check(self, ts_ns: int, now_ns: int) -> tuple[int | None, str | None]:
         """The timestamp to use (``None``: drop the event) and the bad-input kind (``None``: fine)."""
         if ts_ns > now_ns + self.max_future_ns:

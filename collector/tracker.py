@@ -61,6 +61,7 @@ class Tracker:
             raise ValueError("interval_ns must be positive")
         # Whole intervals, at least one: a gap is bridged only when it spans more than this.
         self.max_gap_intervals = max(1, max_gap_ns // interval_ns)
+        self._bridge_from_ns = (self.max_gap_intervals + 2) * interval_ns  # a roll this long is bridged
         self.gaps_bridged = 0
         self.info = info
         self.rules = rules
@@ -303,7 +304,7 @@ class Tracker:
         self.state, self.since_ns, self.reason = state, at, reason
 
     def _roll_to(self, until: int, out: list[Output]) -> None:
-        if (until - self.win_start_ns) // self.interval_ns > self.max_gap_intervals + 1:
+        if until - self.win_start_ns >= self._bridge_from_ns:
             self._bridge(until, out)
         while self.win_start_ns + self.interval_ns <= until:
             end = self.win_start_ns + self.interval_ns
