@@ -331,6 +331,10 @@ def run(inputs: int, rate: float, seed: int) -> dict[str, Any]:
         decoder_errors = bad.get("decoder_error", 0)
         crashes = int(not alive) + int(rc != 0) + tracebacks + decoder_errors + scrapes_failed
         stored_changes = [(r["state"], r["time"] // 1_000_000) for r in rows]
+        if sorted(stored_changes) != sorted(expected):
+            print(f"good-1 expected (state, ms): {expected}", file=sys.stderr)
+            print(f"good-1 stored: {[(r['time'], r['state'], r['previous'], r['reason']) for r in rows]}",
+                  file=sys.stderr)
         return {
             "inputs": inputs,
             "crashes": crashes,

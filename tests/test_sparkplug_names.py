@@ -88,10 +88,13 @@ async def test_aliases_rename_and_only_mapped_nodes_become_machines(mosquitto: M
             pub.publish("spBv1.0/G/DDATA/gw/lathe-9", payload([M(alias=7, value="ACTIVE"), M(alias=8, value="21")],
                                                               seq=2, timestamp=3))
             pub.publish("spBv1.0/G/NDATA/gw", payload([M(alias=2, value="4d")], seq=3, timestamp=4))
+            # The NDEATH of a node that is no machine and has none must not take the source offline.
+            pub.publish("spBv1.0/G/NDEATH/gw-2", payload([M("bdSeq", datatype=INT64, value=0)]))
             await until(lambda: sum(isinstance(e, Reading) for e in events) == 2, what="two readings")
-            await asyncio.sleep(0.2)  # the NDATA after them must not register the gateway either
+            await asyncio.sleep(0.2)  # the NDATA and NDEATH after them must not register or drop anything
     finally:
         pub.close()
+    assert not any(isinstance(e, Connectivity) and not e.online for e in events)
     found = [e.machine for e in events if isinstance(e, MachineFound)]
     assert found == ["lathe-9"]
     assert [(r.machine, r.signal, r.value, r.ts_ns) for r in events if isinstance(r, Reading)] == [

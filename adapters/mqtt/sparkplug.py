@@ -149,8 +149,10 @@ class SparkplugSession:
                 return []
             node.born = False
             node.seq = None
-            return [Connectivity(self.source, False, arrival_ns, f"Sparkplug NDEATH of {edge_node}",
-                                 node_machines(node.devices))]
+            machines = node_machines(node.devices)
+            if not machines:  # a node that is no machine and has none (a gateway): nothing goes offline
+                return []  # (a Connectivity without machines would mean the whole source)
+            return [Connectivity(self.source, False, arrival_ns, f"Sparkplug NDEATH of {edge_node}", machines)]
 
         if kind == "NBIRTH":
             node.bdseq = _bdseq(msg)
