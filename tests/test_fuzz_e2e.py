@@ -14,8 +14,8 @@ ROOT = Path(__file__).resolve().parent.parent
 
 def test_hostile_stream_leaves_the_collector_running_and_the_good_machine_exact() -> None:
     """Test that 3,000 hostile inputs of every kind crash nothing, stay within 150 MB, and that every
-    state change the well-formed machine published (counted from the messages) is stored, and
-    nothing else for it."""
+    state change the well-formed machine published (counted from the messages) is stored with its
+    state, in order, and nothing else for it."""
     done = subprocess.run([sys.executable, str(ROOT / "bench" / "fuzz.py"), "--inputs", "3000", "--rate", "2000",
                            "--seed", "7"], capture_output=True, text=True, timeout=600, cwd=ROOT)
     assert done.returncode == 0, done.stderr[-3000:]
