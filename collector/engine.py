@@ -26,6 +26,7 @@ from __future__ import annotations
 import asyncio
 import logging
 import time
+from collections import Counter
 from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass, field
 from typing import Any
@@ -80,11 +81,8 @@ class Engine:
         self.stats = EngineStats()
         self.machines: dict[str, ResolvedMachine] = {}
         self.trackers: dict[str, Tracker] = {}
-        # [robust] source timestamps far from our clock, machines per source, rules per profile (issue 12)
-        self.time_bounds = TimeBounds.of_seconds(self.config.tracker.max_future, self.config.tracker.max_past)
-        self.max_machines = {s.id: s.max_machines for s in self.config.sources}
+        self._limits(loaded)  # [robust]
         self.machines_per_source: dict[str, int] = {}
-        self._rules = {m.profile: m.rules for m in loaded.machines}
         self.shard = self.config.shard
         self._sources: dict[str, SourceConfig] = {s.id: s for s in self.config.sources}
         self._adapters: dict[str, Adapter] = {}
@@ -174,6 +172,7 @@ class Engine:
             self.machines.pop(mid)
             carried[mid] = self.trackers.pop(mid).snapshot()
         self.config = new.config
+        self._limits(new)  # [robust]
         self._sources = {s.id: s for s in new.config.sources}
         for machine in new.machines:
             mid = machine.info.id
@@ -182,6 +181,7 @@ class Engine:
                 if mid in carried:
                     self.trackers[mid].resume(carried[mid])
                 self._dirty.add(mid)
+        self.machines_per_source = dict(Counter(m.source for m in self.machines.values()))  # [robust]
         await self._commit(out)
         # A reopened source's task is cancelled wherever it waits; a batch being committed is
         # committed and acknowledged first (_settle), so the broker does not deliver it again.
@@ -199,6 +199,14 @@ class Engine:
                     self._source_tasks[source.id] = self._tg.create_task(self._supervise(source),
                                                                          name=f"source:{source.id}")
         return changes
+
+    def _limits(self, loaded: LoadedConfig) -> None:
+        """[robust] From the config (issue 12), at start and on reload: bounds on source timestamps
+        (collector/timebounds.py) and machines per source, and the compiled rules of each profile,
+        shared by the machines discovered with it."""
+        self.time_bounds = TimeBounds.of_seconds(loaded.config.tracker.max_future, loaded.config.tracker.max_past)
+        self.max_machines = {s.id: s.max_machines for s in loaded.config.sources}
+        self._rules = {m.profile: m.rules for m in loaded.machines}
 
     # -- machines --------------------------------------------------------------------------
 

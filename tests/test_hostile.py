@@ -16,7 +16,7 @@ import httpx
 import psutil
 from prometheus_client.parser import text_string_to_metric_families
 
-from collector.configfile import load_config_text
+from collector.configfile import LoadedConfig, load_config_text
 from collector.engine import Engine
 from collector.http import serve_status
 from collector.model import State
@@ -194,3 +194,24 @@ def test_the_engine_caps_discovered_machines_per_source(tmp_path: Path) -> None:
         engine._process(MachineFound(machine=f"found-{i}", source="line", profile="cnc"))
     assert sorted(engine.trackers) == ["cfg-1", "found-0", "found-1"]
     assert engine.bad_input.counts[("line", "too_many_machines")] == 3
+
+
+async def test_a_reload_applies_new_limits_and_rules_to_discovered_machines(tmp_path: Path) -> None:
+    """Test that after a reload, `max_machines`, `tracker.max_future` and a profile's new rules apply
+    to machines discovered from then on, and removed machines no longer count against the cap."""
+    from collector.model import MachineFound
+
+    def loaded(cap: int, when: str, machines: str, max_future: str) -> LoadedConfig:
+        text = CONFIG.format(port=1, data_dir=tmp_path, extra=f"max_machines: {cap}", machines=machines)
+        text = text.replace("execution == 'ACTIVE' or spindle > 50", when) + f"tracker: {{max_future: {max_future}}}\n"
+        return load_config_text(text, "reload.yaml")
+
+    configured = "machines:\n  - {id: cfg-1, source: line, profile: cnc}\n  - {id: cfg-2, source: line, profile: cnc}\n"
+    engine = Engine(loaded(2, "execution == 'ACTIVE'", configured, "5m"), NullSink())
+    engine._process(MachineFound(machine="found-0", source="line", profile="cnc"))
+    assert "found-0" not in engine.trackers  # 2 configured machines fill the cap of 2
+    await engine.apply(loaded(3, "spindle > 50", "", "1h"))  # both configured machines removed
+    engine._process(MachineFound(machine="found-1", source="line", profile="cnc"))
+    assert sorted(engine.trackers) == ["found-1"]
+    assert engine.machines["found-1"].rules.rules[1].when == "spindle > 50"
+    assert engine.time_bounds.max_future_ns == 3600 * 10**9
