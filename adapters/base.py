@@ -37,6 +37,9 @@ class SourceConfig(BaseModel):
     id: str = Field(description="Unique name of this source; machines refer to it with `source:`.",
                     examples=["cell-a"])
     type: str = Field(description="The adapter that reads this source.")
+    max_machines: int = Field(5000, gt=0, description=(
+        "Most machines this source may track, configured and discovered together; a new id past it is bad "
+        "input `too_many_machines` (so a flood of made-up ids cannot exhaust memory)."))
 
     def redelivers(self) -> bool:
         """Whether the source keeps what we did not acknowledge and delivers it again after a

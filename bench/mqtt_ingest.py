@@ -128,6 +128,7 @@ def role_collector(port: int, machines: int, base_ms: int, final_round: int, inf
     data_dir = tempfile.mkdtemp(prefix="bench-collector-")
     database = client_id.replace("-", "_")  # one per run: each counts only its own final changes
     lines = ["site: {plant: p1}", f"data_dir: {data_dir}", "http: {enabled: false}",
+             "tracker: {max_future: 2h}",  # the payload timestamps lie an hour ahead (see above)
              f"influx: {{url: '{influx_url}', api: v1, database: {database}, create_database: true}}",
              f"outbox: {{path: {data_dir}/outbox.sqlite, flush_interval: 0.2}}",
              "sources:", "  - id: line", "    type: mqtt", "    host: 127.0.0.1", f"    port: {port}",

@@ -95,6 +95,9 @@ class TrackerSettings(_Strict):
     stale_after: Duration | None = Field(
         None, description="No reading for this long makes a machine `offline` from its last reading on. Off by default: OPC UA subscriptions only report changes; set it for sources that publish periodically.")
     interval: Duration = Field(60.0, gt=0, description="Roll-up interval of `machine_availability`, aligned to the wall clock.")
+    max_future: Duration = Field(300.0, ge=0, description="A source timestamp further ahead of the collector's clock than this is bad input `future_timestamp`: the reading is taken at arrival time (a gateway whose clock runs ahead stays tracked; see README, Reliability).")
+    max_past: Duration | None = Field(604800.0, gt=0, description="A source timestamp older than this (default 7 days) is bad input `too_old` and dropped: the tracker has moved past it. `null`: no bound.")
+    max_gap: Duration = Field(86400.0, gt=0, description="Time without any tracking longer than this (a long stop, a clock jump) is bridged in one step: the machine goes `offline` at the gap's start and roll-ups are written only for the gap's last `max_gap`, so no gap costs work or memory in proportion to its length.")
 
 
 class HttpSettings(_Strict):

@@ -26,6 +26,7 @@ from __future__ import annotations
 import asyncio
 import logging
 import time
+from collections import Counter
 from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass, field
 from typing import Any
@@ -39,6 +40,7 @@ from collector.lineprotocol import to_line
 from collector.machines import ResolvedMachine, resolve_found
 from collector.model import NS_PER_S, Connectivity, Event, MachineFound, Output, Reading, Sample, StateChange, now_ns
 from collector.sinks import Sink
+from collector.timebounds import TimeBounds
 from collector.tracker import Tracker, TrackerStatus
 
 log = logging.getLogger(__name__)
@@ -79,6 +81,8 @@ class Engine:
         self.stats = EngineStats()
         self.machines: dict[str, ResolvedMachine] = {}
         self.trackers: dict[str, Tracker] = {}
+        self._limits(loaded)  # [robust]
+        self.machines_per_source: dict[str, int] = {}
         self.shard = self.config.shard
         self._sources: dict[str, SourceConfig] = {s.id: s for s in self.config.sources}
         self._adapters: dict[str, Adapter] = {}
@@ -168,6 +172,7 @@ class Engine:
             self.machines.pop(mid)
             carried[mid] = self.trackers.pop(mid).snapshot()
         self.config = new.config
+        self._limits(new)  # [robust]
         self._sources = {s.id: s for s in new.config.sources}
         for machine in new.machines:
             mid = machine.info.id
@@ -176,6 +181,7 @@ class Engine:
                 if mid in carried:
                     self.trackers[mid].resume(carried[mid])
                 self._dirty.add(mid)
+        self.machines_per_source = dict(Counter(m.source for m in self.machines.values()))  # [robust]
         await self._commit(out)
         # A reopened source's task is cancelled wherever it waits; a batch being committed is
         # committed and acknowledged first (_settle), so the broker does not deliver it again.
@@ -194,6 +200,14 @@ class Engine:
                                                                          name=f"source:{source.id}")
         return changes
 
+    def _limits(self, loaded: LoadedConfig) -> None:
+        """[robust] From the config (issue 12), at start and on reload: bounds on source timestamps
+        (collector/timebounds.py) and machines per source, and the compiled rules of each profile,
+        shared by the machines discovered with it."""
+        self.time_bounds = TimeBounds.of_seconds(loaded.config.tracker.max_future, loaded.config.tracker.max_past)
+        self.max_machines = {s.id: s.max_machines for s in loaded.config.sources}
+        self._rules = {m.profile: m.rules for m in loaded.machines}
+
     # -- machines --------------------------------------------------------------------------
 
     def _owns(self, machine: str) -> bool:
@@ -206,7 +220,9 @@ class Engine:
             machine.info, machine.rules, start_ns=start_ns,
             interval_ns=int(tracker_cfg.interval * NS_PER_S),
             debounce_ns=int(machine.debounce_s * NS_PER_S),
-            stale_after_ns=None if machine.stale_after_s is None else int(machine.stale_after_s * NS_PER_S))
+            stale_after_ns=None if machine.stale_after_s is None else int(machine.stale_after_s * NS_PER_S),
+            max_gap_ns=int(tracker_cfg.max_gap * NS_PER_S))
+        self.machines_per_source[machine.source] = self.machines_per_source.get(machine.source, 0) + 1
         saved = self._snapshots.pop(machine.info.id, None)
         if saved is not None:
             self._resume_tracker(machine, tracker, *saved)
@@ -368,6 +384,11 @@ class Engine:
 
     def _process(self, event: Event) -> list[Output]:
         self.stats.events += 1
+        if isinstance(event, Sample | Reading | Connectivity):  # [robust] time bounds first
+            bounded = self._time_bound(event)
+            if bounded is None:
+                return []
+            event = bounded
         if isinstance(event, Sample | Reading):
             tracker = self.trackers.get(event.machine)
             if tracker is None:
@@ -394,8 +415,12 @@ class Engine:
             if not self._owns(event.machine):
                 self.stats.other_shard += 1
                 return []
+            if self.machines_per_source.get(event.source, 0) >= self.max_machines.get(event.source, 0):  # [robust]
+                self.bad_input.report(event.source, "too_many_machines",
+                                      f"{event.machine!r} not tracked: the source has max_machines machines")
+                return []
             try:
-                machine = resolve_found(self.config, event)
+                machine = resolve_found(self.config, event, self._rules)  # [robust] rules shared per profile
             except ValueError as exc:
                 self.bad_input.report(event.source, "discovered_machine", f"{event.machine}: {exc}")
                 return []
@@ -403,6 +428,19 @@ class Engine:
             self._dirty.add(event.machine)
             log.info("discovered machine %s on source %s (profile %s)", event.machine, event.source, event.profile)
         return []
+
+    def _time_bound(self, event: Sample | Reading | Connectivity) -> Sample | Reading | Connectivity | None:
+        """[robust] The event with its timestamp inside ``tracker.max_future``/``max_past`` (see
+        collector/timebounds.py), or None when it is dropped; either is counted as bad input."""
+        now = self.clock()
+        if self.time_bounds.within(event.ts_ns, now):
+            return event
+        if isinstance(event, Connectivity):
+            source = event.source
+        else:
+            resolved = self.machines.get(event.machine)
+            source = resolved.source if resolved is not None else "engine"
+        return self.time_bounds.bound(event, now, lambda kind, detail: self.bad_input.report(source, kind, detail))
 
     # -- committing: points and the trackers' state in one transaction --------------------------
 

@@ -13,6 +13,8 @@ from collections.abc import AsyncIterator, Awaitable, Callable
 from typing import TYPE_CHECKING, Any
 
 from collector.figures import availability, idle_hours, utilization
+from collector.metrics import CONTENT_TYPE as METRICS_CONTENT_TYPE
+from collector.metrics import metrics_text
 from collector.model import NS_PER_S, State
 
 if TYPE_CHECKING:
@@ -39,32 +41,6 @@ def machines_json(engine: Engine) -> list[dict[str, Any]]:
             "idle_hours": idle_hours(st.totals_ns),
         })
     return out
-
-
-def metrics_text(engine: Engine) -> str:
-    lines = ["# TYPE collector_machine_state gauge"]
-    for mid, st in sorted(engine.snapshot().items()):
-        for s in State:
-            lines.append(f'collector_machine_state{{machine="{mid}",state="{s.value}"}} {int(st.state is s)}')
-    stats = engine.stats
-    lines += ["# TYPE collector_events_total counter", f"collector_events_total {stats.events}",
-              "# TYPE collector_state_changes_total counter", f"collector_state_changes_total {stats.state_changes}",
-              "# TYPE collector_lines_written_total counter", f"collector_lines_written_total {stats.lines_written}",
-              "# TYPE collector_bad_input_total counter"]
-    for (source, kind), n in sorted(engine.bad_input.counts.items()):
-        lines.append(f'collector_bad_input_total{{source="{source}",kind="{kind}"}} {n}')
-    lines.append("# TYPE collector_late_readings_total counter")
-    for why, n in sorted(engine.late_readings().items()):
-        lines.append(f'collector_late_readings_total{{why="{why}"}} {n}')
-    lines.append("# TYPE collector_source_up gauge")
-    for source, up in sorted(stats.source_online.items()):
-        lines.append(f'collector_source_up{{source="{source}"}} {int(up)}')
-    sink_stats = getattr(engine.sink, "stats", None)
-    if callable(sink_stats):
-        for key, value in sorted(sink_stats().items()):
-            if isinstance(value, int | float):
-                lines.append(f"collector_outbox_{key} {value}")
-    return "\n".join(lines) + "\n"
 
 
 def machines_route(engine: Engine, path: str, query: str) -> tuple[str, Any]:
@@ -111,7 +87,7 @@ async def _handle(engine: Engine, reader: asyncio.StreamReader, writer: asyncio.
                 status = "503 Service Unavailable"
                 body = f"sources not connected: {', '.join(down) or 'none yet'}\n".encode()
         elif path == "/metrics":
-            ctype, body = "text/plain; version=0.0.4", metrics_text(engine).encode()
+            ctype, body = METRICS_CONTENT_TYPE, metrics_text(engine)
         elif path == "/api/v1/machines" or path.startswith("/api/v1/machines/"):
             status, doc = machines_route(engine, path, query)
             ctype, body = "application/json", json.dumps(doc).encode()

@@ -12,6 +12,13 @@ How it keeps durations exact:
   events are never placed before it (they are clamped to it).
 - Readings older than the current state's start are counted (``out_of_order``) and ignored.
 - Time before the tracker started counts as ``offline``: the first interval is whole too.
+- No input costs work in proportion to a time gap. A stretch longer than ``max_gap_ns`` to roll
+  up at once (a restart after a long stop, the wall clock jumping years ahead on a gateway that
+  booted without a real-time clock) is *bridged*: the machine goes ``offline`` where the gap
+  starts (reason ``no data for ...``: nothing is known of that time), its current interval is
+  closed, and roll-ups are written only for the gap's last ``max_gap_ns`` (at most that many
+  intervals); the rest of the gap is counted as offline in one step and has no
+  ``machine_availability`` points. See ``_bridge``.
 """
 
 from __future__ import annotations
@@ -19,7 +26,7 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from typing import Any
 
-from collector.model import Interval, MachineInfo, Output, Quality, Reading, Sample, State, StateChange
+from collector.model import NS_PER_S, Interval, MachineInfo, Output, Quality, Reading, Sample, State, StateChange
 from collector.rules import RuleSet
 
 
@@ -43,11 +50,19 @@ class TrackerStatus:
     values: dict[str, Any] = field(default_factory=dict)
 
 
+DEFAULT_MAX_GAP_NS = 86_400 * NS_PER_S
+
+
 class Tracker:
     def __init__(self, info: MachineInfo, rules: RuleSet, *, start_ns: int, interval_ns: int,
-                 debounce_ns: int = 0, stale_after_ns: int | None = None) -> None:
+                 debounce_ns: int = 0, stale_after_ns: int | None = None,
+                 max_gap_ns: int = DEFAULT_MAX_GAP_NS) -> None:
         if interval_ns <= 0:
             raise ValueError("interval_ns must be positive")
+        # Whole intervals, at least one: a gap is bridged only when it spans more than this.
+        self.max_gap_intervals = max(1, max_gap_ns // interval_ns)
+        self._bridge_from_ns = (self.max_gap_intervals + 2) * interval_ns  # a roll this long is bridged
+        self.gaps_bridged = 0
         self.info = info
         self.rules = rules
         self.debounce_ns = debounce_ns
@@ -283,10 +298,14 @@ class Tracker:
             at += 1
         self._last_change_ns = at
         self._roll_to(at, out)
+        if state is self.state:  # the roll-up bridged a gap and went offline already
+            return
         out.append(StateChange(self.info, at, state, self.state, at - self.since_ns, reason))
         self.state, self.since_ns, self.reason = state, at, reason
 
     def _roll_to(self, until: int, out: list[Output]) -> None:
+        if until - self.win_start_ns >= self._bridge_from_ns:
+            self._bridge(until, out)
         while self.win_start_ns + self.interval_ns <= until:
             end = self.win_start_ns + self.interval_ns
             self._add(end - self.acc_pos_ns)
@@ -297,6 +316,35 @@ class Tracker:
         if until > self.acc_pos_ns:
             self._add(until - self.acc_pos_ns)
             self.acc_pos_ns = until
+
+    def _bridge(self, until: int, out: list[Output]) -> None:
+        """A gap of more than ``max_gap_intervals`` whole intervals to roll up: O(1), not O(gap).
+
+        The machine goes offline at the gap's start (``acc_pos_ns``, the last time anything was
+        known), the interval holding that moment is closed, the time up to the last
+        ``max_gap_intervals`` intervals before ``until`` is added to the offline total in one
+        step (no interval points for it), and the normal roll-up goes on from there.
+        """
+        gap_ns = until - self.acc_pos_ns
+        self.gaps_bridged += 1
+        self.pending = None
+        if self.state is not State.OFFLINE:
+            at = max(self.acc_pos_ns, self.since_ns)
+            if at == self._last_change_ns:  # one point per series and timestamp, as in _commit
+                at += 1
+            self._last_change_ns = at
+            self._add(at - self.acc_pos_ns)
+            self.acc_pos_ns = at
+            reason = f"no data for {gap_ns / NS_PER_S / 86400:.3g} days (a long stop or a clock jump)"
+            out.append(StateChange(self.info, at, State.OFFLINE, self.state, at - self.since_ns, reason))
+            self.state, self.since_ns, self._since_raw_ns, self.reason = State.OFFLINE, at, at, reason
+        end = self.win_start_ns + self.interval_ns  # close the interval the gap starts in
+        self._add(end - self.acc_pos_ns)
+        out.append(Interval(self.info, self.win_start_ns, end, self.acc, self.state))
+        resume = until - until % self.interval_ns - self.max_gap_intervals * self.interval_ns
+        self._add(resume - end)
+        self.acc = dict.fromkeys(State, 0)
+        self.win_start_ns = self.acc_pos_ns = resume
 
     def _add(self, ns: int) -> None:
         self.acc[self.state] += ns

@@ -25,6 +25,7 @@ S = NS_PER_S
 CONFIG = """
 site: {{plant: sz}}
 data_dir: {data_dir}
+tracker: {{max_future: 2h}}  # the engine's clock is held an hour back; arrival stamps are real time
 sources:
   - id: line-2
     type: mqtt

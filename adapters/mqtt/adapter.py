@@ -42,7 +42,14 @@ from adapters.base import AdapterContext, Batch, BoundMachine, SourceConfig, Sou
 from adapters.mqtt._lean_properties import install as install_lean_properties
 from adapters.mqtt.config import MqttSource, StatusTopic, Subscription
 from adapters.mqtt.payloads import MISSING, Getter, compile_path, parse_timestamp, parse_value
-from adapters.mqtt.sparkplug import NAMESPACE, SparkplugError, SparkplugSession, rebirth_payload
+from adapters.mqtt.sparkplug import (
+    NAMESPACE,
+    SignalNames,
+    SparkplugError,
+    SparkplugSession,
+    rebirth_payload,
+    signal_names,
+)
 from adapters.mqtt.topics import TopicTemplate, expand, subscription_filter
 from collector.model import Connectivity, Event, MachineFound, Reading, Sample
 
@@ -54,7 +61,9 @@ HIGH_WATER = 5_000
 LOW_WATER = 1_000
 READ_BURST = 256
 """Packets read per readable-socket callback before the loop gets its turn again."""
-ROUTE_CACHE = 50_000
+ROUTE_CACHE = 20_000
+"""Topics whose route is kept; past it the cache starts afresh (a flood of new topics costs
+a re-route each, never memory)."""
 RECV_CHUNK = 65_536
 RECEIVE_MAXIMUM = HIGH_WATER
 CATCHUP_IDLE_S = 0.5
@@ -64,6 +73,15 @@ come before an hour-old one of another machine.)"""
 CATCHUP_MAX_S = 120.0
 """A plant that never pauses for CATCHUP_IDLE_S: the wall clock takes over after this long."""
 _SCALAR = (str, int, float, bool)
+
+
+def _raise_if_cancelled() -> None:
+    """Python 3.11's ``wait_for`` swallows a cancellation that arrives just as what it waits for
+    completes (fixed in 3.12): the task then carries on connected, and a SIGTERM during connect
+    left the engine waiting for it for ever. The request is still on the task: honour it."""
+    task = asyncio.current_task()
+    if task is not None and task.cancelling():
+        raise asyncio.CancelledError
 
 
 class _Client(paho.Client):
@@ -130,11 +148,12 @@ class _Ignore(_Route):
 
 
 class _Json(_Route):
-    __slots__ = ("machine", "signals", "ts_format", "ts_getter")
+    __slots__ = ("found", "machine", "signals", "ts_format", "ts_getter")
 
     def __init__(self, machine: str, signals: list[tuple[str, Getter]], ts_getter: Getter | None,
-                 ts_format: str) -> None:
+                 ts_format: str, found: MachineFound | None) -> None:
         self.machine, self.signals, self.ts_getter, self.ts_format = machine, signals, ts_getter, ts_format
+        self.found = found  # a discovered machine, registered with its first message that decodes
 
     def handle(self, adapter: MqttAdapter, topic: str, payload: bytes | bytearray, arrival_ns: int) -> None:
         try:
@@ -164,14 +183,18 @@ class _Json(_Route):
                 adapter.report("wrong_type", f"{topic}: signal {signal!r} is a {type(value).__name__}, "
                                              "expected a number, boolean or string")
         if values:
+            if self.found is not None:
+                if not adapter.admit(self.found):
+                    return
+                self.found = None
             adapter.events.append(Sample(self.machine, values, ts))
 
 
 class _Value(_Route):
-    __slots__ = ("machine", "signal")
+    __slots__ = ("found", "machine", "signal")
 
-    def __init__(self, machine: str, signal: str) -> None:
-        self.machine, self.signal = machine, signal
+    def __init__(self, machine: str, signal: str, found: MachineFound | None) -> None:
+        self.machine, self.signal, self.found = machine, signal, found
 
     def handle(self, adapter: MqttAdapter, topic: str, payload: bytes | bytearray, arrival_ns: int) -> None:
         try:
@@ -182,6 +205,10 @@ class _Value(_Route):
         if value == "":
             adapter.report("wrong_type", f"{topic}: empty payload")
             return
+        if self.found is not None:
+            if not adapter.admit(self.found):
+                return
+            self.found = None
         adapter.events.append(Reading(self.machine, self.signal, value, arrival_ns))
 
 
@@ -217,24 +244,38 @@ def _state_online(text: str) -> bool | None:
 
 
 class _Sparkplug(_Route):
-    __slots__ = ("device", "edge_node", "group", "kind", "machine", "unknown")
+    __slots__ = ("device", "edge_node", "found", "group", "kind", "machine", "names", "unknown")
 
     def __init__(self, group: str, kind: str, edge_node: str, device: str, machine: str | None,
-                 unknown: str | None) -> None:
+                 found: MachineFound | None, unknown: str | None, names: SignalNames | None) -> None:
         self.group, self.kind, self.edge_node, self.device, self.machine = group, kind, edge_node, device, machine
-        self.unknown = unknown
+        # A machine `discover` may register: only once a message of it decodes to a mapped signal,
+        # so neither garbage nor an edge node without machine signals (a gateway) becomes a machine.
+        self.found = found
+        self.unknown, self.names = unknown, names
 
     def handle(self, adapter: MqttAdapter, topic: str, payload: bytes | bytearray, arrival_ns: int) -> None:
         assert adapter.sparkplug is not None
-        if self.unknown is not None:
+        found = self.found
+        if found is not None and adapter.is_known(found.machine):
+            self.machine, self.found, found = found.machine, None, None
+        if self.unknown is not None and found is None:
             adapter.report("unknown_machine", self.unknown)
         try:
             events = adapter.sparkplug.handle(
-                self.group, self.kind, self.edge_node, self.device, payload, arrival_ns, self.machine,
-                lambda devices: adapter.sparkplug_machines(self.group, self.edge_node, devices))
+                self.group, self.kind, self.edge_node, self.device, payload, arrival_ns,
+                self.machine if found is None else found.machine,
+                lambda devices: adapter.sparkplug_machines(self.group, self.edge_node, devices), self.names)
         except SparkplugError as exc:
             adapter.report(exc.kind, str(exc))
             return
+        if found is not None:
+            mid = found.machine
+            if any(type(e) is Reading and e.machine == mid for e in events) and adapter.admit(found):
+                self.machine, self.found = mid, None
+            else:  # not (yet) a machine: keep what is not about it (e.g. an NDEATH of its node)
+                events = [e for e in events if not (type(e) is Reading and e.machine == mid)
+                          and not (isinstance(e, Connectivity) and e.machines == (mid,))]
         adapter.events.extend(events)
 
 
@@ -253,6 +294,7 @@ class MqttAdapter:
                           if any(s.payload == "sparkplug_b" for s in config.subscriptions) else None)
         self._routes: dict[str, _Route] = {}
         self._getters: dict[str, Getter] = {}
+        self._names: dict[int, SignalNames] = {}  # per Sparkplug subscription: metric name -> signals
         self._client: _Client | None = None
         self._loop: asyncio.AbstractEventLoop | None = None
         self._loop_thread = 0
@@ -319,6 +361,7 @@ class MqttAdapter:
         self._received_at_connect = self.received
         try:
             await self._subscribe()
+            _raise_if_cancelled()
         except BaseException:
             self._close()
             raise
@@ -370,7 +413,11 @@ class MqttAdapter:
             if len(self._routes) >= ROUTE_CACHE:
                 self._routes.clear()
             self._routes[topic] = route
-        route.handle(self, topic, payload, time.time_ns())
+        try:
+            route.handle(self, topic, payload, time.time_ns())
+        except Exception as exc:  # a decoder bug must cost one message, not the connection (paho would drop it)
+            log.exception("source %s: decoding %s failed", self.source_id, topic[:200])
+            self.report("decoder_error", f"{topic}: {type(exc).__name__}: {exc}")
 
     async def _iterate(self) -> AsyncIterator[Batch]:
         assert self._loop is not None
@@ -467,30 +514,44 @@ class MqttAdapter:
             if sub.payload == "sparkplug_b":
                 return self._sparkplug_route(sub, levels)
             machine = expand(sub.machine_id, values)
-            if not self._known(machine, sub, values):
+            found = self._discoverable(machine, sub, values)
+            if found is None and not self.is_known(machine):
                 return _Drop("unknown_machine", f"{topic}: machine {machine!r} is not configured for source "
                                                 f"{self.source_id} and matches no `discover` pattern")
             if sub.payload == "value":
-                return _Value(machine, values.get("signal") or sub.signal or "value")
-            return self._json_route(topic, sub, machine)
+                return _Value(machine, values.get("signal") or sub.signal or "value", found)
+            return self._json_route(topic, sub, machine, found)
         return _Drop("unmatched_topic", f"{topic}: matches no subscription template")
 
-    def _known(self, machine: str, sub: Subscription, values: dict[str, str]) -> bool:
-        if not machine:
-            return False
-        if machine in self.machines or machine in self.found:
-            return True
+    def is_known(self, machine: str) -> bool:
+        return machine in self.machines or machine in self.found
+
+    def _discoverable(self, machine: str, sub: Subscription, values: dict[str, str]) -> MachineFound | None:
+        """The registration of ``machine`` if it is new and a `discover` pattern matches it; it is
+        made only by ``admit``, once a message of the machine has decoded (garbage registers nothing)."""
+        if not machine or self.is_known(machine):
+            return None
         for rule in sub.discover:
             if fnmatch.fnmatchcase(machine, rule.match):
-                self.found[machine] = rule.profile
-                self.events.append(MachineFound(
+                return MachineFound(
                     machine=machine, source=self.source_id, profile=rule.profile, name=machine,
                     plant=values.get("plant", ""), line=values.get("line", ""), cell=values.get("cell", ""),
-                    signals=dict(sub.signals)))
-                return True
-        return False
+                    signals=dict(sub.signals))
+        return None
 
-    def _json_route(self, topic: str, sub: Subscription, machine: str) -> _Route:
+    def admit(self, found: MachineFound) -> bool:
+        """Register a discovered machine (its first message decoded); False past ``max_machines``."""
+        if self.is_known(found.machine):
+            return True
+        if len(self.machines) + len(self.found) >= self.config.max_machines:
+            self.report("too_many_machines", f"{found.machine!r} not tracked: source {self.source_id} has "
+                                             f"max_machines ({self.config.max_machines}) machines")
+            return False
+        self.found[found.machine] = found.profile
+        self.events.append(found)
+        return True
+
+    def _json_route(self, topic: str, sub: Subscription, machine: str, found: MachineFound | None) -> _Route:
         paths = sub.signals or (self.machines[machine].signals if machine in self.machines else {})
         if not paths:
             return _Drop("no_signals", f"{topic}: neither the subscription nor machine {machine!r} maps any signal")
@@ -499,7 +560,7 @@ class MqttAdapter:
             ts_getter = None if sub.timestamp is None else self._getter(sub.timestamp)
         except ValueError as exc:
             return _Drop("bad_path", f"{topic}: {exc}")
-        return _Json(machine, signals, ts_getter, sub.timestamp_format)
+        return _Json(machine, signals, ts_getter, sub.timestamp_format, found)
 
     def _getter(self, path: str) -> Getter:
         getter = self._getters.get(path)
@@ -511,7 +572,7 @@ class MqttAdapter:
         if "{" not in status.machine_id or (not template.names and status.machine_id == "{machine}"):
             return _Status((), status, f"source {self.source_id}")  # the whole source
         machine = expand(status.machine_id, values)
-        if self.sparkplug is not None and machine not in self.machines and machine not in self.found:
+        if self.sparkplug is not None and not self.is_known(machine):
             # an edge node's status: its devices as well
             return _Status(tuple(self._node_machines(machine)), status, f"edge node {machine}")
         return _Status((machine,), status, f"machine {machine}")
@@ -529,13 +590,17 @@ class MqttAdapter:
             return _Drop("bad_topic", f"{'/'.join(levels)}: unknown Sparkplug message type {kind!r}")
         values = {"group": group, "edge_node": node, "device": device, "machine": device or node}
         machine: str | None = expand(sub.machine_id, values)
-        unknown = None
-        if kind != "NDEATH" and not self._known(machine or "", sub, values):
+        unknown, found = None, None
+        if kind != "NDEATH" and not self.is_known(machine or ""):
+            found = self._discoverable(machine or "", sub, values)
             if device or kind == "NDATA":  # an NBIRTH of a node that is no machine itself is normal
                 unknown = (f"{'/'.join(levels)}: machine {machine!r} is not configured for source "
                            f"{self.source_id} and matches no `discover` pattern")
             machine = None  # still decoded: births carry the alias table and bdSeq, data the seq
-        return _Sparkplug(group, kind, node, device, machine, unknown)
+        names = self._names.get(id(sub))
+        if names is None and sub.signals:
+            names = self._names[id(sub)] = signal_names(sub.signals)
+        return _Sparkplug(group, kind, node, device, machine, found, unknown, names)
 
     def sparkplug_machines(self, group: str, edge_node: str, devices: set[str]) -> tuple[str, ...]:
         """The tracked machines of an edge node: the node itself and its devices."""
@@ -546,7 +611,7 @@ class MqttAdapter:
             for device in ("", *sorted(devices)):
                 values = {"group": group, "edge_node": edge_node, "device": device, "machine": device or edge_node}
                 machine = expand(sub.machine_id, values)
-                if (machine in self.machines or machine in self.found) and machine not in out:
+                if self.is_known(machine) and machine not in out:
                     out.append(machine)
         return tuple(out)
 

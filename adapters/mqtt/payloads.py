@@ -69,7 +69,10 @@ def compile_path(expression: str) -> Getter:
         raise PathError(f"bad path {expression!r}: {exc}") from exc
 
     def search(obj: Any) -> Any:
-        value = compiled.search(obj)
+        try:
+            value = compiled.search(obj)
+        except jmespath.exceptions.JMESPathError:  # e.g. length() of a number: the payload's shape is wrong
+            return MISSING
         return MISSING if value is None else value
 
     return search
