@@ -41,6 +41,12 @@ class SourceConfig(BaseModel):
         "Most machines this source may track, configured and discovered together; a new id past it is bad "
         "input `too_many_machines` (so a flood of made-up ids cannot exhaust memory)."))
 
+    def stamps_at_source(self) -> bool:
+        """Whether readings carry the source's own timestamps, which arrive some time after the
+        moment they name (transit, clock skew): then time is rolled up only to `tracker.lateness`
+        before now. Arrival-stamped readings cannot be late."""
+        return True
+
     def redelivers(self) -> bool:
         """Whether the source keeps what we did not acknowledge and delivers it again after a
         crash (a persistent MQTT session at QoS 1). Otherwise the time the collector was not

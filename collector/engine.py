@@ -75,6 +75,7 @@ class Engine:
         self.sink = sink
         self.clock = clock
         self.tick_s = tick_s
+        self._lateness_ns = int(self.config.tracker.lateness * NS_PER_S)
         self.backoff = (backoff_initial_s, backoff_cap_s)
         self.on_output = on_output
         self.bad_input = BadInput()
@@ -97,7 +98,7 @@ class Engine:
         self._snapshots: dict[str, tuple[dict[str, Any], int]] = {}
         self._dirty: set[str] = set()  # trackers changed since the last commit
         self._carry: list[Output] = []  # outputs made outside a batch (resuming), for the next commit
-        self._commit_lock = asyncio.Lock()
+        self._tail: asyncio.Future[None] | None = None  # the last write queued (see _enqueue)
         self._errors_logged: set[str] = set()
         self._stop_ns: int | None = None
         self._tg: asyncio.TaskGroup | None = None  # reload (apply) starts and stops source tasks in it
@@ -307,16 +308,17 @@ class Engine:
         """Commit a batch's effect, then acknowledge it; a stop or a reload that cancels the
         source meanwhile waits for both, so no batch is committed and left unacknowledged (the
         broker would deliver it again to trackers that already have it)."""
-        async def commit_then_ack() -> None:
-            await self._commit(out)
-            if ack is not None:
-                ack()
-        settling = asyncio.ensure_future(commit_then_ack())
-        try:
-            await asyncio.shield(settling)
-        except asyncio.CancelledError:
-            await settling
-            raise
+        written = self._enqueue(out)
+        if written is not None:
+            try:
+                await asyncio.shield(written)
+            except asyncio.CancelledError:
+                await written
+                if ack is not None:
+                    ack()
+                raise
+        if ack is not None:
+            ack()
 
     def _failure(self, source: str, exc: Exception) -> str:
         """The reason a source is down; a failure that is not the network's is a bug: say so."""
@@ -336,15 +338,19 @@ class Engine:
             await self._commit(self._tick())
 
     def _tick(self) -> list[Output]:
-        """Roll every tracker forward to the watermark: the wall clock, but never past an event
-        an adapter has read and not yet handed over."""
+        """Roll every tracker forward to the watermark: the wall clock (less the lateness a
+        source-stamped reading is allowed), but never past an event an adapter has read and not
+        yet handed over."""
         now = self._watermark()
+        late_now = min(now, self.clock() - self._lateness_ns)
         held = self._held_sources()
         out: list[Output] = []
         for source in [s for s in self._lost if s not in held]:
             out += self._process(self._lost.pop(source))
+        arrival = {sid for sid, cfg in self._sources.items() if not cfg.stamps_at_source()}
         for mid, tracker in self.trackers.items():
-            emitted = tracker.tick(now, hold=self.machines[mid].source in held)
+            sid = self.machines[mid].source
+            emitted = tracker.tick(now if sid in arrival else late_now, hold=sid in held)
             if emitted:
                 out += emitted
                 self._dirty.add(mid)
@@ -446,10 +452,19 @@ class Engine:
 
     async def _commit(self, out: list[Output]) -> None:
         """Store ``out`` and the state of every tracker changed since the last commit, at once."""
+        written = self._enqueue(out)
+        if written is not None:
+            await written
+
+    def _enqueue(self, out: list[Output]) -> asyncio.Future[None] | None:
+        """Take the trackers' state now (synchronously, right after the events that changed it)
+        and queue the write behind every write queued before: commits land in the order the
+        trackers changed, so the checkpoint on disk is always a state they really passed through.
+        The write goes on even if whoever awaits it is cancelled."""
         if self._carry:
             out, self._carry = self._carry + out, []
         if not out and not self._dirty:
-            return
+            return self._tail
         dirty, self._dirty = self._dirty, set()
         state = {mid: self.trackers[mid].snapshot() for mid in dirty if mid in self.trackers}
         for o in out:
@@ -461,12 +476,17 @@ class Engine:
         if out and self.on_output is not None:
             self.on_output(out)
         lines = [to_line(o) for o in out]
-        # One commit at a time, in the order the trackers changed: the checkpoint on disk is
-        # always a state the trackers really passed through.
-        async with self._commit_lock:
+        before = self._tail
+
+        async def write() -> None:
+            if before is not None:  # in order; an earlier failure is its own awaiter's to see
+                await asyncio.wait([before])
             await self.sink.write(lines, state)
-        self.stats.commits += 1
-        self.stats.lines_written += len(lines)
+            self.stats.commits += 1
+            self.stats.lines_written += len(lines)
+
+        self._tail = asyncio.ensure_future(write())
+        return self._tail
 
     async def _shutdown(self) -> None:
         now = self._stop_ns if self._stop_ns is not None else self.clock()
@@ -475,3 +495,4 @@ class Engine:
             out += tracker.stop(now)
             self._dirty.add(mid)
         await self._commit(out)
+

@@ -140,3 +140,6 @@ class MqttSource(SourceConfig):
 
     def redelivers(self) -> bool:
         return not self.clean_start and self.qos >= 1
+
+    def stamps_at_source(self) -> bool:
+        return any(s.timestamp is not None or s.payload == "sparkplug_b" for s in self.subscriptions)

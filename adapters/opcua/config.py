@@ -68,3 +68,6 @@ class OpcUaSource(SourceConfig):
         if self.password is not None and self.username is None:
             raise ValueError("`password` needs `username`")
         return self
+
+    def stamps_at_source(self) -> bool:
+        return self.timestamps == "source"

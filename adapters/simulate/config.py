@@ -15,3 +15,6 @@ class SimulateSource(SourceConfig):
     seed: int | None = Field(None, description="Random seed; the same seed gives the same plant.")
     publish_every: Duration = Field(1.0, gt=0, description="How often each machine publishes its signals.")
     speed: float = Field(1.0, gt=0, description="Time-lapse factor for the simulated behaviour (10: ten times faster cycles).")
+
+    def stamps_at_source(self) -> bool:
+        return False  # samples are made at the moment they are handed over
