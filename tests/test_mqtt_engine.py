@@ -184,3 +184,37 @@ async def test_broker_restart_mid_stream_loses_no_state_change(mosquitto: Mosqui
     seen = {(c.ts_ns, c.state) for c in of(changes, "cnc-07")}
     expected = {(T0 + (i + 1) * S, State.BUSY if states[i] == "ACTIVE" else State.IDLE) for i in range(n)}
     assert expected - seen == set()
+
+
+async def _late_by_one_second(broker: Mosquitto, tmp_path: Path, lateness: str) -> tuple[int, StateChange, int]:
+    """Run the engine on the real clock, let it roll time up to now, then publish a change stamped
+    a second ago (a slow network, a publisher clock behind ours)."""
+    text = CONFIG.format(port=broker.port, data_dir=tmp_path).replace(
+        "tracker: {max_future: 2h}", f"tracker: {{max_future: 2h, lateness: {lateness}}}")
+    changes: list[StateChange] = []
+    engine = Engine(load_config_text(text, "test.yaml"), NullSink(), tick_s=0.05,
+                    on_output=lambda out: changes.extend(o for o in out if isinstance(o, StateChange)))
+    stop = asyncio.Event()
+    task = asyncio.create_task(engine.run(stop))
+    pub = Publisher(broker)
+    try:
+        await until(lambda: engine.stats.source_online.get("line-2") is True, what="source connected")
+        await asyncio.sleep(1.5)  # ticks roll time up close to now (and past the stamp, with no lateness)
+        stamp_ms = time.time_ns() // 1_000_000 - 1000
+        pub.publish("factory/sz/turning/cnc-07/status", json.dumps({"exec": "ACTIVE", "alarm": False, "ts": stamp_ms}))
+        await until(lambda: bool(of(changes, "cnc-07")), what="the change")
+    finally:
+        pub.close()
+        stop.set()
+        await task
+    return stamp_ms * 1_000_000, of(changes, "cnc-07")[0], engine.late_readings()["clamped"]
+
+
+async def test_a_source_stamped_reading_within_the_lateness_counts_at_its_own_time(mosquitto: Mosquitto,
+                                                                                   tmp_path: Path) -> None:
+    """Test that a reading arriving a second after its payload stamp changes the state at that stamp
+    when `tracker.lateness` (default 2 s) allows it, and is clamped and counted when it does not."""
+    stamp, change, clamped = await _late_by_one_second(mosquitto, tmp_path / "a", "2s")
+    assert (change.state, change.ts_ns, clamped) == (State.BUSY, stamp, 0)
+    stamp, change, clamped = await _late_by_one_second(mosquitto, tmp_path / "b", "0s")
+    assert change.state is State.BUSY and change.ts_ns > stamp + 500_000_000 and clamped == 1
