@@ -152,7 +152,7 @@ def test_schemathesis_finds_nothing_against_the_openapi_description(served_in_th
                 @settings(max_examples=40, deadline=None, derandomize=True,
                           suppress_health_check=list(HealthCheck))
                 @given(case=op.as_strategy(generation_mode=mode))
-                def check(case: schemathesis.Case) -> None:
+                def check(case: schemathesis.Case, mode: GenerationMode = mode) -> None:
                     # Valid requests carry the token; invalid ones go as generated (their Authorization,
                     # if any, is made up), so the API must refuse them, with 401 or 400.
                     kwargs = case.as_transport_kwargs(base_url=base, headers=AUTH if mode is GenerationMode.POSITIVE

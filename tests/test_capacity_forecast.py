@@ -50,7 +50,8 @@ def test_known_weekly_pattern_gives_exactly_its_windows(tmp_path: Path) -> None:
     result = forecast(store.profile("lathe-01"), now, threshold=0.5)
 
     def at(day: int, hour: int) -> dt.datetime:
-        return dt.datetime(2026, 1, day, hour, tzinfo=BERLIN) if day <= 31 else dt.datetime(2026, 2, day - 31, hour, tzinfo=BERLIN)
+        """January's ``day`` (32 is 1 February) at ``hour``."""
+        return dt.datetime(2026, 1, 1, hour, tzinfo=BERLIN) + dt.timedelta(days=day - 1)
 
     expected = [(at(28, 22), at(29, 6)), (at(29, 22), at(30, 6)), (at(30, 22), at(31, 6)),
                 (at(31, 22), at(33, 6)),  # Saturday night, all Sunday, until Monday 06:00
