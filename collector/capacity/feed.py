@@ -108,7 +108,9 @@ class Feed:
                 self.publish()
                 next_full = loop.time() + period
             try:
-                await asyncio.wait_for(self.capacity.changed.wait(), max(0.0, next_full - loop.time()))
+                # asyncio.timeout, not wait_for: 3.11's wait_for can swallow the task's cancellation.
+                async with asyncio.timeout(max(0.0, next_full - loop.time())):
+                    await self.capacity.changed.wait()
             except TimeoutError:
                 continue
             self.capacity.changed.clear()
