@@ -40,7 +40,7 @@ sources:
     subscriptions:
       - topic: "shop/{{machine}}/status"
         payload: json
-        signals: {{execution: exec, alarm: alarm}}
+        signals: {{execution: exec, alarm: alarm, secret_probe: probe}}
 profiles:
   cnc:
     capabilities: {{process: turning}}
@@ -57,11 +57,11 @@ machines:
      capabilities: {{max_diameter_mm: 300, materials: [steel]}}}}
   - {{id: pub-mill, name: Public Mill, kind: mill, public: true, source: line-1, profile: cnc,
      capabilities: {{process: milling}}}}
-  - {{id: {private}, name: Secret Grinder, kind: grinder, source: line-1, profile: grinder,
-     signals: {{secret_probe: "probe"}}}}
+  - {{id: {private}, name: Secret Grinder, kind: grinder, source: line-1, profile: grinder}}
 capacity:
   timezone: Europe/Berlin
   feed: {{enabled: {feed}, broker: line-1, topic_prefix: {prefix}, period: {period}}}
+tracker: {{interval: 1s}}
 http: {{host: 127.0.0.1, port: 0}}
 """
 
