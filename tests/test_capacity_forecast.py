@@ -10,7 +10,7 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from collector.capacity.forecast import forecast
-from collector.capacity.profile import HOURS_PER_WEEK, ProfileStore
+from collector.capacity.profile import HOURS_PER_WEEK, ProfileStore, empty_buckets
 from collector.model import NS_PER_S, Interval, MachineInfo, State
 
 BERLIN = ZoneInfo("Europe/Berlin")
@@ -109,3 +109,33 @@ def test_an_interval_is_spread_without_loss(start_s: int, length_s: int, idle_s:
     assert len(buckets) == HOURS_PER_WEEK
     assert abs(sum(sum(b.values()) for b in buckets) - length_s) < 1e-6
     assert abs(sum(b[State.IDLE] for b in buckets) - idle_s) < 1e-6
+
+
+@settings(max_examples=80, deadline=None)
+@given(idle=st.lists(st.integers(0, 3600), min_size=HOURS_PER_WEEK, max_size=HOURS_PER_WEEK),
+       offline=st.lists(st.integers(0, 3600), min_size=HOURS_PER_WEEK, max_size=HOURS_PER_WEEK),
+       threshold=st.floats(0, 1), hour=st.integers(0, HOURS_PER_WEEK - 1))
+def test_windows_are_the_maximal_runs_of_hours_at_or_above_the_threshold(
+        idle: list[int], offline: list[int], threshold: float, hour: int) -> None:
+    """Test, for any profile, that the windows cover exactly the hours whose share is at least the
+    threshold, never touch each other, and expect the sum of their hours' shares."""
+    buckets = empty_buckets()
+    for i, bucket in enumerate(buckets):
+        bucket[State.IDLE], bucket[State.OFFLINE] = float(idle[i]), float(offline[i])
+        bucket[State.BUSY] = float(3600 - max(idle[i], offline[i]))
+    now = dt.datetime(2026, 1, 5, tzinfo=dt.UTC) + dt.timedelta(hours=hour, minutes=17)
+    result = forecast(buckets, now, threshold)
+    free = {i for i, s in enumerate(result.shares) if s is not None and s >= threshold}
+    covered: set[int] = set()
+    for w in result.windows:
+        first = int((w.start - result.start).total_seconds()) // 3600
+        last = int((w.end - result.start).total_seconds()) // 3600
+        hours = set(range(first, last))
+        assert hours <= free and not hours & covered and first - 1 not in free and last not in free
+        assert abs(w.expected_free_hours - sum(result.shares[i] or 0.0 for i in hours)) < 1e-9
+        covered |= hours
+    assert covered == free
+    for i, share in enumerate(result.shares):  # the shares are those of the hour of the week they stand for
+        bucket = buckets[(hour + i) % HOURS_PER_WEEK]
+        known = bucket[State.IDLE] + bucket[State.BUSY]
+        assert share == (None if known == 0 else bucket[State.IDLE] / known)

@@ -6,8 +6,6 @@ from __future__ import annotations
 import asyncio
 from pathlib import Path
 
-from selenium.webdriver.common.by import By
-
 from tests.browser import chromium
 from tests.capacity_helpers import PRIVATE_ID, PRIVATE_STRINGS, PUBLIC, plant_running
 from tests.fixtures._ports import until
@@ -26,9 +24,12 @@ async def test_page_shows_public_machines_and_follows_a_change(mosquitto: Mosqui
             await asyncio.to_thread(driver.get, f"{plant.base}/capacity")
 
             def rows() -> list[tuple[str, str]]:
-                return [(tr.get_attribute("data-machine") or "",
-                         tr.find_element(By.CSS_SELECTOR, "td[data-state]").get_attribute("data-state") or "")
-                        for tr in driver.find_elements(By.CSS_SELECTOR, "#machines tbody tr")]
+                # One script call: the page re-renders its rows on every refresh, so elements
+                # fetched one by one could go stale in between.
+                found = driver.execute_script(
+                    "return [...document.querySelectorAll('#machines tbody tr')]"
+                    ".map(tr => [tr.dataset.machine, tr.querySelector('td[data-state]').dataset.state]);")
+                return [(m, st) for m, st in found]
 
             async def shown() -> list[tuple[str, str]]:
                 return await asyncio.to_thread(rows)
@@ -42,9 +43,11 @@ async def test_page_shows_public_machines_and_follows_a_change(mosquitto: Mosqui
                     await asyncio.sleep(0.1)
 
             await wait_rows([("pub-mill", "idle"), ("pub-lathe", "busy")], 15, "first render")
-            heat_cells = await asyncio.to_thread(lambda: len(driver.find_elements(By.CSS_SELECTOR, "#heat td.cell")))
+            heat_cells = await asyncio.to_thread(
+                lambda: driver.execute_script("return document.querySelectorAll('#heat td.cell').length;"))
             assert heat_cells == 7 * 24
             source = await asyncio.to_thread(lambda: driver.page_source)
+            assert "process: turning · max_diameter_mm: 300 · materials: steel" in source  # what a buyer filters on
             assert set(PUBLIC) <= {m for m, _ in await shown()}
             for secret in PRIVATE_STRINGS:
                 assert secret not in source
