@@ -2,7 +2,7 @@
 (SQLite on disk, one transaction per batch as the engine emits them), and building every public
 machine's record (forecast included) as the API, page and MQTT feed do.
 
-    python bench/capacity.py [--machines 200] [--weeks 4]
+    python bench/capacity.py [--machines 200] [--weeks 1]
 
 Last line: one JSON object {"rollups_per_s": …, "records_ms": …, "record_bytes": …, "db_bytes": …}.
 """
@@ -35,7 +35,7 @@ MINUTE = 60 * NS_PER_S
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--machines", type=int, default=200)
-    parser.add_argument("--weeks", type=int, default=4, help="history fed before timing the records")
+    parser.add_argument("--weeks", type=int, default=1, help="history fed before timing the records")
     args = parser.parse_args()
     settings = CapacitySettings(timezone="Europe/Berlin")
     infos = [MachineInfo(f"m{i}", "p", kind="lathe", public=True) for i in range(args.machines)]

@@ -87,7 +87,7 @@ class ProfileStore:
 
     def add(self, intervals: Iterable[Interval]) -> None:
         """Add roll-ups to their machines' profiles, in one transaction."""
-        touched: set[str] = set()
+        dirty: dict[str, set[int]] = {}  # the buckets to write: those touched, all after a decay
         recent: dict[tuple[str, int], list[float]] = {}
         for iv in intervals:
             length = iv.end_ns - iv.start_ns
@@ -95,7 +95,7 @@ class ProfileStore:
                 continue
             mid = iv.machine.id
             buckets = self.buckets.setdefault(mid, empty_buckets())
-            touched.add(mid)
+            hours = dirty.setdefault(mid, set())
             for a, b in _pieces(iv.start_ns, iv.end_ns):
                 share = (b - a) / length
                 week, how = hour_of_week(a, self.zone)
@@ -106,8 +106,10 @@ class ProfileStore:
                         for s in bucket:
                             bucket[s] *= factor
                     self.weeks[mid] = ref = week
+                    hours.update(range(HOURS_PER_WEEK))
                 weight = share * self.decay ** (ref - week) / NS_PER_S
                 bucket = buckets[how]
+                hours.add(how)
                 for s, ns in iv.seconds_ns.items():
                     bucket[s] += ns * weight
                 idle = iv.seconds_ns.get(State.IDLE, 0) * share / NS_PER_S
@@ -115,16 +117,16 @@ class ProfileStore:
                 acc = recent.setdefault((mid, a - a % HOUR_NS), [0.0, 0.0])
                 acc[0] += idle
                 acc[1] += known
-        if not touched:
+        if not dirty:
             return
         newest = max(hour for _, hour in recent) if recent else 0
         with self.db:
             self.db.execute("BEGIN")
-            for mid in touched:
+            for mid, hours in dirty.items():
                 self.db.execute("INSERT OR REPLACE INTO profile_week VALUES (?, ?)", (mid, self.weeks[mid]))
                 self.db.executemany(
                     "INSERT OR REPLACE INTO profile VALUES (?, ?, ?, ?)",
-                    [(mid, how, s.value, v) for how, bucket in enumerate(self.buckets[mid]) for s, v in bucket.items()])
+                    [(mid, how, s.value, v) for how in sorted(hours) for s, v in self.buckets[mid][how].items()])
             self.db.executemany(
                 "INSERT INTO recent VALUES (?, ?, ?, ?) ON CONFLICT (machine, hour_ns) DO UPDATE SET "
                 "idle_s = idle_s + excluded.idle_s, known_s = known_s + excluded.known_s",
