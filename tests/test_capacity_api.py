@@ -19,6 +19,8 @@ from collector.http import serve_status
 from collector.sinks import NullSink
 from tests.fixtures._ports import until, wait_for
 
+pytestmark = pytest.mark.integration  # runs the collector itself (engine + HTTP server)
+
 ROOT = Path(__file__).resolve().parent.parent
 EXAMPLE = ROOT / "config" / "example.yaml"
 TOKEN = "s3cret-token"

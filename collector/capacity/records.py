@@ -10,6 +10,7 @@ from typing import Any
 from collector.capacity.config import Capability, CapacitySettings
 from collector.capacity.forecast import forecast
 from collector.capacity.profile import ProfileStore
+from collector.errors import BadInputError
 from collector.machines import ResolvedMachine
 from collector.model import NS_PER_S, State
 from collector.tracker import TrackerStatus
@@ -46,7 +47,7 @@ def record(machine: ResolvedMachine, status: TrackerStatus, store: ProfileStore,
     }
 
 
-class FilterError(ValueError):
+class FilterError(BadInputError):
     """A query parameter the API cannot use; the message names it."""
 
 
