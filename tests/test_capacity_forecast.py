@@ -139,3 +139,21 @@ def test_windows_are_the_maximal_runs_of_hours_at_or_above_the_threshold(
         bucket = buckets[(hour + i) % HOURS_PER_WEEK]
         known = bucket[State.IDLE] + bucket[State.BUSY]
         assert share == (None if known == 0 else bucket[State.IDLE] / known)
+
+
+def test_kept_forecast_follows_new_rollups() -> None:
+    """Test that the service's kept forecast is rebuilt when a roll-up of its machine arrives,
+    and that roll-ups of a machine that is not public are not kept at all."""
+    from collector.capacity.config import CapacitySettings
+    from collector.capacity.service import Capacity
+
+    capacity = Capacity(CapacitySettings(), None)
+    t = dt.datetime(2026, 1, 5, 10, tzinfo=dt.UTC)
+    assert capacity._forecast("lathe-01", _ns(t)).shares[0] is None
+    seconds = dict.fromkeys(State, 0)
+    seconds[State.IDLE] = 3600 * NS_PER_S
+    hidden = MachineInfo("hidden", "plant-1")
+    capacity.on_output([Interval(m, _ns(t), _ns(t + dt.timedelta(hours=1)), seconds, State.IDLE)
+                        for m in (LATHE, hidden)])
+    assert capacity._forecast("lathe-01", _ns(t)).shares[0] == 1.0
+    assert set(capacity.store.buckets) == {"lathe-01"}

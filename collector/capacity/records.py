@@ -8,7 +8,7 @@ from collections.abc import Mapping, Sequence
 from typing import Any
 
 from collector.capacity.config import Capability, CapacitySettings
-from collector.capacity.forecast import forecast
+from collector.capacity.forecast import Forecast, forecast
 from collector.capacity.profile import ProfileStore
 from collector.errors import BadInputError
 from collector.machines import ResolvedMachine
@@ -23,13 +23,16 @@ def iso(ts_ns: int) -> str:
 
 
 def record(machine: ResolvedMachine, status: TrackerStatus, store: ProfileStore, settings: CapacitySettings,
-           now_ns: int) -> dict[str, Any]:
+           now_ns: int, fc: Forecast | None = None) -> dict[str, Any]:
+    """``fc``: the machine's forecast if the caller keeps one (it changes only with the hour and
+    the profile); computed here otherwise."""
     info = machine.info
     if not info.public:  # the one gate every channel goes through
         raise ValueError(f"machine {info.id} is not public")
     idle = status.state is State.IDLE
-    fc = forecast(store.profile(info.id), dt.datetime.fromtimestamp(now_ns / NS_PER_S, store.zone),
-                  settings.threshold)
+    if fc is None:
+        fc = forecast(store.profile(info.id), dt.datetime.fromtimestamp(now_ns / NS_PER_S, store.zone),
+                      settings.threshold)
     return {
         "machine": info.id, "name": info.name or info.id, "plant": info.plant, "line": info.line, "kind": info.kind,
         "capabilities": machine.capabilities, "state": status.state.value, "since": iso(status.since_ns),
