@@ -368,7 +368,9 @@ def cmd_reload(args: argparse.Namespace) -> int:
 
         host = "127.0.0.1" if http.host in ("0.0.0.0", "::", "") else http.host
         try:
-            reply = httpx.post(f"http://{host}:{http.port}/api/v1/reload", timeout=30)
+            # /api/* takes a bearer token when `http.token` is set (collector.http.authorized).
+            auth = {"Authorization": f"Bearer {http.token.get_secret_value()}"} if http.token else {}
+            reply = httpx.post(f"http://{host}:{http.port}/api/v1/reload", headers=auth, timeout=30)
         except httpx.HTTPError as exc:
             print(f"cannot reach the collector at {host}:{http.port}: {exc}; try --signal", file=sys.stderr)
             return 1

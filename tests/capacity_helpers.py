@@ -89,7 +89,7 @@ async def plant_running(broker: Mosquitto, tmp_path: Path, *, feed: bool = True,
     capacity.bind(engine)
     stop = asyncio.Event()
     publisher = Publisher(broker)
-    async with serve_status(engine, loaded.config.http, capacity) as port, \
+    async with serve_status(engine, loaded.config.http, capacity=capacity) as port, \
             run_feed(capacity, loaded.config) as running_feed:
         task = asyncio.create_task(engine.run(stop))
         await until(lambda: engine.stats.source_online.get("line-1") is True, what="source connected")

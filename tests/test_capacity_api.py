@@ -37,7 +37,7 @@ async def served(tmp_path: Path) -> AsyncIterator[tuple[str, Engine]]:
     engine = Engine(loaded, NullSink(), on_output=capacity.on_output)
     capacity.bind(engine)
     stop = asyncio.Event()
-    async with serve_status(engine, loaded.config.http, capacity) as port:
+    async with serve_status(engine, loaded.config.http, capacity=capacity) as port:
         runner = asyncio.create_task(engine.run(stop))
         await until(lambda: all(st.reason != "starting: no data yet" for st in engine.snapshot().values()), 20,
                     "every machine's first state")
@@ -118,7 +118,7 @@ def served_in_thread(tmp_path: Path) -> Iterator[str]:
         capacity = Capacity(loaded.config.capacity, tmp_path / "capacity.sqlite")
         engine = Engine(loaded, NullSink(), on_output=capacity.on_output)
         capacity.bind(engine)
-        async with serve_status(engine, loaded.config.http, capacity) as port:
+        async with serve_status(engine, loaded.config.http, capacity=capacity) as port:
             ready.append(f"http://127.0.0.1:{port}")
             await engine.run(stop)
         capacity.close()
