@@ -57,6 +57,8 @@ async def test_token_is_required_on_every_api_route(served: tuple[str, Engine]) 
             wrong = await client.get(path, headers={"Authorization": "Bearer nope"})
             assert wrong.status_code == 401 and wrong.headers["www-authenticate"].startswith("Bearer")
             assert (await client.get(path, headers=AUTH)).status_code == 200
+        assert (await client.post("/api/v1/reload")).status_code == 401  # POST routes too
+        assert (await client.post("/api/v1/reload", headers=AUTH)).status_code == 404  # no reload hook here
         assert (await client.get("/capacity")).status_code == 200
         assert (await client.get("/healthz")).status_code == 200
 
