@@ -52,12 +52,14 @@ def _status(plant: str, online: bool) -> bytes:
 
 def _client(config: Config, client_id: str) -> tuple[paho.Client, str, int]:
     feed = config.capacity.feed
-    client = paho.Client(CallbackAPIVersion.VERSION2, client_id=client_id, protocol=paho.MQTTv5)
     host, port, username, password, tls = feed.host, feed.port, feed.username, feed.password, None
+    protocol = paho.MQTTv5
     if feed.broker is not None:
         source: Any = next(s for s in config.sources if s.id == feed.broker)  # checked by the config
         host, username, password, tls = source.host, source.username, source.password, source.tls
         port = source.port or (8883 if tls is not None else 1883)
+        protocol = paho.MQTTv311 if source.protocol == "3.1.1" else paho.MQTTv5  # what that broker speaks
+    client = paho.Client(CallbackAPIVersion.VERSION2, client_id=client_id, protocol=protocol)
     if username is not None:
         client.username_pw_set(username, password.get_secret_value() if password else None)
     if tls is not None:
