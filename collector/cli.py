@@ -254,6 +254,8 @@ def cmd_run(args: argparse.Namespace) -> int:
 
 
 async def _run(loaded: LoadedConfig, sink: Sink, duration: float | None) -> int:
+    from collector.capacity.feed import run_feed
+    from collector.capacity.service import Capacity
     from collector.engine import Engine
     from collector.http import serve_status
     from collector.reload import Reloader, pid_file
@@ -261,7 +263,10 @@ async def _run(loaded: LoadedConfig, sink: Sink, duration: float | None) -> int:
 
     stop = asyncio.Event()
     _install_stop(stop, duration)
-    engine = Engine(loaded, sink)
+    # The capacity feed learns each public machine's hour-of-week profile from the roll-ups.
+    capacity = Capacity(loaded.config.capacity, loaded.config.data_dir / "capacity.sqlite")
+    engine = Engine(loaded, sink, on_output=capacity.on_output)
+    capacity.bind(engine)
     reloader = Reloader(engine, loaded.path)
     reloader.install()
     systemd = Systemd()
@@ -269,18 +274,22 @@ async def _run(loaded: LoadedConfig, sink: Sink, duration: float | None) -> int:
     # the garbage collector's full scans, which would walk it again and again (about 4% of the
     # CPU time of an MQTT backlog drain, bench/mqtt_ingest.py).
     gc.freeze()
-    with pid_file(loaded.config.data_dir):
-        async with serve_status(engine, loaded.config.http, reload=reloader.reload):
-            runner = asyncio.create_task(engine.run(stop), name="engine")
-            watchdog = asyncio.create_task(systemd.watchdog(), name="systemd-watchdog")
-            await asyncio.sleep(0)  # the engine has opened its sink and started its sources
-            if not runner.done():
-                systemd.ready(f"{len(engine.trackers)} machine(s), {len(loaded.config.sources)} source(s)")
-            try:
-                await runner
-            finally:
-                systemd.stopping()
-                watchdog.cancel()
+    try:
+        with pid_file(loaded.config.data_dir):
+            async with serve_status(engine, loaded.config.http, reload=reloader.reload, capacity=capacity), \
+                    run_feed(capacity, loaded.config):
+                runner = asyncio.create_task(engine.run(stop), name="engine")
+                watchdog = asyncio.create_task(systemd.watchdog(), name="systemd-watchdog")
+                await asyncio.sleep(0)  # the engine has opened its sink and started its sources
+                if not runner.done():
+                    systemd.ready(f"{len(engine.trackers)} machine(s), {len(loaded.config.sources)} source(s)")
+                try:
+                    await runner
+                finally:
+                    systemd.stopping()
+                    watchdog.cancel()
+    finally:
+        capacity.close()
     return 0
 
 
@@ -359,7 +368,9 @@ def cmd_reload(args: argparse.Namespace) -> int:
 
         host = "127.0.0.1" if http.host in ("0.0.0.0", "::", "") else http.host
         try:
-            reply = httpx.post(f"http://{host}:{http.port}/api/v1/reload", timeout=30)
+            # /api/* takes a bearer token when `http.token` is set (collector.http.authorized).
+            auth = {"Authorization": f"Bearer {http.token.get_secret_value()}"} if http.token else {}
+            reply = httpx.post(f"http://{host}:{http.port}/api/v1/reload", headers=auth, timeout=30)
         except httpx.HTTPError as exc:
             print(f"cannot reach the collector at {host}:{http.port}: {exc}; try --signal", file=sys.stderr)
             return 1

@@ -12,11 +12,12 @@ import zlib
 from pathlib import Path
 from typing import TYPE_CHECKING, Annotated, Union
 
-from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
+from pydantic import BaseModel, ConfigDict, Field, SecretStr, field_validator, model_validator
 from pydantic_settings import BaseSettings, PydanticBaseSettingsSource, SettingsConfigDict
 
 from adapters import REGISTRY
 from adapters.base import SourceConfig
+from collector.capacity.config import Capability, CapacitySettings
 from collector.durations import Duration
 from collector.influx.config import InfluxSettings, OutboxSettings
 from collector.model import State
@@ -71,6 +72,8 @@ class Profile(_Strict):
     rules: list[Rule] | None = Field(None, description="Ordered rules, first match wins; the last should have no `when`.")
     debounce: Duration | None = Field(None, description="Overrides `tracker.debounce` for machines of this profile.")
     stale_after: Duration | None = Field(None, description="Overrides `tracker.stale_after` for machines of this profile.")
+    capabilities: dict[str, Capability] = Field(default_factory=dict, description="What machines of this profile offer (free-form; a machine's own keys win). Shared in the capacity feed of public machines.",
+                                                examples=[{"process": "turning", "max_diameter_mm": 300}])
 
 
 class Machine(_Strict):
@@ -80,7 +83,9 @@ class Machine(_Strict):
     line: str = Field("", description="Line tag.")
     cell: str = Field("", description="Optional cell tag.")
     kind: str = Field("", description="Machine type shown on the capacity board (e.g. `lathe`).")
-    public: bool = Field(False, description="May appear by name on the shared capacity board.")
+    public: bool = Field(False, description="May appear by name on the shared capacity board, the capacity API, page and MQTT feed. Nothing of a machine without it leaves the collector through them.")
+    capabilities: dict[str, Capability] = Field(default_factory=dict, description="What the machine offers, for buyers to filter on (`?capability.process=turning`); added to its profile's.",
+                                                examples=[{"process": "turning", "max_diameter_mm": 300, "materials": ["steel", "aluminium"]}])
     source: str = Field(description="Id of the source that reads this machine.")
     profile: str = Field(description="Profile name: one of `profiles` or a built-in.")
     vars: dict[str, str] = Field(default_factory=dict, description="Values for the profile's signal templates.",
@@ -105,6 +110,7 @@ class HttpSettings(_Strict):
     enabled: bool = Field(True, description="Serve /healthz, /readyz, /metrics and /api/v1/machines.")
     host: str = Field("127.0.0.1", description="Listen address.")
     port: int = Field(9180, ge=0, le=65535, description="Listen port (0: any free port).")
+    token: SecretStr | None = Field(None, description="When set, every /api/* request needs `Authorization: Bearer <token>`. Use `${API_TOKEN}`.")
 
 
 class Shard(_Strict):
@@ -155,6 +161,7 @@ class Config(BaseSettings):
     dashboards: DashboardSettings = Field(default_factory=DashboardSettings,
                                           description="Grafana boards: data source, folder, capacity-sharing boards.")
     shard: Shard | None = Field(None, description="Scale out: this collector's share of the machines, by a hash of the machine id. Every collector of the plant subscribes to everything and keeps its own machines.")
+    capacity: CapacitySettings = Field(default_factory=CapacitySettings, description="Sharing the public machines' capacity: forecast and MQTT feed.")
     data_dir: Path = Field(Path("data"), description="Where the collector keeps state (outbox, certificates). Relative paths are relative to the config file.")
 
     @model_validator(mode="after")
@@ -192,6 +199,11 @@ class Config(BaseSettings):
             if m.profile not in known_profiles:
                 problems.append(f"machines[{i}].profile: unknown profile {m.profile!r}"
                                 f"{_did_you_mean(m.profile, known_profiles)}; known: {', '.join(known_profiles)}")
+        broker = self.capacity.feed.broker
+        if broker is not None and not any(s.id == broker and s.type == "mqtt" for s in self.sources):
+            mqtt_ids = [s.id for s in self.sources if s.type == "mqtt"]
+            problems.append(f"capacity.feed.broker: no mqtt source {broker!r}"
+                            f"{_did_you_mean(broker, mqtt_ids)}; mqtt sources: {', '.join(mqtt_ids) or 'none'}")
         if problems:
             raise ValueError("\n".join(problems))
         return self
@@ -203,6 +215,7 @@ def _did_you_mean(word: str, choices: list[str]) -> str:
 
 
 __all__ = [
+    "CapacitySettings",
     "Config",
     "HttpSettings",
     "InfluxSettings",

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import dataclasses
 import logging
 from collections.abc import Callable, Sequence
@@ -13,9 +14,11 @@ from rich.table import Table
 from rich.text import Text
 
 from adapters.simulate.config import SimulateSource
+from collector.capacity.service import Capacity, compose
 from collector.configfile import LoadedConfig
 from collector.engine import Engine
 from collector.figures import availability, idle_hours, utilization
+from collector.http import serve_status
 from collector.model import NS_PER_S, Output, State, StateChange
 from collector.sinks import NullSink
 from collector.tracker import TrackerStatus
@@ -57,6 +60,19 @@ def render(snapshot: dict[str, TrackerStatus], now_ns: int, title: str) -> Group
     return Group(header, table, footer)
 
 
+async def _serve(stack: contextlib.AsyncExitStack, engine: Engine, capacity: Capacity,
+                 loaded: LoadedConfig) -> int | None:
+    """The status server with the capacity page; on any free port when the configured one is taken
+    (a collector may already run here)."""
+    settings = loaded.config.http
+    try:
+        return await stack.enter_async_context(serve_status(engine, settings, capacity=capacity))
+    except OSError as exc:
+        log.warning("port %d: %s; the demo serves on a free port instead", settings.port, exc)
+        return await stack.enter_async_context(serve_status(engine, settings.model_copy(update={"port": 0}),
+                                                            capacity=capacity))
+
+
 async def run_demo(loaded: LoadedConfig, *, speed: float | None, duration: float | None, board: bool,
                    install_stop: Callable[[asyncio.Event, float | None], None]) -> int:
     if speed is not None:  # a time-lapse compresses the machines' time and the tracker's alike
@@ -75,20 +91,29 @@ async def run_demo(loaded: LoadedConfig, *, speed: float | None, duration: float
                 log.info("%-10s %-7s -> %-7s after %6.1fs  (%s)", o.machine.id, o.previous.value, o.state.value,
                          o.previous_ns / NS_PER_S, o.reason)
 
-    engine = Engine(loaded, sink, on_output=None if board else log_changes)
+    capacity = Capacity(loaded.config.capacity, None)  # the demo starts fresh every time
+    engine = Engine(loaded, sink, on_output=compose(capacity.on_output, None if board else log_changes))
+    capacity.bind(engine)
     stop = asyncio.Event()
     install_stop(stop, duration)
     title = f"plant {loaded.config.site.plant}: {len(engine.trackers)} machines"
-    runner = asyncio.create_task(engine.run(stop))
-    if board:
-        console = Console()
-        with Live(render(engine.snapshot(), engine.clock(), title), console=console, refresh_per_second=4,
-                  screen=False) as live:
-            while not runner.done():
-                live.update(render(engine.snapshot(), engine.clock(), title))
-                await asyncio.wait([runner], timeout=0.5)
-        if not console.is_terminal:  # a terminal gets its newline from Live; a pipe or file does not
-            console.line()
-    await runner
+    async with contextlib.AsyncExitStack() as stack:
+        port = await _serve(stack, engine, capacity, loaded)
+        if port is not None:
+            host = loaded.config.http.host
+            print(f"capacity page (shareable, no Grafana needed): http://{host}:{port}/capacity  "
+                  f"· API http://{host}:{port}/api/v1/capacity", flush=True)
+        runner = asyncio.create_task(engine.run(stop))
+        if board:
+            console = Console()
+            with Live(render(engine.snapshot(), engine.clock(), title), console=console, refresh_per_second=4,
+                      screen=False) as live:
+                while not runner.done():
+                    live.update(render(engine.snapshot(), engine.clock(), title))
+                    await asyncio.wait([runner], timeout=0.5)
+            if not console.is_terminal:  # a terminal gets its newline from Live; a pipe or file does not
+                console.line()
+        await runner
+    capacity.close()
     print(f"demo stopped: {engine.stats.state_changes} state changes, {sink.count} points produced")
     return 0

@@ -12,7 +12,8 @@ traceback (``collector.engine``).
     ├── BadInputError (ValueError)   one message that cannot be decoded: counted, dropped
     │   ├── PathError                a JSON path that is not valid JMESPath
     │   ├── SparkplugError           a Sparkplug B payload that cannot be decoded
-    │   └── AddressError             an OPC UA node address that does not parse
+    │   ├── AddressError             an OPC UA node address that does not parse
+    │   └── FilterError              a capacity API filter it cannot use (answered 400)
     ├── WriteError                   InfluxDB refused a write or could not be reached
     ├── SchemaError                  an outbox file written by a newer release
     └── PushError                    Grafana: Unreachable, Unauthorized, TooOld (its version)

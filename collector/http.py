@@ -6,18 +6,21 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import hmac
 import json
 import logging
 import urllib.parse
 from collections.abc import AsyncIterator, Awaitable, Callable
 from typing import TYPE_CHECKING, Any
 
+from collector.capacity import api as capacity_api
 from collector.figures import availability, idle_hours, utilization
 from collector.metrics import CONTENT_TYPE as METRICS_CONTENT_TYPE
 from collector.metrics import metrics_text
 from collector.model import NS_PER_S, State
 
 if TYPE_CHECKING:
+    from collector.capacity.service import Capacity
     from collector.config import HttpSettings
     from collector.engine import Engine
 
@@ -69,17 +72,38 @@ async def _reload_route(method: str, reload: ReloadHook | None) -> tuple[str, An
     return "422 Unprocessable Entity", {"reloaded": False, "errors": lines}
 
 
-async def _handle(engine: Engine, reader: asyncio.StreamReader, writer: asyncio.StreamWriter,
+def authorized(settings: HttpSettings, authorization: str | None) -> bool:
+    """Whether a request to /api/* may proceed: no ``http.token`` set, or the request's
+    ``Authorization`` header is ``Bearer <token>`` (compared in constant time)."""
+    if settings.token is None:
+        return True
+    scheme, _, given = (authorization or "").strip().partition(" ")
+    expected = settings.token.get_secret_value()
+    return scheme.lower() == "bearer" and hmac.compare_digest(given.strip().encode(), expected.encode())
+
+
+async def _handle(engine: Engine, settings: HttpSettings, capacity: Capacity | None,
+                  reader: asyncio.StreamReader, writer: asyncio.StreamWriter,
                   reload: ReloadHook | None = None) -> None:
     try:
         request = await asyncio.wait_for(reader.readline(), 5)
-        while (await asyncio.wait_for(reader.readline(), 5)) not in (b"\r\n", b"\n", b""):
-            pass  # headers are not needed
+        authorization: str | None = None
+        while (line := await asyncio.wait_for(reader.readline(), 5)) not in (b"\r\n", b"\n", b""):
+            name, _, value = line.decode("latin-1").partition(":")
+            if name.strip().lower() == "authorization":  # the only header a route needs
+                authorization = value.strip()
         parts = request.decode("latin-1").split()
         path = parts[1].split("?")[0] if len(parts) >= 2 else ""
         query = parts[1].partition("?")[2] if len(parts) >= 2 else ""
         status, ctype, body = "200 OK", "text/plain; charset=utf-8", b"ok\n"
-        if path == "/healthz":
+        extra: dict[str, str] = {}
+        if path.startswith("/api/") and not authorized(settings, authorization):
+            status, body = "401 Unauthorized", b"a bearer token is required\n"
+            extra = {"WWW-Authenticate": 'Bearer realm="collector"'}
+        elif capacity is not None and capacity_api.handles(path):
+            status, ctype, body, extra = capacity_api.respond(capacity, parts[0], parts[1],
+                                                              token=settings.token is not None)
+        elif path == "/healthz":
             pass
         elif path == "/readyz":
             down = [s for s, up in engine.stats.source_online.items() if not up]
@@ -97,8 +121,10 @@ async def _handle(engine: Engine, reader: asyncio.StreamReader, writer: asyncio.
         else:
             status, body = "404 Not Found", (b"not found: try /healthz /readyz /metrics /api/v1/machines "
                                              b"/api/v1/machines/{id}\n")
-        writer.write(f"HTTP/1.1 {status}\r\nContent-Type: {ctype}\r\nContent-Length: {len(body)}\r\n"
-                     "Connection: close\r\n\r\n".encode() + body)
+        headers = "".join(f"{k}: {v}\r\n" for k, v in extra.items())
+        head_only = bool(parts) and parts[0] == "HEAD"
+        writer.write(f"HTTP/1.1 {status}\r\nContent-Type: {ctype}\r\nContent-Length: {len(body)}\r\n{headers}"
+                     "Connection: close\r\n\r\n".encode() + (b"" if head_only else body))
         await writer.drain()
     except (TimeoutError, ConnectionError):
         pass
@@ -107,14 +133,15 @@ async def _handle(engine: Engine, reader: asyncio.StreamReader, writer: asyncio.
 
 
 @contextlib.asynccontextmanager
-async def serve_status(engine: Engine, settings: HttpSettings, *,
-                       reload: ReloadHook | None = None) -> AsyncIterator[int | None]:
+async def serve_status(engine: Engine, settings: HttpSettings, *, reload: ReloadHook | None = None,
+                       capacity: Capacity | None = None) -> AsyncIterator[int | None]:
     """Serve while the block runs; yields the bound port (None when disabled). ``reload``
-    serves ``POST /api/v1/reload``."""
+    serves ``POST /api/v1/reload``; ``capacity`` the capacity page and API (collector.capacity.api)."""
     if not settings.enabled:
         yield None
         return
-    server = await asyncio.start_server(lambda r, w: _handle(engine, r, w, reload), settings.host, settings.port)
+    server = await asyncio.start_server(lambda r, w: _handle(engine, settings, capacity, r, w, reload),
+                                        settings.host, settings.port)
     port: int = server.sockets[0].getsockname()[1]
     log.info("status HTTP on http://%s:%d (/healthz /readyz /metrics /api/v1/machines)", settings.host, port)
     try:

@@ -5,9 +5,10 @@ from __future__ import annotations
 
 import string
 from collections.abc import Mapping
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 from adapters.base import BoundMachine
+from collector.capacity.config import Capability
 from collector.config import Config, Machine, Profile, Rule
 from collector.errors import CollectorError
 from collector.model import MachineFound, MachineInfo
@@ -31,6 +32,8 @@ class ResolvedMachine:
     rules: RuleSet
     debounce_s: float
     stale_after_s: float | None
+    # What the machine offers (profile chain, then the machine's own keys): the capacity feed's.
+    capabilities: dict[str, Capability] = field(default_factory=dict)
 
     @property
     def info(self) -> MachineInfo:
@@ -101,6 +104,11 @@ def resolve_machine(config: Config, machine: Machine, index: int,
             continue
         for signal, template in prof.signals.items():
             signals[signal] = _expand(template, values, f"machines.{index}.profile ({name}.signals.{signal})")
+    capabilities: dict[str, Capability] = {}
+    for _, prof in reversed(chain):
+        if prof is not None:
+            capabilities.update(prof.capabilities)
+    capabilities.update(machine.capabilities)
     for _, prof in chain:  # most specific setting wins
         if prof is not None:
             debounce = prof.debounce if debounce is None else debounce
@@ -111,7 +119,7 @@ def resolve_machine(config: Config, machine: Machine, index: int,
         source=machine.source, profile=machine.profile, bound=BoundMachine(info, signals),
         rules=_shared_rules(config, machine.profile, rules),
         debounce_s=config.tracker.debounce if debounce is None else debounce,
-        stale_after_s=config.tracker.stale_after if stale is None else stale)
+        stale_after_s=config.tracker.stale_after if stale is None else stale, capabilities=capabilities)
 
 
 def _shared_rules(config: Config, profile: str, cache: dict[str, RuleSet] | None) -> RuleSet:

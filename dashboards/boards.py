@@ -214,9 +214,49 @@ def _label(machine: Machine) -> str:
     return " · ".join(p for p in (machine.name or machine.id, machine.kind, machine.line) if p)
 
 
-def capacity(settings: DashboardSettings, title_scope: str, uid: str, machines: list[Machine]) -> Board:
+HOUR_OF_WEEK_RANGE = "28d"
+
+
+def _hour_of_week(where: str) -> Panel:
+    """Usual free machines per hour of the week (Mon 00 .. Sun 23), from the hourly roll-ups of the
+    last four weeks: per machine and hour of the week, idle / known seconds (the collector's
+    forecast share, with every week weighted alike), summed over the machines. InfluxQL cannot
+    take a time apart, so Grafana folds the hours into the week: ``formatTime`` to "E HH" (ISO
+    weekday, hour; in the board's time zone, the forecast's), then ``groupBy`` twice."""
+    share = "share (sum)"
+    return Panel(
+        "barchart", "Usually free, by hour of the week", [InfluxQL(q.hourly_idle_per_machine(where), format="table")],
+        w=24, h=8, decimals=1, min=0, time_from=HOUR_OF_WEEK_RANGE,
+        description=("Expected number of shared machines idle in each hour of the week (1 = Monday, 00-23), from "
+                     "the last four weeks: per machine, idle / known time in that hour, summed over machines. "
+                     "The same share as the collector's free-window forecast (/capacity), with all weeks equal."),
+        color={"mode": "shades", "fixedColor": COLOURS[State.IDLE]},
+        options={"xField": "Time", "colorByField": share, "orientation": "vertical", "showValue": "never",
+                 "xTickLabelSpacing": 100, "barWidth": 0.97, "groupWidth": 0.7,
+                 "legend": {"showLegend": False, "displayMode": "list", "placement": "bottom"},
+                 "tooltip": {"mode": "single", "sort": "none"}},
+        transformations=[
+            {"id": "formatTime", "options": {"timeField": "Time", "outputFormat": "E HH", "useTimezone": True}},
+            {"id": "groupBy", "options": {"fields": {
+                "Time": {"operation": "groupby", "aggregations": []},
+                "machine": {"operation": "groupby", "aggregations": []},
+                "idle_s": {"operation": "aggregate", "aggregations": ["sum"]},
+                "known_s": {"operation": "aggregate", "aggregations": ["sum"]}}}},
+            {"id": "calculateField", "options": {"mode": "binary", "alias": "share", "replaceFields": False,
+                                                 "binary": {"left": "idle_s (sum)", "operator": "/",
+                                                            "right": "known_s (sum)"}}},
+            {"id": "groupBy", "options": {"fields": {
+                "Time": {"operation": "groupby", "aggregations": []},
+                "share": {"operation": "aggregate", "aggregations": ["sum"]}}}},
+            {"id": "sortBy", "options": {"sort": [{"field": "Time", "desc": False}]}},
+        ])
+
+
+def capacity(settings: DashboardSettings, title_scope: str, uid: str, machines: list[Machine],
+             timezone: str = "browser") -> Board:
     """A board for sharing outside the company: only ``machines`` (all public) appear, by name;
-    the filter is written into every query; no reasons, no raw signals, no variables."""
+    the filter is written into every query; no reasons, no raw signals, no variables. Its time
+    zone is the forecast's (``capacity.timezone``), so its hours of the week are the same."""
     window = settings.current_window
     where = q.machines_where([m.id for m in machines])
     groups: dict[tuple[str, str], list[str]] = defaultdict(list)
@@ -252,6 +292,7 @@ def capacity(settings: DashboardSettings, title_scope: str, uid: str, machines: 
                   description="Free capacity: hours the shared machines stood idle in the range.",
                   color=idle, options=bar_options),
         )),
+        Row((_hour_of_week(where),)),
         Row((Panel("table", "Shared machines now", [InfluxQL(q.current_state_public(where, window), format="table")],
                    w=24, h=8, description="Current state of every shared machine.", mappings=value_mappings(),
                    overrides=[_by_name("state", COLOUR_CELL), machine_names,
@@ -263,7 +304,7 @@ def capacity(settings: DashboardSettings, title_scope: str, uid: str, machines: 
     return Board(uid, title, dashboard(
         uid=uid, title=title, tags=[*TAGS, "capacity-sharing"], rows=rows, datasource=ds, variables=[],
         description="Idle capacity of the shared machines, for partners outside the company.",
-        time_from="now-7d", refresh=settings.refresh), shared=True)
+        time_from="now-7d", refresh=settings.refresh, timezone=timezone), shared=True)
 
 
 def capacity_boards(config: Config, settings: DashboardSettings) -> list[Board]:
@@ -279,7 +320,8 @@ def capacity_boards(config: Config, settings: DashboardSettings) -> list[Board]:
         if uid in used:  # two names with the same slug ("Line A" and "line-a"): keep uids apart
             uid = f"capacity-{_slug('-'.join(scope))[:21]}-{hashlib.sha256(repr(scope).encode()).hexdigest()[:8]}"
         used.add(uid)
-        boards.append(capacity(settings, " / ".join(p for p in scope if p), uid, machines))
+        boards.append(capacity(settings, " / ".join(p for p in scope if p), uid, machines,
+                               "utc" if config.capacity.timezone == "UTC" else config.capacity.timezone))
     return boards
 
 

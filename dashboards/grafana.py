@@ -52,6 +52,7 @@ class Panel:
     no_value: str | None = None
     transformations: list[JSON] = field(default_factory=list)
     interval: str | None = None
+    time_from: str | None = None  # the panel's own range (e.g. "28d"), whatever the board's
 
     def to_json(self, panel_id: int, x: int, y: int, datasource: JSON) -> JSON:
         defaults: JSON = {"mappings": self.mappings, "custom": self.custom}
@@ -73,6 +74,8 @@ class Panel:
         }
         if self.interval:
             panel["interval"] = self.interval
+        if self.time_from:
+            panel["timeFrom"] = self.time_from
         return panel
 
 
@@ -120,14 +123,15 @@ def layout(rows: list[Row], datasource: JSON) -> list[JSON]:
 
 
 def dashboard(*, uid: str, title: str, description: str, tags: list[str], rows: list[Row], datasource: JSON,
-              variables: list[JSON], time_from: str, refresh: str, links: list[JSON] | None = None) -> JSON:
+              variables: list[JSON], time_from: str, refresh: str, links: list[JSON] | None = None,
+              timezone: str = "browser") -> JSON:
     # No "id": Grafana assigns it; the uid identifies the board across instances.
     return {
         "uid": uid,
         "title": title,
         "description": description,
         "tags": tags,
-        "timezone": "browser",
+        "timezone": timezone,
         "editable": True,
         "graphTooltip": 1,
         "schemaVersion": SCHEMA_VERSION,

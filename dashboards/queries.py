@@ -98,6 +98,13 @@ def hours_in_state_over_time(where: str) -> str:
     return f'SELECT {cols} FROM "{AVAIL}" WHERE $timeFilter AND {where} GROUP BY time($__interval) fill(0)'
 
 
+def hourly_idle_per_machine(where: str) -> str:
+    """Idle and known seconds per machine and clock hour: the hour-of-week panel folds them into
+    the week (Grafana transformations), as the collector's forecast does with its profile."""
+    return (f'SELECT sum("idle_s") AS "idle_s", {KNOWN} AS "known_s" FROM "{AVAIL}" '
+            f'WHERE $timeFilter AND {where} GROUP BY time(1h), "machine" fill(none)')
+
+
 def idle_hours(where: str) -> str:
     return f'SELECT sum("idle_s") / 3600 AS "idle_h" FROM "{AVAIL}" WHERE $timeFilter AND {where}'
 
