@@ -1,0 +1,185 @@
+"""Node-RED as a plant would set it up instead of the collector, for bench/mqtt_ingest.py.
+
+The flow is what a new user draws: ``mqtt in`` (QoS 1, persistent session: clean session off,
+MQTT 5 session expiry) -> a ``function`` node with the bench's state rules (``busy`` when
+``exec == 'ACTIVE'``, else ``idle``; a point per state change with the collector's fields) ->
+``influxdb out`` (node-red-contrib-influxdb, InfluxDB 1.x) into its own database.
+
+Node-RED 4 and the InfluxDB nodes are installed with npm into ``bench/.nodered`` on first use
+(git-ignored; the test command never installs them). Node-RED runs headless (no editor, no HTTP
+nodes) with its own user directory in a temp dir.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+import signal
+import subprocess
+import threading
+import time
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from pathlib import Path
+
+HERE = Path(__file__).resolve().parent
+NODE_DIR = HERE / ".nodered"
+PACKAGES = ["node-red@4", "node-red-contrib-influxdb@0.7"]
+
+# The collector's bench rules, as a plant engineer would write them in a function node.
+FUNCTION = """
+const p = msg.payload;
+const t = %(time)s;
+const parts = msg.topic.split('/');
+const machine = parts[3];
+const state = p.exec === 'ACTIVE' ? 'busy' : 'idle';
+const states = context.get('states') || {};
+const prev = states[machine];
+if (prev !== undefined && prev.state === state) {
+    return null;
+}
+states[machine] = {state: state, since: t};
+context.set('states', states);
+msg.payload = [{
+    time: t,
+    state: state,
+    state_code: state === 'busy' ? '1i' : '2i',
+    previous: prev === undefined ? 'offline' : prev.state,
+    previous_s: prev === undefined ? 0 : (t - prev.since) / 1000,
+    reason: state === 'busy' ? "execution == 'ACTIVE' (execution='" + p.exec + "')" : 'default',
+}, {machine: machine, plant: parts[1], line: parts[2]}];
+return msg;
+"""
+
+
+def ensure_installed() -> Path:
+    """Install Node-RED and the InfluxDB nodes into bench/.nodered once; return red.js."""
+    red = NODE_DIR / "node_modules" / "node-red" / "red.js"
+    influx = NODE_DIR / "node_modules" / "node-red-contrib-influxdb" / "influxdb.js"
+    if red.exists() and influx.exists():
+        return red
+    if shutil.which("npm") is None:
+        raise SystemExit("Node-RED needs node and npm (Debian: apt-get install nodejs npm)")
+    NODE_DIR.mkdir(exist_ok=True)
+    (NODE_DIR / "package.json").write_text('{"private": true}\n')
+    print(f"installing {' '.join(PACKAGES)} into {NODE_DIR} ...", flush=True)
+    subprocess.run(["npm", "install", "--no-audit", "--no-fund", "--loglevel=error", *PACKAGES], cwd=NODE_DIR,
+                   check=True)
+    return red
+
+
+def flow(*, mqtt_port: int, client_id: str, topic_filter: str, influx_port: int, database: str,
+         payload_time: bool) -> list[dict[str, object]]:
+    broker = {"id": "broker", "type": "mqtt-broker", "name": "bench broker", "broker": "127.0.0.1",
+              "port": str(mqtt_port), "clientid": client_id, "autoConnect": True, "usetls": False,
+              "protocolVersion": "5", "keepalive": "60", "cleansession": False, "autoUnsubscribe": False,
+              "sessionExpiry": "3600", "birthTopic": "", "closeTopic": "", "willTopic": ""}
+    influx = {"id": "influx", "type": "influxdb", "hostname": "127.0.0.1", "port": str(influx_port),
+              "protocol": "http", "database": database, "name": "bench influxd", "usetls": False,
+              "influxdbVersion": "1.x"}
+    code = FUNCTION % {"time": "p.ts" if payload_time else "Date.now()"}
+    return [
+        {"id": "tab", "type": "tab", "label": "machine states"},
+        broker, influx,
+        {"id": "in", "type": "mqtt in", "z": "tab", "name": "", "topic": topic_filter, "qos": "1",
+         "datatype": "json", "broker": "broker", "nl": False, "rap": True, "rh": 0, "inputs": 0,
+         "wires": [["rules"]]},
+        {"id": "rules", "type": "function", "z": "tab", "name": "state rules", "func": code, "outputs": 1,
+         "wires": [["out"]]},
+        {"id": "out", "type": "influxdb out", "z": "tab", "influxdb": "influx", "name": "",
+         "measurement": "machine_state", "precision": "ms", "retentionPolicy": "", "wires": []},
+    ]
+
+
+SETTINGS = """module.exports = {
+    uiHost: "127.0.0.1",
+    uiPort: %(port)d,
+    httpAdminRoot: false,
+    httpNodeRoot: false,
+    flowFile: "flows.json",
+    credentialSecret: false,
+    logging: {console: {level: "info", metrics: false, audit: false}},
+    contextStorage: {default: {module: "memory"}},
+};
+"""
+
+
+@dataclass
+class NodeRed:
+    """One headless Node-RED process with one flow; ``started`` is set at its "Started flows" log line."""
+
+    user_dir: Path
+    port: int
+    proc: subprocess.Popen[str] | None = None
+    started: threading.Event = field(default_factory=threading.Event)
+    started_at: float = 0.0
+    log: list[str] = field(default_factory=list)
+
+    def start(self, flows: list[dict[str, object]]) -> None:
+        red = ensure_installed()
+        self.user_dir.mkdir(parents=True, exist_ok=True)
+        (self.user_dir / "flows.json").write_text(json.dumps(flows, indent=1))
+        (self.user_dir / "settings.js").write_text(SETTINGS % {"port": self.port})
+        self.proc = subprocess.Popen(
+            ["node", str(red), "--settings", str(self.user_dir / "settings.js"), "--userDir", str(self.user_dir)],
+            stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, cwd=self.user_dir,
+            env={**os.environ, "NODE_ENV": "production"})
+        threading.Thread(target=self._read, daemon=True).start()
+
+    def _read(self) -> None:
+        assert self.proc is not None and self.proc.stdout is not None
+        for line in self.proc.stdout:
+            self.log.append(line.rstrip())
+            if "Started flows" in line and not self.started.is_set():
+                self.started_at = time.perf_counter()
+                self.started.set()
+
+    def peak_rss_mb(self) -> float:
+        """Peak resident memory (VmHWM) of the node process so far."""
+        assert self.proc is not None
+        for line in Path(f"/proc/{self.proc.pid}/status").read_text().splitlines():
+            if line.startswith("VmHWM:"):
+                return int(line.split()[1]) / 1024
+        return float("nan")
+
+    def cpu_s(self) -> float:
+        assert self.proc is not None
+        fields = Path(f"/proc/{self.proc.pid}/stat").read_text().rsplit(")", 1)[1].split()
+        return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+
+    def stop(self) -> None:
+        if self.proc is None:
+            return
+        self.proc.send_signal(signal.SIGTERM)
+        try:
+            self.proc.wait(timeout=15)
+        except subprocess.TimeoutExpired:
+            self.proc.kill()
+            self.proc.wait()
+
+
+def drain(user_dir: Path, port: int, flows: list[dict[str, object]], done: Callable[[], bool],
+          timeout_s: float) -> dict[str, float]:
+    """Run the flow until ``done()`` (polled every 0.1 s); time from "Started flows" (the MQTT
+    connect follows it) to the poll that saw ``done``."""
+    red = NodeRed(user_dir, port)
+    red.start(flows)
+    try:
+        if not red.started.wait(60):
+            raise SystemExit("Node-RED did not start:\n" + "\n".join(red.log[-30:]))
+        deadline = red.started_at + timeout_s
+        ok = False
+        while time.perf_counter() < deadline:
+            time.sleep(0.1)
+            if done():
+                ok = True
+                break
+        elapsed = time.perf_counter() - red.started_at
+        rss, cpu = red.peak_rss_mb(), red.cpu_s()
+    finally:
+        red.stop()
+    errors = [line for line in red.log if "[error]" in line or "[warn]" in line]
+    if errors:
+        print("Node-RED said:\n" + "\n".join(errors[:10]), flush=True)
+    return {"seconds": elapsed, "ok": ok, "peak_rss_mb": rss, "cpu_s": cpu}
