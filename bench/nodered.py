@@ -14,7 +14,6 @@ from __future__ import annotations
 
 import json
 import os
-import shutil
 import signal
 import subprocess
 import threading
@@ -23,6 +22,8 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 
+from bench.npm import ensure
+
 HERE = Path(__file__).resolve().parent
 NODE_DIR = HERE / ".nodered"
 PACKAGES = ["node-red@4", "node-red-contrib-influxdb@0.7"]
@@ -30,7 +31,7 @@ PACKAGES = ["node-red@4", "node-red-contrib-influxdb@0.7"]
 # The collector's bench rules, as a plant engineer would write them in a function node.
 FUNCTION = """
 const p = msg.payload;
-const t = %(time)s;
+%(time)s
 const parts = msg.topic.split('/');
 const machine = parts[3];
 const state = p.exec === 'ACTIVE' ? 'busy' : 'idle';
@@ -46,27 +47,26 @@ msg.payload = [{
     state: state,
     state_code: state === 'busy' ? '1i' : '2i',
     previous: prev === undefined ? 'offline' : prev.state,
-    previous_s: prev === undefined ? 0 : (t - prev.since) / 1000,
+    previous_s: prev === undefined ? 0 : (t - prev.since) / 1e6,
     reason: state === 'busy' ? "execution == 'ACTIVE' (execution='" + p.exec + "')" : 'default',
 }, {machine: machine, plant: parts[1], line: parts[2]}];
 return msg;
 """
 
 
+# Times in microseconds. Arrival time: Date.now() has milliseconds only, and Node-RED handles a
+# backlog's messages of one machine within the same millisecond, so a change would overwrite the
+# one before it in InfluxDB (same series, same time); strictly increasing microseconds keep
+# every change, as the collector's nanosecond arrival times are meant to.
+PAYLOAD_TIME = "const t = p.ts * 1000;"
+ARRIVAL_TIME = """const t = Math.max(Date.now() * 1000, (context.get('last') || 0) + 1);
+context.set('last', t);"""
+
+
 def ensure_installed() -> Path:
     """Install Node-RED and the InfluxDB nodes into bench/.nodered once; return red.js."""
-    red = NODE_DIR / "node_modules" / "node-red" / "red.js"
-    influx = NODE_DIR / "node_modules" / "node-red-contrib-influxdb" / "influxdb.js"
-    if red.exists() and influx.exists():
-        return red
-    if shutil.which("npm") is None:
-        raise SystemExit("Node-RED needs node and npm (Debian: apt-get install nodejs npm)")
-    NODE_DIR.mkdir(exist_ok=True)
-    (NODE_DIR / "package.json").write_text('{"private": true}\n')
-    print(f"installing {' '.join(PACKAGES)} into {NODE_DIR} ...", flush=True)
-    subprocess.run(["npm", "install", "--no-audit", "--no-fund", "--loglevel=error", *PACKAGES], cwd=NODE_DIR,
-                   check=True)
-    return red
+    modules = ensure(NODE_DIR, PACKAGES, "node-red-contrib-influxdb/influxdb.js")
+    return modules / "node-red" / "red.js"
 
 
 def flow(*, mqtt_port: int, client_id: str, topic_filter: str, influx_port: int, database: str,
@@ -78,7 +78,7 @@ def flow(*, mqtt_port: int, client_id: str, topic_filter: str, influx_port: int,
     influx = {"id": "influx", "type": "influxdb", "hostname": "127.0.0.1", "port": str(influx_port),
               "protocol": "http", "database": database, "name": "bench influxd", "usetls": False,
               "influxdbVersion": "1.x"}
-    code = FUNCTION % {"time": "p.ts" if payload_time else "Date.now()"}
+    code = FUNCTION % {"time": PAYLOAD_TIME if payload_time else ARRIVAL_TIME}
     return [
         {"id": "tab", "type": "tab", "label": "machine states"},
         broker, influx,
@@ -88,7 +88,7 @@ def flow(*, mqtt_port: int, client_id: str, topic_filter: str, influx_port: int,
         {"id": "rules", "type": "function", "z": "tab", "name": "state rules", "func": code, "outputs": 1,
          "wires": [["out"]]},
         {"id": "out", "type": "influxdb out", "z": "tab", "influxdb": "influx", "name": "",
-         "measurement": "machine_state", "precision": "ms", "retentionPolicy": "", "wires": []},
+         "measurement": "machine_state", "precision": "u", "retentionPolicy": "", "wires": []},
     ]
 
 
@@ -179,7 +179,9 @@ def drain(user_dir: Path, port: int, flows: list[dict[str, object]], done: Calla
         rss, cpu = red.peak_rss_mb(), red.cpu_s()
     finally:
         red.stop()
-    errors = [line for line in red.log if "[error]" in line or "[warn]" in line]
-    if errors:
-        print("Node-RED said:\n" + "\n".join(errors[:10]), flush=True)
+    # Warnings every headless start gives (no projects, no credential secret) are left out.
+    said = [line for line in red.log if ("[error]" in line or "[warn]" in line)
+            and "Projects disabled" not in line and "unencrypted credentials" not in line]
+    if said or not ok:
+        print("Node-RED said:\n" + "\n".join((said or red.log)[-20:]), flush=True)
     return {"seconds": elapsed, "ok": ok, "peak_rss_mb": rss, "cpu_s": cpu}
