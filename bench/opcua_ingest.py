@@ -85,7 +85,8 @@ site: {{plant: bench}}
 data_dir: {data_dir}
 http: {{enabled: false}}
 sources:
-  - {{id: cell, type: opcua, endpoint: "opc.tcp://127.0.0.1:{port}", publishing_interval: 0.2, sampling_interval: 0, queue_size: 50}}
+  - {{id: cell, type: opcua, endpoint: "opc.tcp://127.0.0.1:{port}", publishing_interval: 0.2,
+     sampling_interval: 0, queue_size: 50}}
 profiles:
   lathe:
     signals:
