@@ -25,7 +25,8 @@ any paho-based Python consumer pays, the broker's own delivery limit, and a Node
      influxd 1.6 (v1 API), timed from start until every state change is stored in InfluxDB
      (counted with InfluxQL every 0.1 s);
    - Node-RED 4 (bench/nodered.py: ``mqtt in`` with a persistent session -> a function node
-     with the same rules -> ``influxdb out``), timed from its "Started flows" log line (its
+     with the same rules -> ``join`` -> ``influxdb batch``; ``--nodered-per-point``: the naive
+     ``influxdb out``, which loses points under a backlog), timed from its "Started flows" log line (its
      MQTT connect follows) until every state change is stored, counted the same way; its
      peak RSS is the node process's VmHWM.
 
@@ -269,7 +270,7 @@ def publish_stream(shape: str, port: int, machines: int, messages: int, base_ms:
 
 
 def run_nodered(tmp: Path, shape: str, mqtt_port: int, influx_port: int, influx_url: str, client_id: str,
-                expect: int) -> dict[str, float]:
+                expect: int, batch: bool = True) -> dict[str, float]:
     from bench.nodered import drain, flow
     from tests.fixtures._ports import free_port
 
@@ -278,8 +279,8 @@ def run_nodered(tmp: Path, shape: str, mqtt_port: int, influx_port: int, influx_
         f"{influx_url}/query", data=urllib.parse.urlencode({"q": f"CREATE DATABASE {database}"}).encode()),
         timeout=30).close()
     flows = flow(mqtt_port=mqtt_port, client_id=client_id, topic_filter=topic_filter(shape),
-                 influx_port=influx_port, database=database, payload_time=shape == "ts")
-    return drain(tmp / client_id, free_port(), flows, lambda: stored_changes(influx_url, database) >= expect,
+                 influx_port=influx_port, database=database, payload_time=shape == "ts", batch=batch)
+    return drain(tmp / client_id, free_port(), flows, lambda: stored_changes(influx_url, database), expect,
                  float(os.environ.get("BENCH_TIMEOUT", "600")))
 
 
@@ -289,6 +290,8 @@ def main() -> None:
     parser.add_argument("--messages", type=int, default=200_000)
     parser.add_argument("--repeat", type=int, default=5, help="drains of each role per stream shape")
     parser.add_argument("--no-nodered", action="store_true", help="leave Node-RED out (needs node and npm)")
+    parser.add_argument("--nodered-per-point", action="store_true",
+                        help="Node-RED's naive flow: `influxdb out`, one request per point (loses points under load)")
     parser.add_argument("--shapes", default="ts,arrival", help="stream shapes to run: ts, arrival or both")
     parser.add_argument("--role", choices=["session", "paho", "collector"], help=argparse.SUPPRESS)
     parser.add_argument("--shape", choices=list(SHAPES), default="ts", help=argparse.SUPPRESS)
@@ -375,7 +378,7 @@ def main() -> None:
                                         client_id, "--influx", influxd.url, *sizes, env=env, wrap=wrap)
                         else:
                             run = run_nodered(Path(tmp), shape, broker.port, influxd.port, influxd.url, client_id,
-                                              expect)
+                                              expect, batch=not args.nodered_per_point)
                         if role != "paho" and not run["ok"]:
                             raise SystemExit(f"{role} did not store every state change: {run}")
                         rates[shape, role].append(n / run["seconds"])

@@ -1,9 +1,11 @@
 """Node-RED as a plant would set it up instead of the collector, for bench/mqtt_ingest.py.
 
-The flow is what a new user draws: ``mqtt in`` (QoS 1, persistent session: clean session off,
-MQTT 5 session expiry) -> a ``function`` node with the bench's state rules (``busy`` when
-``exec == 'ACTIVE'``, else ``idle``; a point per state change with the collector's fields) ->
-``influxdb out`` (node-red-contrib-influxdb, InfluxDB 1.x) into its own database.
+The flow: ``mqtt in`` (QoS 1, persistent session: clean session off, MQTT 5 session expiry)
+-> a ``function`` node with the bench's state rules (``busy`` when ``exec == 'ACTIVE'``, else
+``idle``; a point per state change with the collector's fields) -> ``join`` (up to 1,000
+points or 0.2 s) -> ``influxdb batch`` (node-red-contrib-influxdb, InfluxDB 1.x) into its own
+database. The naive flow (``influxdb out``, one request per point; ``batch=False``) loses
+points under a backlog, see ``flow``.
 
 Node-RED 4 and the InfluxDB nodes are installed with npm into ``bench/.nodered`` on first use
 (git-ignored; the test command never installs them). Node-RED runs headless (no editor, no HTTP
@@ -42,16 +44,20 @@ if (prev !== undefined && prev.state === state) {
 }
 states[machine] = {state: state, since: t};
 context.set('states', states);
-msg.payload = [{
-    time: t,
+const fields = {
     state: state,
-    state_code: state === 'busy' ? '1i' : '2i',
+    state_code: state === 'busy' ? 1 : 2,
     previous: prev === undefined ? 'offline' : prev.state,
     previous_s: prev === undefined ? 0 : (t - prev.since) / 1e6,
     reason: state === 'busy' ? "execution == 'ACTIVE' (execution='" + p.exec + "')" : 'default',
-}, {machine: machine, plant: parts[1], line: parts[2]}];
+};
+const tags = {machine: machine, plant: parts[1], line: parts[2]};
+%(point)s
 return msg;
 """
+# `influxdb out`: [fields (time among them), tags]; `influxdb batch`: node-influx points.
+POINT_OUT = "fields.time = t;\nmsg.payload = [fields, tags];"
+POINT_BATCH = "msg.payload = {measurement: 'machine_state', fields: fields, tags: tags, timestamp: t};"
 
 
 # Times in microseconds. Arrival time: Date.now() has milliseconds only, and Node-RED handles a
@@ -70,7 +76,11 @@ def ensure_installed() -> Path:
 
 
 def flow(*, mqtt_port: int, client_id: str, topic_filter: str, influx_port: int, database: str,
-         payload_time: bool) -> list[dict[str, object]]:
+         payload_time: bool, batch: bool = True) -> list[dict[str, object]]:
+    """The flow. ``batch``: a ``join`` node gathers up to 1,000 points (or what came within
+    0.2 s) into one ``influxdb batch`` write; without it, ``influxdb out`` writes each point in a
+    request of its own, all at once, and under a backlog influxd 1.6 answers many of them with
+    500 Internal Server Error, which the node logs and drops (points lost)."""
     broker = {"id": "broker", "type": "mqtt-broker", "name": "bench broker", "broker": "127.0.0.1",
               "port": str(mqtt_port), "clientid": client_id, "autoConnect": True, "usetls": False,
               "protocolVersion": "5", "keepalive": "60", "cleansession": False, "autoUnsubscribe": False,
@@ -78,7 +88,18 @@ def flow(*, mqtt_port: int, client_id: str, topic_filter: str, influx_port: int,
     influx = {"id": "influx", "type": "influxdb", "hostname": "127.0.0.1", "port": str(influx_port),
               "protocol": "http", "database": database, "name": "bench influxd", "usetls": False,
               "influxdbVersion": "1.x"}
-    code = FUNCTION % {"time": PAYLOAD_TIME if payload_time else ARRIVAL_TIME}
+    code = FUNCTION % {"time": PAYLOAD_TIME if payload_time else ARRIVAL_TIME,
+                       "point": POINT_BATCH if batch else POINT_OUT}
+    if batch:
+        writer: list[dict[str, object]] = [
+            {"id": "write", "type": "join", "z": "tab", "name": "batch", "mode": "custom", "build": "array",
+             "property": "payload", "propertyType": "msg", "key": "topic", "joiner": "\\n", "joinerType": "str",
+             "accumulate": False, "timeout": "0.2", "count": "1000", "reduceRight": False, "wires": [["out"]]},
+            {"id": "out", "type": "influxdb batch", "z": "tab", "influxdb": "influx", "name": "",
+             "precision": "u", "retentionPolicy": "", "wires": []}]
+    else:
+        writer = [{"id": "write", "type": "influxdb out", "z": "tab", "influxdb": "influx", "name": "",
+                   "measurement": "machine_state", "precision": "u", "retentionPolicy": "", "wires": []}]
     return [
         {"id": "tab", "type": "tab", "label": "machine states"},
         broker, influx,
@@ -86,9 +107,8 @@ def flow(*, mqtt_port: int, client_id: str, topic_filter: str, influx_port: int,
          "datatype": "json", "broker": "broker", "nl": False, "rap": True, "rh": 0, "inputs": 0,
          "wires": [["rules"]]},
         {"id": "rules", "type": "function", "z": "tab", "name": "state rules", "func": code, "outputs": 1,
-         "wires": [["out"]]},
-        {"id": "out", "type": "influxdb out", "z": "tab", "influxdb": "influx", "name": "",
-         "measurement": "machine_state", "precision": "u", "retentionPolicy": "", "wires": []},
+         "wires": [["write"]]},
+        *writer,
     ]
 
 
@@ -159,20 +179,26 @@ class NodeRed:
             self.proc.wait()
 
 
-def drain(user_dir: Path, port: int, flows: list[dict[str, object]], done: Callable[[], bool],
-          timeout_s: float) -> dict[str, float]:
-    """Run the flow until ``done()`` (polled every 0.1 s); time from "Started flows" (the MQTT
-    connect follows it) to the poll that saw ``done``."""
+def drain(user_dir: Path, port: int, flows: list[dict[str, object]], stored: Callable[[], int], expect: int,
+          timeout_s: float, stall_s: float = 60.0) -> dict[str, float]:
+    """Run the flow until ``stored()`` (polled every 0.1 s) reaches ``expect``; time from
+    "Started flows" (the MQTT connect follows it) to the poll that saw it. Gives up after
+    ``timeout_s``, or when ``stored()`` has not grown for ``stall_s`` (Node-RED lost points)."""
     red = NodeRed(user_dir, port)
     red.start(flows)
+    count = 0
     try:
         if not red.started.wait(60):
             raise SystemExit("Node-RED did not start:\n" + "\n".join(red.log[-30:]))
         deadline = red.started_at + timeout_s
         ok = False
-        while time.perf_counter() < deadline:
+        grew = time.perf_counter()
+        while time.perf_counter() < deadline and time.perf_counter() - grew < stall_s:
             time.sleep(0.1)
-            if done():
+            now = stored()
+            if now != count:
+                count, grew = now, time.perf_counter()
+            if count >= expect:
                 ok = True
                 break
         elapsed = time.perf_counter() - red.started_at
@@ -184,4 +210,4 @@ def drain(user_dir: Path, port: int, flows: list[dict[str, object]], done: Calla
             and "Projects disabled" not in line and "unencrypted credentials" not in line]
     if said or not ok:
         print("Node-RED said:\n" + "\n".join((said or red.log)[-20:]), flush=True)
-    return {"seconds": elapsed, "ok": ok, "peak_rss_mb": rss, "cpu_s": cpu}
+    return {"seconds": elapsed, "ok": ok, "peak_rss_mb": rss, "cpu_s": cpu, "stored": count}
