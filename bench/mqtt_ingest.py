@@ -251,7 +251,7 @@ def child(*args: str, env: dict[str, str] | None = None, wrap: list[str] | None 
         raise SystemExit(f"{args[1]} failed:\n{out.stderr}")
     if out.stderr.strip():
         print(out.stderr.strip()[-3000:], file=sys.stderr)
-    result: dict[str, float] = json.loads(out.stdout.strip().splitlines()[-1])
+    result: dict[str, float] = json.loads([ln for ln in out.stdout.splitlines() if ln.startswith("{")][-1])
     return result
 
 
