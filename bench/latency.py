@@ -10,8 +10,8 @@ InfluxQL every ``--poll`` seconds for the points from the oldest change not yet 
 change's latency is the wall-clock time when the poll that first returned its point came back,
 minus its source timestamp (an upper bound: the point may have landed up to one poll earlier).
 The machines' first states (one burst at the start) are not counted. Points the collector
-stored later than their source timestamp (today's tracker moves a change that arrives after
-its wall-clock tick forward to the tick) are matched all the same and counted (``moved``).
+stored later than their source timestamp (a tracker moves a change that arrives after the time
+it already rolled up to forward to that time) are matched all the same and counted (``moved``).
 
 Target: p99 <= flush interval + 250 ms. Last line: {"changes", "p50_ms", "p99_ms", "max_ms",
 "flush_interval_s", "target_p99_ms", "poll_s", "moved", "moved_max_ms"}.
@@ -81,8 +81,8 @@ def main() -> None:
             with publisher(mqtt_port, args.machines, args.period, args.seconds) as pub:
                 # Per machine, its changes not seen yet (ts ns, oldest first). A point is matched to
                 # the oldest unseen change of its machine at or before the point's time, less than
-                # half a period before it: today's trackers may move a change forward to the time
-                # they already rolled up to (counted as `moved`), never backward.
+                # half a period before it: a tracker may move a change forward to the time it
+                # already rolled up to (counted as `moved`), never backward.
                 unseen: dict[str, list[int]] = {}
                 taken = moved = 0
                 shift_max = 0

@@ -38,7 +38,7 @@ Last line: one JSON object {"readings_per_s", "paho_floor_per_s", "mosquitto_sub
 "ratio_to_paho", "peak_rss_mb", "nodered_per_s", "ratio_to_nodered", "nodered_rss_mb"} for the
 ``ts`` shape and the same keys with the suffix ``_arrival`` for the other (no mosquitto_sub),
 and ``changes_lost``: state changes the collector did not store (the worst run; see
-``role_collector``):
+``role_collector``), medians over the repeats:
 medians over the repeats, ratios of the medians, peak RSS the largest of the processes'.
 Profiling the first collector run of each shape: ``BENCH_PROFILE=prefix`` writes cProfile
 files ``prefix.ts`` and ``prefix.arrival``; ``BENCH_PYSPY=prefix`` runs it under
@@ -189,11 +189,12 @@ def role_collector(shape: str, port: int, machines: int, n: int, expect: int, fi
     """The collector: MQTT adapter + engine + InfluxDB outbox, timed until every state change
     is stored in InfluxDB.
 
-    With arrival timestamps, today's tracker moves a reading that waited in the engine's queue
-    past a wall-clock tick forward to that tick, so under a backlog several changes of one
-    machine share a timestamp and InfluxDB keeps only the last of them: the count cannot reach
-    ``expect``. There the run is done when every message was processed, the outbox is empty and
-    every machine's last stored state is the final one; ``stored`` says how many changes landed.
+    With arrival timestamps, a collector that stores several changes of one machine at one
+    timestamp (the engine before the watermark did under a backlog: a reading that waited in
+    its queue past a wall-clock tick was moved forward to the tick) loses all but the last of
+    them in InfluxDB, and the count could never reach ``expect``. So for that shape the run is
+    done when every message was processed, the outbox is empty and every machine's last stored
+    state is the final one; ``stored`` says how many changes landed (``changes_lost``).
     """
     from collector.configfile import load_config_text
     from collector.engine import Engine

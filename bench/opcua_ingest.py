@@ -1,7 +1,7 @@
 """OPC UA ingest: a server with 1,000 machines changing state, read by one collector.
 
     python bench/opcua_ingest.py [--server node-opcua|asyncua] [--machines 1000]
-                                 [--rates 2000,4000,8000,12000,16000] [--seconds 20]
+                                 [--rates 2000,4000,6000,8000,12000,16000] [--seconds 20]
 
 The server runs in a subprocess (its CPU is not counted): by default node-opcua
 (bench/opcua_server.js, installed with npm into bench/.node-opcua on first use), an OPC UA
@@ -200,7 +200,7 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--server", choices=["node-opcua", "asyncua"], default="node-opcua")
     parser.add_argument("--machines", type=int, default=1000)
-    parser.add_argument("--rates", default="2000,4000,8000,12000,16000",
+    parser.add_argument("--rates", default="2000,4000,6000,8000,12000,16000",
                         help="value changes per second the server makes, one run each, in turn")
     parser.add_argument("--seconds", type=float, default=20)
     parser.add_argument("--rate", type=float, default=4000, help=argparse.SUPPRESS)  # the asyncua server's
