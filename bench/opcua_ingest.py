@@ -15,10 +15,12 @@ rules + trackers, sink discarded) runs in this process.
 For each rate of ``--rates`` in turn (a fresh server and collector each), measured over
 ``--seconds`` after every machine reported: value changes the server made per second (from its
 own count), value changes the collector handled per second, this process's CPU (100 = one core)
-and peak RSS. The collector keeps up at a rate when it handles >= 95 % of what the server made
+and peak RSS, and the server process's CPU (near 100: the server, one Node.js thread, is the
+limit). The collector keeps up at a rate when it handles >= 95 % of what the server made
 and the server made >= 95 % of the rate (else the server is the limit, said so). Last line:
 {"server", "max_rate_kept_up", "value_changes_per_s", "cpu_percent", "peak_rss_mb", "server_limited",
-"rates": [{"rate", "server_per_s", "value_changes_per_s", "cpu_percent", "kept_up"}, ...]}, the
+"rates": [{"rate", "server_per_s", "value_changes_per_s", "cpu_percent", "server_cpu_percent",
+"kept_up"}, ...]}, the
 top-level figures those of the highest rate kept up.
 """
 
@@ -148,7 +150,29 @@ class Server:
         self.proc = subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.DEVNULL, text=True, env=env)
         self.ready = threading.Event()
         self.reports: list[tuple[float, int]] = []
+        self.cpu: list[tuple[float, float]] = []  # (monotonic time, the server's CPU seconds so far)
         threading.Thread(target=self._read, daemon=True).start()
+        threading.Thread(target=self._sample_cpu, daemon=True).start()
+
+    def _sample_cpu(self) -> None:
+        import psutil
+
+        proc = psutil.Process(self.proc.pid)
+        while self.proc.poll() is None:
+            try:
+                times = proc.cpu_times()
+            except psutil.Error:
+                return
+            self.cpu.append((time.monotonic(), times.user + times.system))
+            time.sleep(0.5)
+
+    def cpu_between(self, t0: float, t1: float) -> float:
+        """The server's CPU percent (100 = one core) between t0 and t1."""
+        inside = [c for c in self.cpu if t0 <= c[0] <= t1]
+        if len(inside) < 2:
+            return float("nan")
+        (a, ca), (b, cb) = inside[0], inside[-1]
+        return 100 * (cb - ca) / (b - a)
 
     def _read(self) -> None:
         assert self.proc.stdout is not None
@@ -193,6 +217,7 @@ def one_rate(kind: str, machines: int, rate: float, seconds: float) -> dict[str,
     handled = result["value_changes_per_s"]
     return {"rate": rate, "server_per_s": round(made, 1), "value_changes_per_s": handled,
             "cpu_percent": result["cpu_percent"], "peak_rss_mb": result["peak_rss_mb"],
+            "server_cpu_percent": round(server.cpu_between(result["t0"], result["t1"]), 1),
             "kept_up": handled >= 0.95 * made, "server_limited": made < 0.95 * rate}
 
 
@@ -216,7 +241,8 @@ def main() -> None:
         runs.append(run)
         print(f"{args.server}: {args.machines} machines, {3 * args.machines} monitored items, rate {rate:g}/s: "
               f"server made {run['server_per_s']:g}/s, collector handled {run['value_changes_per_s']:g}/s, "
-              f"{run['cpu_percent']:g}% CPU, peak RSS {run['peak_rss_mb']:g} MB"
+              f"{run['cpu_percent']:g}% CPU, peak RSS {run['peak_rss_mb']:g} MB, "
+              f"server CPU {run['server_cpu_percent']:g}%"
               + (" (kept up)" if run["kept_up"] else " (fell behind)")
               + (" (server below the rate)" if run["server_limited"] else ""), flush=True)
         if not run["kept_up"]:
@@ -228,7 +254,7 @@ def main() -> None:
                       "peak_rss_mb": max(r["peak_rss_mb"] for r in runs),
                       "server_limited": any(r["server_limited"] for r in runs),
                       "rates": [{k: r[k] for k in ("rate", "server_per_s", "value_changes_per_s", "cpu_percent",
-                                                  "kept_up")} for r in runs]}))
+                                                  "server_cpu_percent", "kept_up")} for r in runs]}))
 
 
 if __name__ == "__main__":
