@@ -244,8 +244,8 @@ def test_resume_without_readings_rolls_up_offline_after_the_hold() -> None:
 def test_readings_as_old_as_a_clamped_state_start_are_not_dropped() -> None:
     """Test that when a tick has moved time past a batch's timestamp, the batch's later signals
     still count (they are simultaneous with the first, not out of order)."""
-    t = tracker()
-    t.tick(T0 + 5 * S)  # time rolled up to 5 s
+    t = tracker(interval=1)
+    t.tick(T0 + 5 * S)  # time rolled up to 5 s: five 1 s intervals are written and final
     out = t.reading(rd("mode", "AUTO", 4)) + t.reading(rd("spindle", 900, 4))
     assert changes(out) == [(5, State.IDLE, State.OFFLINE, 5), (5 + 1e-9, State.BUSY, State.IDLE, 1e-9)]
     assert t.out_of_order == 0
@@ -255,7 +255,7 @@ def test_readings_as_old_as_a_clamped_state_start_are_not_dropped() -> None:
 def test_a_reading_later_than_the_rolled_up_time_is_clamped_and_counted() -> None:
     """Test that a reading stamped before time already rolled up is placed at that time and counted
     as `clamped` (late at its source), while one that is merely simultaneous is not."""
-    t = tracker()
+    t = tracker(interval=1)  # written intervals make the time final
     t.tick(T0 + 10 * S)
     out = t.reading(rd("spindle", 900, 7))
     assert changes(out) == [(10, State.BUSY, State.OFFLINE, 10)]
@@ -276,3 +276,15 @@ def test_resume_skips_what_the_checkpoint_already_holds() -> None:
     assert second.reading(rd("spindle", 100, 1)) == [] and second.reading(rd("spindle", 0, 2)) == []
     assert second.replayed == 2
     assert changes(second.reading(rd("spindle", 100, 3))) == [(3, State.BUSY, State.IDLE, 1)]
+
+
+def test_a_tick_with_nothing_due_rolls_nothing_and_a_late_reading_keeps_its_time() -> None:
+    """Test that inside an unfinished interval, with no debounce or staleness due, a tick leaves time
+    open (nothing is written yet), so a reading that arrives after it still counts at its own time;
+    the interval is whole and exact when it closes."""
+    t = tracker()
+    assert t.tick(T0 + 10 * S) == [] and t.acc_pos_ns < T0 + 10 * S
+    assert changes(t.reading(rd("spindle", 900, 7))) == [(7, State.BUSY, State.OFFLINE, 7)]
+    assert t.clamped == 0
+    closed = intervals(t.tick(T0 + 21 * S))  # the minute ends 20 s after T0
+    assert len(closed) == 1 and closed[0].seconds_ns[State.BUSY] == 13 * S
