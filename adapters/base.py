@@ -10,7 +10,7 @@ The adapter connects in ``__aenter__`` and raises ``SourceError`` (or lets a lib
 escape) when the source is lost; it does not retry. The engine's supervisor owns
 reconnection: it marks the source's machines offline, waits a jittered, capped backoff and
 opens the adapter again. Protocol types never leave the adapter: they are converted to
-``collector.model`` events at the boundary.
+``collector.core.model`` events at the boundary.
 """
 
 from __future__ import annotations
@@ -22,17 +22,16 @@ from pathlib import Path
 from types import TracebackType
 from typing import NamedTuple, Protocol, Self
 
-from pydantic import BaseModel, ConfigDict, Field
+from pydantic import Field
 
-from collector.badinput import BadInput
-from collector.errors import CollectorError
-from collector.model import Event, MachineFound, MachineInfo
+from collector.core.badinput import BadInput
+from collector.core.errors import CollectorError
+from collector.core.model import Event, MachineFound, MachineInfo
+from collector.core.strict import Strict
 
 
-class SourceConfig(BaseModel):
+class SourceConfig(Strict):
     """Fields every source has. Each adapter subclasses it with ``type: Literal[...]``."""
-
-    model_config = ConfigDict(extra="forbid")
 
     id: str = Field(description="Unique name of this source; machines refer to it with `source:`.",
                     examples=["cell-a"])

@@ -27,8 +27,8 @@ from collector.capacity.config import CapacitySettings
 from collector.capacity.forecast import forecast
 from collector.capacity.profile import ProfileStore
 from collector.capacity.records import record
+from collector.core.model import NS_PER_S, Interval, MachineInfo, State
 from collector.machines import ResolvedMachine
-from collector.model import NS_PER_S, Interval, MachineInfo, State
 from collector.rules import RuleSet, compile_rule
 from collector.tracker import TrackerStatus
 

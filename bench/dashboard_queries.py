@@ -23,8 +23,8 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
-from collector.lineprotocol import encode
-from collector.model import State
+from collector.core.lineprotocol import encode
+from collector.core.model import State
 from dashboards.boards import build_boards
 from dashboards.build import SOURCE_CONFIG, load
 from tests.fixtures.influxdb import InfluxD, start_influxd

@@ -17,8 +17,8 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
-from collector.lineprotocol import to_line
-from collector.model import MachineInfo, Reading, State, StateChange
+from collector.core.lineprotocol import to_line
+from collector.core.model import MachineInfo, Reading, State, StateChange
 from collector.rules import RuleSet, compile_rule
 from collector.tracker import Tracker
 

@@ -33,11 +33,11 @@ import httpx
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
+from collector.core.lineprotocol import to_line
+from collector.core.model import MachineInfo, State, StateChange
 from collector.influx.config import InfluxSettings, OutboxSettings
 from collector.influx.outbox import OutboxStore
 from collector.influx.sink import IN_FLIGHT, OutboxSink
-from collector.lineprotocol import to_line
-from collector.model import MachineInfo, State, StateChange
 from tests.fixtures._ports import until
 from tests.fixtures.influxdb import start_influxd
 

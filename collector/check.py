@@ -29,12 +29,12 @@ from typing import Any, TextIO
 from adapters import REGISTRY
 from adapters.base import AdapterContext, SourceConfig, SourceError
 from adapters.mqtt.config import MqttSource
-from collector.backoff import Backoff
-from collector.badinput import BadInput
 from collector.check_mqtt import TopicSpy
 from collector.configfile import LoadedConfig
+from collector.core.backoff import Backoff
+from collector.core.badinput import BadInput
+from collector.core.model import Connectivity, Event, MachineFound, Quality, Reading, Sample, State
 from collector.machines import ResolvedMachine, resolve_found
-from collector.model import Connectivity, Event, MachineFound, Quality, Reading, Sample, State
 
 log = logging.getLogger(__name__)
 

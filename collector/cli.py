@@ -106,7 +106,7 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def _duration(text: str) -> float:
-    from collector.durations import parse_duration
+    from collector.core.durations import parse_duration
 
     try:
         return float(parse_duration(text))

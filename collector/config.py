@@ -12,15 +12,16 @@ import zlib
 from pathlib import Path
 from typing import TYPE_CHECKING, Annotated, Union
 
-from pydantic import BaseModel, ConfigDict, Field, SecretStr, field_validator, model_validator
+from pydantic import Field, SecretStr, field_validator, model_validator
 from pydantic_settings import BaseSettings, PydanticBaseSettingsSource, SettingsConfigDict
 
 from adapters import REGISTRY
 from adapters.base import SourceConfig
 from collector.capacity.config import Capability, CapacitySettings
-from collector.durations import Duration
+from collector.core.durations import Duration
+from collector.core.model import State
+from collector.core.strict import Strict
 from collector.influx.config import InfluxSettings, OutboxSettings
-from collector.model import State
 from dashboards.config import DashboardSettings
 
 # The `type` field discriminates the registered source models (see adapters/__init__.py).
@@ -32,17 +33,15 @@ else:
                                Field(discriminator="type")]
 
 
-class _Strict(BaseModel):
-    model_config = ConfigDict(extra="forbid")
 
 
-class Site(_Strict):
+class Site(Strict):
     plant: str = Field(description="Plant name: the `plant` tag of every machine unless a machine sets its own.",
                        examples=["shenzhen-1"])
     name: str = Field("", description="Human-readable site name, for logs and boards.")
 
 
-class Rule(_Strict):
+class Rule(Strict):
     state: State = Field(description="The state this rule yields.")
     when: str | None = Field(
         None,
@@ -61,7 +60,7 @@ class Rule(_Strict):
         return when
 
 
-class Profile(_Strict):
+class Profile(Strict):
     extends: str | None = Field(
         None, description="A built-in (`opc40001`, `packml`, `mtconnect`) or another profile whose rules and signals this one starts from.")
     signals: dict[str, str] = Field(
@@ -76,7 +75,7 @@ class Profile(_Strict):
                                                 examples=[{"process": "turning", "max_diameter_mm": 300}])
 
 
-class Machine(_Strict):
+class Machine(Strict):
     id: str = Field(description="Machine id: the `machine` tag.", examples=["cnc-07"])
     name: str = Field("", description="Display name.")
     plant: str | None = Field(None, description="Plant tag; default `site.plant`.")
@@ -95,7 +94,7 @@ class Machine(_Strict):
     stale_after: Duration | None = Field(None, description="Overrides the profile's and `tracker.stale_after`.")
 
 
-class TrackerSettings(_Strict):
+class TrackerSettings(Strict):
     debounce: Duration = Field(0.0, description="A new state counts once it held this long; its start stays the moment it began.")
     stale_after: Duration | None = Field(
         None, description="No reading for this long makes a machine `offline` from its last reading on. Off by default: OPC UA subscriptions only report changes; set it for sources that publish periodically.")
@@ -106,14 +105,14 @@ class TrackerSettings(_Strict):
     max_gap: Duration = Field(86400.0, gt=0, description="Time without any tracking longer than this (a long stop, a clock jump) is bridged in one step: the machine goes `offline` at the gap's start and roll-ups are written only for the gap's last `max_gap`, so no gap costs work or memory in proportion to its length.")
 
 
-class HttpSettings(_Strict):
+class HttpSettings(Strict):
     enabled: bool = Field(True, description="Serve /healthz, /readyz, /metrics and /api/v1/machines.")
     host: str = Field("127.0.0.1", description="Listen address.")
     port: int = Field(9180, ge=0, le=65535, description="Listen port (0: any free port).")
     token: SecretStr | None = Field(None, description="When set, every /api/* request needs `Authorization: Bearer <token>`. Use `${API_TOKEN}`.")
 
 
-class Shard(_Strict):
+class Shard(Strict):
     """One of ``count`` collectors that split a plant between them by machine: each keeps the
     machines whose id hashes to its ``index`` (CRC-32 of the id, modulo ``count``). Every
     collector reads every message and drops those of other shards, so a machine's readings,

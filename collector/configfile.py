@@ -24,7 +24,7 @@ import yaml
 from pydantic import BaseModel, ValidationError
 
 from collector.config import Config
-from collector.errors import CollectorError
+from collector.core.errors import CollectorError
 from collector.machines import ResolvedMachine, ResolveError, resolve_all
 
 Loc = tuple[str | int, ...]

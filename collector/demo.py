@@ -16,10 +16,10 @@ from rich.text import Text
 from adapters.simulate.config import SimulateSource
 from collector.capacity.service import Capacity, compose
 from collector.configfile import LoadedConfig
+from collector.core.figures import availability, idle_hours, utilization
+from collector.core.model import NS_PER_S, Output, State, StateChange
 from collector.engine import Engine
-from collector.figures import availability, idle_hours, utilization
 from collector.http import serve_status
-from collector.model import NS_PER_S, Output, State, StateChange
 from collector.sinks import NullSink
 from collector.tracker import TrackerStatus
 

@@ -33,12 +33,22 @@ from typing import Any
 
 from adapters import REGISTRY
 from adapters.base import Adapter, AdapterContext, BoundMachine, SourceConfig, SourceError
-from collector.backoff import Backoff
-from collector.badinput import BadInput
 from collector.configfile import LoadedConfig
-from collector.lineprotocol import to_line
+from collector.core.backoff import Backoff
+from collector.core.badinput import BadInput
+from collector.core.lineprotocol import to_line
+from collector.core.model import (
+    NS_PER_S,
+    Connectivity,
+    Event,
+    MachineFound,
+    Output,
+    Reading,
+    Sample,
+    StateChange,
+    now_ns,
+)
 from collector.machines import ResolvedMachine, resolve_found
-from collector.model import NS_PER_S, Connectivity, Event, MachineFound, Output, Reading, Sample, StateChange, now_ns
 from collector.sinks import Sink
 from collector.timebounds import TimeBounds
 from collector.tracker import Tracker, TrackerStatus

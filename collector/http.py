@@ -14,10 +14,10 @@ from collections.abc import AsyncIterator, Awaitable, Callable
 from typing import TYPE_CHECKING, Any
 
 from collector.capacity import api as capacity_api
-from collector.figures import availability, idle_hours, utilization
+from collector.core.figures import availability, idle_hours, utilization
+from collector.core.model import NS_PER_S, State
 from collector.metrics import CONTENT_TYPE as METRICS_CONTENT_TYPE
 from collector.metrics import metrics_text
-from collector.model import NS_PER_S, State
 
 if TYPE_CHECKING:
     from collector.capacity.service import Capacity

@@ -10,8 +10,8 @@ from dataclasses import dataclass, field
 from adapters.base import BoundMachine
 from collector.capacity.config import Capability
 from collector.config import Config, Machine, Profile, Rule
-from collector.errors import CollectorError
-from collector.model import MachineFound, MachineInfo
+from collector.core.errors import CollectorError
+from collector.core.model import MachineFound, MachineInfo
 from collector.profiles import BUILTIN
 from collector.rules import CompiledRule, RuleError, RuleSet, compile_rule
 

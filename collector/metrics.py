@@ -27,7 +27,7 @@ from prometheus_client import CollectorRegistry, generate_latest
 from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, Metric
 from prometheus_client.registry import Collector
 
-from collector.model import State
+from collector.core.model import State
 
 if TYPE_CHECKING:
     from collector.engine import Engine

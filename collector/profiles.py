@@ -14,7 +14,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-from collector.model import State
+from collector.core.model import State
 
 
 @dataclass(frozen=True, slots=True)

@@ -23,8 +23,8 @@ from typing import Any
 
 from simpleeval import EvalWithCompoundTypes
 
-from collector.errors import CollectorError
-from collector.model import State
+from collector.core.errors import CollectorError
+from collector.core.model import State
 
 log = logging.getLogger(__name__)
 

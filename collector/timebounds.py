@@ -25,7 +25,7 @@ from __future__ import annotations
 import dataclasses
 from collections.abc import Callable
 
-from collector.model import NS_PER_S, Connectivity, Reading, Sample
+from collector.core.model import NS_PER_S, Connectivity, Reading, Sample
 
 FUTURE = "future_timestamp"
 TOO_OLD = "too_old"

@@ -26,7 +26,7 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from typing import Any
 
-from collector.model import NS_PER_S, Interval, MachineInfo, Output, Quality, Reading, Sample, State, StateChange
+from collector.core.model import NS_PER_S, Interval, MachineInfo, Output, Quality, Reading, Sample, State, StateChange
 from collector.rules import RuleSet
 
 

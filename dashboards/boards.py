@@ -10,7 +10,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from collector.config import Config, Machine
-from collector.model import State
+from collector.core.model import State
 from dashboards import queries as q
 from dashboards.config import DashboardSettings
 from dashboards.grafana import InfluxQL, Panel, Row, dashboard, datasource_variable, query_variable

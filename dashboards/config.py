@@ -4,11 +4,12 @@ from __future__ import annotations
 
 from typing import Literal
 
-from pydantic import BaseModel, ConfigDict, Field
+from pydantic import Field
+
+from collector.core.strict import Strict
 
 
-class DashboardSettings(BaseModel):
-    model_config = ConfigDict(extra="forbid")
+class DashboardSettings(Strict):
 
     datasource_uid: str = Field(
         "machine-availability-influxdb", pattern=r"^[A-Za-z0-9._-]{1,40}$",

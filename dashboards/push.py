@@ -27,7 +27,7 @@ import niquests
 from grafana_client.api import GrafanaApi
 from grafana_client.client import GrafanaClientError, GrafanaException, GrafanaUnauthorizedError
 
-from collector.errors import CollectorError
+from collector.core.errors import CollectorError
 from collector.influx.config import InfluxSettings
 from dashboards.boards import Board
 from dashboards.config import DashboardSettings

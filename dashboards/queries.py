@@ -15,9 +15,9 @@ from __future__ import annotations
 
 import re
 
-from collector.lineprotocol import MEASUREMENT_AVAILABILITY as AVAIL
-from collector.lineprotocol import MEASUREMENT_STATE as STATES
-from collector.model import State
+from collector.core.lineprotocol import MEASUREMENT_AVAILABILITY as AVAIL
+from collector.core.lineprotocol import MEASUREMENT_STATE as STATES
+from collector.core.model import State
 from dashboards.states import ORDER
 
 KNOWN = 'sum("busy_s") + sum("idle_s") + sum("setup_s") + sum("down_s")'

@@ -5,7 +5,7 @@ from __future__ import annotations
 
 from typing import Any
 
-from collector.model import State
+from collector.core.model import State
 
 JSON = dict[str, Any]
 

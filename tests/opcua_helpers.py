@@ -12,8 +12,8 @@ from typing import Any
 from adapters.base import AdapterContext, BoundMachine
 from adapters.opcua.adapter import OpcUaAdapter
 from adapters.opcua.config import OpcUaSource
-from collector.badinput import BadInput
-from collector.model import Event, MachineInfo, Reading
+from collector.core.badinput import BadInput
+from collector.core.model import Event, MachineInfo, Reading
 from tests.fixtures._ports import until
 
 CNC = "urn:test:cnc"

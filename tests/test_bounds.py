@@ -8,8 +8,8 @@ import pytest
 from adapters.mqtt import adapter as adapter_module
 from adapters.mqtt import sparkplug
 from adapters.mqtt.sparkplug import SparkplugError, SparkplugSession
-from collector import badinput
-from collector.badinput import BadInput
+from collector.core import badinput
+from collector.core.badinput import BadInput
 from tests.fixtures._sparkplug import INT64, STRING, M, payload
 from tests.test_fuzz_decoders import deliver, offline_adapter
 

@@ -11,7 +11,7 @@ from hypothesis import strategies as st
 
 from collector.capacity.forecast import forecast
 from collector.capacity.profile import HOURS_PER_WEEK, ProfileStore, empty_buckets
-from collector.model import NS_PER_S, Interval, MachineInfo, State
+from collector.core.model import NS_PER_S, Interval, MachineInfo, State
 
 BERLIN = ZoneInfo("Europe/Berlin")
 LATHE = MachineInfo("lathe-01", "plant-1", public=True)

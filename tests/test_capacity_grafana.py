@@ -13,8 +13,8 @@ from zoneinfo import ZoneInfo
 from collector.capacity.forecast import forecast
 from collector.capacity.profile import ProfileStore
 from collector.configfile import load_config_text
-from collector.lineprotocol import to_line
-from collector.model import NS_PER_S, Interval, MachineInfo, State
+from collector.core.lineprotocol import to_line
+from collector.core.model import NS_PER_S, Interval, MachineInfo, State
 from dashboards.boards import capacity_boards
 from tests.fixtures.influxdb import InfluxD
 from tests.test_capacity_forecast import pattern

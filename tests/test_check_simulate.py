@@ -20,7 +20,7 @@ from asyncua import ua
 
 from collector.check import EXIT_NO_DATA, EXIT_OK, Checker
 from collector.configfile import load_config, load_config_text
-from collector.model import Sample, State
+from collector.core.model import Sample, State
 from collector.simulate import plant_from_config, simulate
 from collector.simulate.opcua import OpcUaPlant
 from tests.fixtures._ports import free_port, until, wait_for

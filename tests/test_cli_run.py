@@ -15,10 +15,10 @@ import pytest
 from rich.console import Console
 
 from collector.configfile import load_config
+from collector.core.model import State
 from collector.demo import render
 from collector.engine import Engine
 from collector.http import serve_status
-from collector.model import State
 from collector.sinks import NullSink
 from tests.fixtures._ports import until, wait_for
 from tests.fixtures._proc import COLLECTOR, collector_env

@@ -11,7 +11,7 @@ from typing import Any
 
 import pytest
 
-from collector.model import State
+from collector.core.model import State
 from dashboards.boards import DETAIL_UID, build_boards
 from dashboards.build import JSON_DIR, SOURCE_CONFIG, load, stale_files, write
 from dashboards.states import COLOURS

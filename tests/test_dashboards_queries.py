@@ -11,9 +11,9 @@ from typing import Any
 import pytest
 
 from collector.configfile import load_config_text
-from collector.lineprotocol import to_line
+from collector.core.lineprotocol import to_line
+from collector.core.model import Reading, State
 from collector.machines import resolve_all
-from collector.model import Reading, State
 from collector.tracker import Tracker
 from dashboards.boards import Board, build_boards
 from tests.fixtures.influxdb import InfluxD

@@ -1,4 +1,4 @@
-"""The exception tree of collector/errors.py is the whole tree: every exception class the project
+"""The exception tree of collector/core/errors.py is the whole tree: every exception class the project
 defines derives from CollectorError."""
 
 from __future__ import annotations
@@ -12,8 +12,8 @@ import pytest
 import adapters
 import collector
 import dashboards
-from collector import errors
-from collector.errors import CollectorError
+from collector.core import errors
+from collector.core.errors import CollectorError
 
 PACKAGES = (collector, adapters, dashboards)
 SKIP = ("_pb2", "__main__")
@@ -34,6 +34,6 @@ def project_exceptions() -> list[type[BaseException]]:
 
 @pytest.mark.parametrize("exc", project_exceptions(), ids=lambda e: e.__qualname__)
 def test_every_project_exception_derives_from_collector_error(exc: type[BaseException]) -> None:
-    """Test that the exception is part of the one tree drawn in collector/errors.py."""
+    """Test that the exception is part of the one tree drawn in collector/core/errors.py."""
     assert issubclass(exc, CollectorError)
-    assert exc.__name__ in (errors.__doc__ or ""), "add it to the tree in collector/errors.py's docstring"
+    assert exc.__name__ in (errors.__doc__ or ""), "add it to the tree in collector/core/errors.py's docstring"

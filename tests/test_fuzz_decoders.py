@@ -21,8 +21,8 @@ from adapters.mqtt.adapter import MqttAdapter
 from adapters.mqtt.payloads import MISSING, compile_path, parse_timestamp, parse_value
 from adapters.mqtt.sparkplug import SparkplugError, SparkplugSession
 from adapters.opcua.values import plain, quality, to_ns
-from collector.badinput import BadInput
-from collector.model import Connectivity, MachineFound, Quality, Reading, Sample
+from collector.core.badinput import BadInput
+from collector.core.model import Connectivity, MachineFound, Quality, Reading, Sample
 from tests.fixtures._mqtt import machine, make_adapter
 from tests.fixtures._sparkplug import BOOLEAN, DOUBLE, FLOAT, INT16, INT64, STRING, M, payload
 

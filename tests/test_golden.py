@@ -9,7 +9,7 @@ import pytest
 import yaml
 
 from collector.configfile import load_config_text
-from collector.model import Reading, StateChange
+from collector.core.model import Reading, StateChange
 from collector.tracker import Tracker
 
 CASES = sorted((Path(__file__).parent / "golden").glob("*.yaml"))

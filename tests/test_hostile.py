@@ -17,9 +17,9 @@ import psutil
 from prometheus_client.parser import text_string_to_metric_families
 
 from collector.configfile import LoadedConfig, load_config_text
+from collector.core.model import State
 from collector.engine import Engine
 from collector.http import serve_status
-from collector.model import State
 from collector.sinks import NullSink
 from tests.fixtures._mqtt import Publisher
 from tests.fixtures._ports import until
@@ -185,7 +185,7 @@ async def test_odd_machine_ids_are_tracked_and_scrapeable(mosquitto: Mosquitto, 
 def test_the_engine_caps_discovered_machines_per_source(tmp_path: Path) -> None:
     """Test that the engine itself refuses a discovered machine past the source's `max_machines`
     (configured machines count), whichever adapter found it: counted as `too_many_machines`."""
-    from collector.model import MachineFound
+    from collector.core.model import MachineFound
 
     text = CONFIG.format(port=1, data_dir=tmp_path, extra="max_machines: 3",
                          machines="machines:\n  - {id: cfg-1, source: line, profile: cnc}\n")
@@ -199,7 +199,7 @@ def test_the_engine_caps_discovered_machines_per_source(tmp_path: Path) -> None:
 async def test_a_reload_applies_new_limits_and_rules_to_discovered_machines(tmp_path: Path) -> None:
     """Test that after a reload, `max_machines`, `tracker.max_future` and a profile's new rules apply
     to machines discovered from then on, and removed machines no longer count against the cap."""
-    from collector.model import MachineFound
+    from collector.core.model import MachineFound
 
     def loaded(cap: int, when: str, machines: str, max_future: str) -> LoadedConfig:
         text = CONFIG.format(port=1, data_dir=tmp_path, extra=f"max_machines: {cap}", machines=machines)

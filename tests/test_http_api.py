@@ -10,9 +10,9 @@ from pathlib import Path
 import httpx
 
 from collector.configfile import load_config, load_config_text
+from collector.core.model import State
 from collector.engine import Engine
 from collector.http import serve_status
-from collector.model import State
 from collector.sinks import NullSink
 from tests.fixtures._ports import until
 from tests.fixtures._proc import COLLECTOR, collector_env

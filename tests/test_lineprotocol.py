@@ -8,8 +8,8 @@ from pathlib import Path
 from hypothesis import given
 from hypothesis import strategies as st
 
-from collector.lineprotocol import escape_tag, quote_string, to_line
-from collector.model import Interval, MachineInfo, State, StateChange
+from collector.core.lineprotocol import escape_tag, quote_string, to_line
+from collector.core.model import Interval, MachineInfo, State, StateChange
 from tests.fixtures._proc import COLLECTOR, collector_env
 from tests.fixtures.influxdb import InfluxD
 

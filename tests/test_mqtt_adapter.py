@@ -12,8 +12,8 @@ import pytest
 from paho.mqtt.enums import CallbackAPIVersion
 
 from adapters.base import SourceError
-from collector.badinput import BadInput
-from collector.model import Connectivity, MachineFound, Reading, Sample
+from collector.core.badinput import BadInput
+from collector.core.model import Connectivity, MachineFound, Reading, Sample
 from tests.fixtures._mqtt import Publisher, machine, make_adapter, make_source, running
 from tests.fixtures._ports import until
 from tests.fixtures.mosquitto import Mosquitto

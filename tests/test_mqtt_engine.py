@@ -11,8 +11,8 @@ from contextlib import asynccontextmanager
 from pathlib import Path
 
 from collector.configfile import load_config_text
+from collector.core.model import NS_PER_S, Output, State, StateChange
 from collector.engine import Engine
-from collector.model import NS_PER_S, Output, State, StateChange
 from collector.sinks import NullSink
 from tests.fixtures._mqtt import Publisher
 from tests.fixtures._ports import until

@@ -8,8 +8,8 @@ import paho.mqtt.client as paho
 from paho.mqtt.enums import CallbackAPIVersion
 
 from adapters.mqtt.sparkplug import Payload, metric_value
-from collector.badinput import BadInput
-from collector.model import Connectivity, Reading
+from collector.core.badinput import BadInput
+from collector.core.model import Connectivity, Reading
 from tests.fixtures._mqtt import Publisher, machine, make_adapter, make_source, running
 from tests.fixtures._ports import until, wait_for
 from tests.fixtures._sparkplug import BOOLEAN, FLOAT, INT16, INT64, STRING, M, payload

@@ -12,7 +12,7 @@ from asyncua import Server, ua
 
 from adapters.base import SourceError
 from adapters.opcua.adapter import OpcUaAdapter, UnknownNodes
-from collector.model import Quality
+from collector.core.model import Quality
 from tests.fixtures.opcua import OpcUaTestServer, plain_cnc
 from tests.opcua_helpers import CNC, DECOY, FreezableProxy, Reader, bound, cnc_signals, context, source
 

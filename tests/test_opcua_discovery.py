@@ -7,7 +7,7 @@ from pathlib import Path
 from asyncua import Server
 
 from adapters.opcua.adapter import OpcUaAdapter
-from collector.model import MachineFound
+from collector.core.model import MachineFound
 from tests.fixtures.opcua import (
     DI,
     MACHINERY,

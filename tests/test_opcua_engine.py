@@ -11,8 +11,8 @@ from pathlib import Path
 from asyncua import Server, ua
 
 from collector.configfile import load_config_text
+from collector.core.model import NS_PER_S, Output, State, StateChange
 from collector.engine import Engine
-from collector.model import NS_PER_S, Output, State, StateChange
 from collector.sinks import NullSink
 from tests.fixtures._ports import until
 from tests.fixtures.opcua import (

@@ -17,12 +17,12 @@ from pathlib import Path
 import pytest
 from pydantic import SecretStr
 
+from collector.core.lineprotocol import to_line
+from collector.core.model import MachineInfo, State, StateChange
 from collector.influx.config import InfluxSettings, OutboxSettings
 from collector.influx.outbox import OutboxStore
 from collector.influx.sink import OutboxSink
 from collector.influx.writers import WriteError, classify, with_precision
-from collector.lineprotocol import to_line
-from collector.model import MachineInfo, State, StateChange
 from tests.fixtures._ports import free_port, until, wait_for
 from tests.fixtures._proc import COLLECTOR, ROOT, collector_env
 from tests.fixtures.influxdb import InfluxD, VictoriaMetrics

@@ -14,8 +14,8 @@ from pathlib import Path
 import httpx
 
 from collector.configfile import load_config
+from collector.core.model import Output, State, StateChange
 from collector.engine import Engine
-from collector.model import Output, State, StateChange
 from collector.reload import Reloader, diff
 from collector.sinks import NullSink
 from tests.fixtures._ports import free_port, until, wait_for

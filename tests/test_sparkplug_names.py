@@ -15,11 +15,11 @@ from typing import Any
 import yaml
 
 from adapters.mqtt.sparkplug import SparkplugSession, signal_names
-from collector.badinput import BadInput
 from collector.configfile import load_config_text
+from collector.core.badinput import BadInput
+from collector.core.model import Connectivity, MachineFound, Reading
 from collector.engine import Engine
 from collector.influx import make_sink
-from collector.model import Connectivity, MachineFound, Reading
 from tests.fixtures._foreign import foreign_python
 from tests.fixtures._mqtt import Publisher, machine, make_adapter, make_source, running
 from tests.fixtures._ports import until

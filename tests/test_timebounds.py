@@ -7,7 +7,7 @@ import time
 from hypothesis import given
 from hypothesis import strategies as st
 
-from collector.model import Connectivity, Interval, MachineInfo, Reading, Sample, State, StateChange
+from collector.core.model import Connectivity, Interval, MachineInfo, Reading, Sample, State, StateChange
 from collector.rules import RuleSet, compile_rule
 from collector.timebounds import FUTURE, TOO_OLD, TimeBounds
 from collector.tracker import Tracker

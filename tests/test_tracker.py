@@ -7,7 +7,7 @@ import itertools
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from collector.model import Interval, MachineInfo, Output, Quality, Reading, Sample, State, StateChange
+from collector.core.model import Interval, MachineInfo, Output, Quality, Reading, Sample, State, StateChange
 from collector.rules import RuleSet, compile_rule
 from collector.tracker import Tracker
 

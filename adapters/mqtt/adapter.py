@@ -51,7 +51,7 @@ from adapters.mqtt.sparkplug import (
     signal_names,
 )
 from adapters.mqtt.topics import TopicTemplate, expand, subscription_filter
-from collector.model import Connectivity, Event, MachineFound, Reading, Sample
+from collector.core.model import Connectivity, Event, MachineFound, Reading, Sample
 
 log = logging.getLogger(__name__)
 install_lean_properties()

@@ -6,20 +6,19 @@ import re
 from pathlib import Path
 from typing import Literal
 
-from pydantic import BaseModel, ConfigDict, Field, SecretStr, model_validator
+from pydantic import Field, SecretStr, model_validator
 
 from adapters.base import SourceConfig
-from collector.durations import Duration
+from collector.core.durations import Duration
+from collector.core.strict import Strict
 
 _FIELD = re.compile(r"^\{([A-Za-z_][A-Za-z0-9_]*)\}$")
 SPARKPLUG_FIELDS = frozenset({"group", "edge_node", "device", "machine"})
 
 
-class _Strict(BaseModel):
-    model_config = ConfigDict(extra="forbid")
 
 
-class Tls(_Strict):
+class Tls(Strict):
     ca_file: Path | None = Field(None, description="CA certificate(s) (PEM) that signed the broker's certificate; default: the system's CAs.")
     cert_file: Path | None = Field(None, description="Client certificate (PEM), for brokers that require one.")
     key_file: Path | None = Field(None, description="Private key (PEM) of `cert_file`.")
@@ -32,12 +31,12 @@ class Tls(_Strict):
         return self
 
 
-class Discover(_Strict):
+class Discover(Strict):
     match: str = Field(description="Glob over the machine id from the topic (`cnc-*`, `*`).", examples=["cnc-*"])
     profile: str = Field(description="Profile of machines whose id matches.", examples=["lathe"])
 
 
-class Subscription(_Strict):
+class Subscription(Strict):
     topic: str = Field(
         description=("Topic template: `{name}` segments match one level and name it (`{machine}` is the machine "
                      "id; `{line}`, `{cell}` become tags; `{signal}` names the signal of a `value` payload), `+` "
@@ -100,7 +99,7 @@ class Subscription(_Strict):
         return self
 
 
-class StatusTopic(_Strict):
+class StatusTopic(Strict):
     topic: str = Field(description="Topic template of a status / last-will topic; `{machine}` (or `machine_id`) names the machine. Without a machine level, every machine of the source.",
                        examples=["factory/{plant}/{line}/{machine}/lwt"])
     machine_id: str = Field("{machine}", description="Machine id built from the topic's named levels.")

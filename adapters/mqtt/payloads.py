@@ -9,12 +9,13 @@ from __future__ import annotations
 
 import re
 from collections.abc import Callable
-from datetime import UTC, datetime
+from datetime import datetime
 from typing import Any, Final
 
 import jmespath
 
-from collector.errors import BadInputError
+from collector.core.errors import BadInputError
+from collector.core.timeunits import NS_PER_UNIT, datetime_to_ns
 
 MISSING: Final = object()
 """What a path yields when the payload does not have it (JMESPath's ``null``)."""
@@ -103,9 +104,6 @@ def parse_value(payload: bytes | bytearray) -> bool | int | float | str:
     return text if number != number or number in (float("inf"), float("-inf")) else number
 
 
-_UNIT_NS = {"s": 1_000_000_000, "ms": 1_000_000, "us": 1_000, "ns": 1}
-
-
 def parse_timestamp(value: Any, fmt: str) -> int:
     """A payload timestamp in integer ns since the epoch; raises ``ValueError`` if unusable.
 
@@ -117,17 +115,17 @@ def parse_timestamp(value: Any, fmt: str) -> int:
     if isinstance(value, int | float):
         if fmt == "iso":
             raise ValueError(f"expected an ISO 8601 string, got {value!r}")
-        if fmt in _UNIT_NS:
+        if fmt in NS_PER_UNIT:
             unit = fmt
         else:
             magnitude = abs(value)
             unit = "s" if magnitude < 1e11 else "ms" if magnitude < 1e14 else "us" if magnitude < 1e17 else "ns"
         if isinstance(value, int):
-            return value * _UNIT_NS[unit]
+            return value * NS_PER_UNIT[unit]
         if value != value or value in (float("inf"), float("-inf")):
             raise ValueError(f"not a timestamp: {value!r}")
         whole = int(value)  # whole and fraction apart: 1.7e9 s * 1e9 would lose ns in a double
-        return whole * _UNIT_NS[unit] + round((value - whole) * _UNIT_NS[unit])
+        return whole * NS_PER_UNIT[unit] + round((value - whole) * NS_PER_UNIT[unit])
     if isinstance(value, str):
         if fmt not in ("auto", "iso"):
             try:
@@ -138,11 +136,6 @@ def parse_timestamp(value: Any, fmt: str) -> int:
             parsed = datetime.fromisoformat(value)
         except ValueError:
             raise ValueError(f"not an ISO 8601 time: {value!r}") from None
-        if parsed.tzinfo is None:
-            parsed = parsed.replace(tzinfo=UTC)
-        delta = parsed - _EPOCH
-        return (delta.days * 86_400 + delta.seconds) * 1_000_000_000 + delta.microseconds * 1_000
+        return datetime_to_ns(parsed)
     raise ValueError(f"not a timestamp: {value!r}")
 
-
-_EPOCH = datetime(1970, 1, 1, tzinfo=UTC)

@@ -35,8 +35,8 @@ from typing import Any
 from google.protobuf.message import DecodeError
 
 from adapters.mqtt import sparkplug_b_pb2
-from collector.errors import BadInputError
-from collector.model import Connectivity, Event, Reading
+from collector.core.errors import BadInputError
+from collector.core.model import Connectivity, Event, Reading
 
 log = logging.getLogger(__name__)
 

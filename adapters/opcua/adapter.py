@@ -38,7 +38,7 @@ from adapters.base import AdapterContext, Batch, BoundMachine, SourceConfig, Sou
 from adapters.opcua import addressing, discovery, security
 from adapters.opcua.config import OpcUaSource
 from adapters.opcua.values import plain, quality, to_ns
-from collector.model import Event, MachineFound, Quality, Reading, now_ns
+from collector.core.model import Event, MachineFound, Quality, Reading, now_ns
 
 log = logging.getLogger(__name__)
 

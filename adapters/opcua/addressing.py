@@ -20,7 +20,7 @@ from dataclasses import dataclass
 
 from asyncua import Client, ua
 
-from collector.errors import BadInputError
+from collector.core.errors import BadInputError
 
 _IDENTIFIER = re.compile(r";(?=[isgb]=)")
 

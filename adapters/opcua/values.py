@@ -8,22 +8,16 @@ from typing import Any
 
 from asyncua import ua
 
-from collector.model import Quality
-
-_EPOCH = dt.datetime(1970, 1, 1, tzinfo=dt.UTC)
-_US = dt.timedelta(microseconds=1)
+from collector.core.model import Quality
+from collector.core.timeunits import datetime_to_ns
 
 
 def to_ns(when: dt.datetime | None) -> int | None:
     """A UTC datetime as integer ns since the epoch (exact to the µs Python keeps); None for
     missing or OPC UA's "no time" (the 1601 epoch)."""
-    if when is None:
+    if when is None or when.year < 1971:
         return None
-    if when.tzinfo is None:
-        when = when.replace(tzinfo=dt.UTC)
-    if when.year < 1971:
-        return None
-    return (when - _EPOCH) // _US * 1000
+    return datetime_to_ns(when)
 
 
 def plain(value: Any) -> Any:

@@ -22,7 +22,7 @@ from typing import Any, Self
 
 from adapters.base import AdapterContext, Batch, BoundMachine, SourceConfig
 from adapters.simulate.config import SimulateSource
-from collector.model import NS_PER_S, Sample
+from collector.core.model import NS_PER_S, Sample
 
 DEFAULT_SIGNALS = {"execution": "execution", "spindle_rpm": "spindle_rpm", "alarm": "alarm", "mode": "mode"}
 

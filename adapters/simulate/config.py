@@ -7,7 +7,7 @@ from typing import Literal
 from pydantic import Field
 
 from adapters.base import SourceConfig
-from collector.durations import Duration
+from collector.core.durations import Duration
 
 
 class SimulateSource(SourceConfig):

@@ -2,20 +2,19 @@
 
 from __future__ import annotations
 
-from pydantic import BaseModel, ConfigDict, Field, SecretStr, field_validator
+from pydantic import Field, SecretStr, field_validator
 
-from collector.durations import Duration
+from collector.core.durations import Duration
+from collector.core.strict import Strict
 
 # A capability value a buyer filters on: a word, a number, a flag, or a list of those.
 Scalar = str | int | float | bool
 Capability = Scalar | list[Scalar]
 
 
-class _Strict(BaseModel):
-    model_config = ConfigDict(extra="forbid")
 
 
-class FeedSettings(_Strict):
+class FeedSettings(Strict):
     enabled: bool = Field(False, description="Publish one retained JSON message per public machine on `<topic_prefix>/<plant>/<machine>`.")
     broker: str | None = Field(None, description="Id of an `mqtt` source whose broker (host, port, credentials, TLS) the feed uses. Without it: `host`/`port` below.", examples=["line-2"])
     host: str = Field("127.0.0.1", description="Broker host when `broker` is not set.")
@@ -34,7 +33,7 @@ class FeedSettings(_Strict):
         return prefix
 
 
-class CapacitySettings(_Strict):
+class CapacitySettings(Strict):
     timezone: str = Field("UTC", description="IANA time zone whose hours of the week the forecast uses (the plant's), e.g. `Europe/Berlin`.", examples=["Europe/Berlin"])
     decay: float = Field(0.8, gt=0, le=1, description="Weight of each older week in the hour-of-week profile relative to the week after it (1: all weeks count alike).")
     threshold: float = Field(0.5, ge=0, le=1, description="An hour of the week is in a free window when the machine was idle at least this share of its known time in that hour.")

@@ -18,7 +18,7 @@ import datetime as dt
 from dataclasses import dataclass
 
 from collector.capacity.profile import HOURS_PER_WEEK, Buckets
-from collector.model import State
+from collector.core.model import State
 
 HOUR = dt.timedelta(hours=1)
 

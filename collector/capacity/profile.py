@@ -23,7 +23,7 @@ from collections.abc import Iterable
 from pathlib import Path
 from zoneinfo import ZoneInfo
 
-from collector.model import NS_PER_S, Interval, State
+from collector.core.model import NS_PER_S, Interval, State
 
 HOURS_PER_WEEK = 168
 QUARTER_NS = 900 * NS_PER_S

@@ -10,9 +10,9 @@ from typing import Any
 from collector.capacity.config import Capability, CapacitySettings
 from collector.capacity.forecast import Forecast, forecast
 from collector.capacity.profile import ProfileStore
-from collector.errors import BadInputError
+from collector.core.errors import BadInputError
+from collector.core.model import NS_PER_S, State
 from collector.machines import ResolvedMachine
-from collector.model import NS_PER_S, State
 from collector.tracker import TrackerStatus
 
 DAY_NS = 86_400 * NS_PER_S

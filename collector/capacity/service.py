@@ -14,8 +14,8 @@ from collector.capacity.config import CapacitySettings
 from collector.capacity.forecast import Forecast, forecast
 from collector.capacity.profile import QUARTER_NS, ProfileStore
 from collector.capacity.records import record
+from collector.core.model import NS_PER_S, Interval, Output, StateChange
 from collector.machines import ResolvedMachine
-from collector.model import NS_PER_S, Interval, Output, StateChange
 
 if TYPE_CHECKING:
     from collector.engine import Engine

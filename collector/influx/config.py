@@ -5,13 +5,13 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Literal
 
-from pydantic import BaseModel, ConfigDict, Field, SecretStr
+from pydantic import Field, SecretStr
 
-from collector.durations import Duration
+from collector.core.durations import Duration
+from collector.core.strict import Strict
 
 
-class InfluxSettings(BaseModel):
-    model_config = ConfigDict(extra="forbid")
+class InfluxSettings(Strict):
 
     url: str = Field(description="Base URL of the InfluxDB server.", examples=["http://localhost:8086"])
     api: Literal["v2", "v1"] = Field(
@@ -30,8 +30,7 @@ class InfluxSettings(BaseModel):
     timeout: Duration = Field(10.0, gt=0, description="Timeout of one write request.")
 
 
-class OutboxSettings(BaseModel):
-    model_config = ConfigDict(extra="forbid")
+class OutboxSettings(Strict):
 
     path: Path = Field(Path("data/outbox.sqlite"), description="SQLite file of the outbox (WAL mode). Default: `outbox.sqlite` in `data_dir`. Relative: to the config file's folder.")
     max_mb: float = Field(512.0, gt=0, description="Size bound of the stored points; past it the oldest points are dropped, counted and logged.")

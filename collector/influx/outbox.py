@@ -21,7 +21,7 @@ from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
-from collector.errors import CollectorError
+from collector.core.errors import CollectorError
 
 _SCHEMA = """
 CREATE TABLE IF NOT EXISTS outbox (

@@ -20,7 +20,7 @@ from typing import Any, Self, TypeVar
 
 import orjson
 
-from collector.backoff import Backoff
+from collector.core.backoff import Backoff
 from collector.influx.config import InfluxSettings, OutboxSettings
 from collector.influx.outbox import Chunk, OutboxStore
 from collector.influx.writers import WriteError, Writer, make_writer

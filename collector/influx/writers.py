@@ -22,7 +22,8 @@ from typing import Literal, Protocol, TypeVar, cast
 
 import httpx
 
-from collector.errors import CollectorError
+from collector.core.errors import CollectorError
+from collector.core.timeunits import NS_PER_UNIT
 from collector.influx.config import InfluxSettings
 
 log = logging.getLogger(__name__)
@@ -73,12 +74,11 @@ def _seconds(value: str | None) -> float | None:
         return None
 
 
-_DIVISORS = {"ns": 1, "us": 1_000, "ms": 1_000_000, "s": 1_000_000_000}
 
 
 def with_precision(body: bytes, precision: str) -> bytes:
     """Lines carry ns timestamps; for a coarser precision the timestamp is rounded down."""
-    divisor = _DIVISORS[precision]
+    divisor = NS_PER_UNIT[precision]
     if divisor == 1:
         return body
     out = []

@@ -17,7 +17,7 @@ import paho.mqtt.client as paho
 from paho.mqtt.enums import CallbackAPIVersion
 
 from adapters.mqtt.sparkplug import NAMESPACE, REBIRTH_METRIC, Payload
-from collector.model import MachineInfo, Sample
+from collector.core.model import MachineInfo, Sample
 from collector.simulate.plant import QUANTITIES, Plant
 
 log = logging.getLogger(__name__)

@@ -24,7 +24,7 @@ from typing import Any
 
 from asyncua import Server, ua
 
-from collector.model import MachineInfo, Sample
+from collector.core.model import MachineInfo, Sample
 from collector.simulate.plant import Plant
 
 log = logging.getLogger(__name__)

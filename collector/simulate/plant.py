@@ -13,9 +13,9 @@ from pathlib import Path
 from adapters.base import AdapterContext, BoundMachine
 from adapters.simulate.adapter import SimulateAdapter
 from adapters.simulate.config import SimulateSource
-from collector.badinput import BadInput
 from collector.configfile import LoadedConfig
-from collector.model import MachineInfo, Sample
+from collector.core.badinput import BadInput
+from collector.core.model import MachineInfo, Sample
 
 # Every quantity the simulated machines have (see adapters/simulate/adapter.py).
 QUANTITIES = ("execution", "spindle_rpm", "alarm", "mode", "packml_state", "item_state", "operation_mode")

@@ -5,7 +5,7 @@ from __future__ import annotations
 
 from collections.abc import Mapping
 
-from collector.model import NS_PER_S, State
+from collector.core.model import NS_PER_S, State
 
 
 def known_ns(totals: Mapping[State, int]) -> int:

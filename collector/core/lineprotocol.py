@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import functools
 
-from collector.model import NS_PER_S, Interval, MachineInfo, Output, State, StateChange
+from collector.core.model import NS_PER_S, Interval, MachineInfo, Output, State, StateChange
 
 MEASUREMENT_STATE = "machine_state"
 MEASUREMENT_AVAILABILITY = "machine_availability"
