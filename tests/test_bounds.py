@@ -5,7 +5,7 @@ from __future__ import annotations
 
 import pytest
 
-from adapters.mqtt import adapter as adapter_module
+from adapters.mqtt import decoder as decoder_module
 from adapters.mqtt import sparkplug
 from adapters.mqtt.sparkplug import SparkplugError, SparkplugSession
 from collector.core import badinput
@@ -65,8 +65,8 @@ def test_sparkplug_nodes_aliases_and_devices_are_bounded(monkeypatch: pytest.Mon
 
 def test_route_cache_is_bounded(monkeypatch: pytest.MonkeyPatch) -> None:
     """Test that a flood of distinct topics never keeps more than ROUTE_CACHE routes."""
-    monkeypatch.setattr(adapter_module, "ROUTE_CACHE", 100)
+    monkeypatch.setattr(decoder_module, "ROUTE_CACHE", 100)
     adapter = offline_adapter(BadInput())
     for i in range(1_000):
         deliver(adapter, f"other/{i}".encode(), b"{}")
-        assert len(adapter._routes) <= 100
+        assert len(adapter.decoder._routes) <= 100

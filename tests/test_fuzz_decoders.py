@@ -108,8 +108,8 @@ def check_events(adapter: MqttAdapter) -> None:
         if isinstance(event, Reading | Sample | Connectivity):
             assert type(event.ts_ns) is int
         if isinstance(event, Reading | Sample):
-            assert adapter.is_known(event.machine)
-    assert len(adapter.found) + 1 <= 50
+            assert adapter.decoder.is_known(event.machine)
+    assert len(adapter.decoder.found) + 1 <= 50
 
 
 TOPICS = st.sampled_from([b"f/l1/cnc-1/status", b"f/l1/new-%d/status", b"v/cnc-1/rpm", b"v/x-%d/rpm", b"f/l/m/lwt",

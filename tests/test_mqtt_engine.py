@@ -190,7 +190,8 @@ async def _late_by_one_second(broker: Mosquitto, tmp_path: Path, lateness: str) 
     """Run the engine on the real clock, let it roll time up to now, then publish a change stamped
     a second ago (a slow network, a publisher clock behind ours)."""
     text = CONFIG.format(port=broker.port, data_dir=tmp_path).replace(
-        "tracker: {max_future: 2h}", f"tracker: {{max_future: 2h, lateness: {lateness}}}")
+        # 100 ms roll-ups: every tick closes intervals, so rolled-up time is final right behind it
+        "tracker: {max_future: 2h}", f"tracker: {{max_future: 2h, lateness: {lateness}, interval: 100ms}}")
     changes: list[StateChange] = []
     engine = Engine(load_config_text(text, "test.yaml"), NullSink(), tick_s=0.05,
                     on_output=lambda out: changes.extend(o for o in out if isinstance(o, StateChange)))

@@ -102,7 +102,7 @@ async def test_aliases_rename_and_only_mapped_nodes_become_machines(mosquitto: M
     assert events.index(next(e for e in events if isinstance(e, MachineFound))) < events.index(
         next(e for e in events if isinstance(e, Reading)))  # registered before its first reading
     assert bad.counts[("mq", "malformed_sparkplug")] == 1
-    assert adapter.found == {"lathe-9": "lathe"} and "N" not in adapter.sparkplug.nodes  # type: ignore[union-attr]
+    assert adapter.decoder.found == {"lathe-9": "lathe"} and "N" not in adapter.decoder.sparkplug.nodes  # type: ignore[union-attr]
 
 
 def plant_config(broker: Mosquitto, influxd: InfluxD, tmp: Path, database: str) -> str:

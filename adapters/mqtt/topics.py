@@ -50,11 +50,6 @@ class TopicTemplate:
         return {name: levels[i] for i, name in self.names}
 
 
-def subscription_filter(topic_filter: str, shared_group: str | None) -> str:
-    """The filter to subscribe to: ``$share/<group>/<filter>`` for shared subscriptions."""
-    return topic_filter if shared_group is None else f"$share/{shared_group}/{topic_filter}"
-
-
 def expand(template: str, values: Mapping[str, str]) -> str:
     """``{plant}-{machine}`` with the topic's named levels (unknown names stay empty)."""
     return string.Formatter().vformat(template, (), _Default(values))
