@@ -7,7 +7,6 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import os
-import ssl
 import threading
 from typing import Any
 
@@ -15,6 +14,7 @@ import paho.mqtt.client as paho
 from paho.mqtt.enums import CallbackAPIVersion
 
 from adapters.mqtt.config import MqttSource
+from adapters.mqtt.credentials import secure
 from adapters.mqtt.topics import TopicTemplate
 
 MAX_TOPICS = 10_000  # a busy broker's topic tree is not kept whole; a few names make the point
@@ -29,16 +29,7 @@ class TopicSpy:
         self._subscribed = threading.Event()
         client = self._client = paho.Client(CallbackAPIVersion.VERSION2, client_id=f"collector-check-spy-{os.getpid()}",
                                             protocol=paho.MQTTv311, clean_session=True)
-        if source.username is not None:
-            client.username_pw_set(source.username, source.password.get_secret_value() if source.password else None)
-        if source.tls is not None:
-            tls = source.tls
-            client.tls_set(ca_certs=str(tls.ca_file) if tls.ca_file else None,
-                           certfile=str(tls.cert_file) if tls.cert_file else None,
-                           keyfile=str(tls.key_file) if tls.key_file else None,
-                           cert_reqs=ssl.CERT_NONE if tls.insecure else ssl.CERT_REQUIRED)
-            if tls.insecure:
-                client.tls_insecure_set(True)
+        secure(client, source.username, source.password, source.tls, f"check of source {source.id}")
         client.on_connect = lambda c, *_: c.subscribe("#", qos=0)
         client.on_subscribe = lambda *_: self._subscribed.set()
         client.on_message = self._on_message

@@ -23,7 +23,6 @@ import asyncio
 import contextlib
 import logging
 import select
-import ssl
 import threading
 import time
 from collections import deque
@@ -39,6 +38,7 @@ from paho.mqtt.subscribeoptions import SubscribeOptions
 from adapters.base import AdapterContext, Batch, BoundMachine, SourceConfig, SourceError, horizon
 from adapters.mqtt._lean_properties import install as install_lean_properties
 from adapters.mqtt.config import MqttSource
+from adapters.mqtt.credentials import secure
 from adapters.mqtt.decoder import MqttDecoder
 from collector.core.model import Event
 
@@ -314,18 +314,7 @@ class MqttAdapter:
                          protocol=paho.MQTTv5 if v5 else paho.MQTTv311, reconnect_on_failure=False,
                          manual_ack=True)
         client.connect_timeout = cfg.connect_timeout
-        if cfg.username is not None:
-            client.username_pw_set(cfg.username, cfg.password.get_secret_value() if cfg.password else None)
-        if cfg.tls is not None:
-            tls = cfg.tls
-            client.tls_set(ca_certs=str(tls.ca_file) if tls.ca_file else None,
-                           certfile=str(tls.cert_file) if tls.cert_file else None,
-                           keyfile=str(tls.key_file) if tls.key_file else None,
-                           cert_reqs=ssl.CERT_NONE if tls.insecure else ssl.CERT_REQUIRED)
-            if tls.insecure:
-                log.warning("source %s: TLS certificate and host name checks are OFF (tls.insecure): "
-                            "anyone on the path can read and forge this connection", self.source_id)
-                client.tls_insecure_set(True)
+        secure(client, cfg.username, cfg.password, cfg.tls, f"source {self.source_id}")
         client.on_connect = self._on_connect
         client.on_disconnect = self._on_disconnect
         client.on_subscribe = self._on_subscribe

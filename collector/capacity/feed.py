@@ -15,7 +15,6 @@ import contextlib
 import json
 import logging
 import re
-import ssl
 import time
 from collections.abc import AsyncIterator
 from typing import Any
@@ -23,6 +22,7 @@ from typing import Any
 import paho.mqtt.client as paho
 from paho.mqtt.enums import CallbackAPIVersion
 
+from adapters.mqtt.credentials import secure
 from collector.capacity.records import iso
 from collector.capacity.service import Capacity
 from collector.config import Config
@@ -60,15 +60,7 @@ def _client(config: Config, client_id: str) -> tuple[paho.Client, str, int]:
         port = source.port or (8883 if tls is not None else 1883)
         protocol = paho.MQTTv311 if source.protocol == "3.1.1" else paho.MQTTv5  # what that broker speaks
     client = paho.Client(CallbackAPIVersion.VERSION2, client_id=client_id, protocol=protocol)
-    if username is not None:
-        client.username_pw_set(username, password.get_secret_value() if password else None)
-    if tls is not None:
-        client.tls_set(ca_certs=str(tls.ca_file) if tls.ca_file else None,
-                       certfile=str(tls.cert_file) if tls.cert_file else None,
-                       keyfile=str(tls.key_file) if tls.key_file else None,
-                       cert_reqs=ssl.CERT_NONE if tls.insecure else ssl.CERT_REQUIRED)
-        if tls.insecure:
-            client.tls_insecure_set(True)
+    secure(client, username, password, tls, "capacity feed")
     client.reconnect_delay_set(1, 30)
     client.max_queued_messages_set(QUEUE_MAX)
     return client, host, port

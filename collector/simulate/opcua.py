@@ -134,7 +134,7 @@ class OpcUaPlant:
                                       (1008, "MachineryOperationModeStateMachineType", OPERATION_MODES)):
             state_type = await fsm.add_object_type(ua.NodeId(type_id, m), ua.QualifiedName(name, m))
             for state_id, state in states.items():
-                await _typed_object(server, state_type.nodeid, ua.NodeId(state_id, m), ua.QualifiedName(state, m),
+                await typed_object(server, state_type.nodeid, ua.NodeId(state_id, m), ua.QualifiedName(state, m),
                                     ua.NodeId(_STATE_TYPE, 0))
         machines = await server.nodes.objects.add_folder(ua.NodeId(1001, m), ua.QualifiedName("Machines", m))
         for info in self.plant.machines:
@@ -152,7 +152,7 @@ class OpcUaPlant:
                                           ua.QualifiedName("MachineryBuildingBlocks", di))
         for sm, type_id, initial, states in (("MachineryItemState", 1002, 5005, ITEM_STATES),
                                              ("MachineryOperationMode", 1008, 5024, OPERATION_MODES)):
-            obj = await _typed_object(server, blocks.nodeid, ua.NodeId(f"{base}.{sm}", sim),
+            obj = await typed_object(server, blocks.nodeid, ua.NodeId(f"{base}.{sm}", sim),
                                       ua.QualifiedName(sm, m), ua.NodeId(type_id, m))
             current = await obj.add_variable(ua.NodeId(f"{base}.{sm}.CurrentState", sim),
                                              ua.QualifiedName("CurrentState", 0),
@@ -161,7 +161,7 @@ class OpcUaPlant:
                                        ua.NodeId(initial, m), ua.VariantType.NodeId)
 
 
-async def _typed_object(server: Server, parent: ua.NodeId, node: ua.NodeId, name: ua.QualifiedName,
+async def typed_object(server: Server, parent: ua.NodeId, node: ua.NodeId, name: ua.QualifiedName,
                         type_definition: ua.NodeId) -> Any:
     """An object of a type without the type's children copied in (asyncua's instantiation would
     give them node ids of its own; the children clients read are added explicitly)."""
