@@ -52,7 +52,7 @@ READ_BURST = 256
 """Packets read per readable-socket callback before the loop gets its turn again."""
 RECV_CHUNK = 65_536
 RECEIVE_MAXIMUM = HIGH_WATER
-CATCHUP_IDLE_S = 0.5
+CATCHUP_IDLE_S = 2.0
 """After a reconnect to a kept session: this long without a message and the backlog is read.
 (Stamps cannot tell: a broker queues each publisher's messages in turn, so a recent stamp can
 come before an hour-old one of another machine.)"""
