@@ -29,6 +29,9 @@ from tests.fixtures.mosquitto import Mosquitto
 from tests.fixtures.opcua import OpcUaTestServer, Security, make_certificate, plain_cnc
 from tests.opcua_helpers import CNC
 
+# Starts real services (an OPC UA server, mosquitto, influxd or the collector): the slow tier.
+pytestmark = pytest.mark.integration
+
 ROOT = Path(__file__).resolve().parent.parent
 CONFIG = ROOT / "config"
 MACHINES = {"lathe-01", "lathe-02", "lathe-03", "lathe-04", "mill-01", "mill-02", "mill-03", "mill-04",

@@ -145,6 +145,7 @@ def test_collector_and_simulator_fit_together(compose: dict[str, Any], monkeypat
 
 
 @pytest.mark.skipif(shutil.which("docker-compose") is None, reason="Debian's docker-compose is not installed")
+@pytest.mark.integration  # starts the collector or an outside tool
 def test_compose_file_validates_with_docker_compose() -> None:
     """Test the file with Debian's docker-compose `config` (the Compose file schema, interpolation, anchors)."""
     done = subprocess.run(["docker-compose", "-f", str(COMPOSE), "config", "--quiet"], capture_output=True, text=True,
@@ -178,6 +179,7 @@ def test_systemd_unit_keys() -> None:
 
 
 @pytest.mark.skipif(shutil.which("systemd-analyze") is None, reason="systemd-analyze is not installed")
+@pytest.mark.integration  # starts the collector or an outside tool
 def test_systemd_analyze_verify(tmp_path: Path) -> None:
     """Test the unit with `systemd-analyze verify` (ExecStart pointed at this checkout's collector)."""
     collector = shutil.which("collector", path=str(Path(sys.executable).parent)) or "/usr/bin/true"
@@ -191,6 +193,7 @@ def test_systemd_analyze_verify(tmp_path: Path) -> None:
     assert "Unknown key 'WatchdogSecs'" in warned.stderr
 
 
+@pytest.mark.integration  # starts the collector or an outside tool
 def test_run_speaks_the_notify_protocol(tmp_path: Path) -> None:
     """Test that `collector run` under Type=notify sends READY=1, WATCHDOG=1 at half WatchdogSec, STOPPING=1."""
     sock = socket.socket(socket.AF_UNIX, socket.SOCK_DGRAM)

@@ -8,6 +8,7 @@ import subprocess
 from pathlib import Path
 
 import httpx
+import pytest
 
 from collector.configfile import load_config, load_config_text
 from collector.core.model import State
@@ -63,6 +64,7 @@ def test_outbox_lives_under_data_dir_unless_set() -> None:
     assert explicit.config.outbox.path == base / "o.sqlite"
 
 
+@pytest.mark.integration  # runs the collector as a process
 def test_validate_and_demo_end_their_last_line() -> None:
     """Test that `validate` and the demo's board (piped, not a terminal) end with a newline."""
     env = collector_env()

@@ -12,6 +12,7 @@ from collections.abc import Sequence
 from pathlib import Path
 
 import httpx
+import pytest
 
 from collector.configfile import load_config
 from collector.core.model import Output, State, StateChange
@@ -115,6 +116,7 @@ async def test_changed_machine_carries_its_state_over(tmp_path: Path) -> None:
     await runner
 
 
+@pytest.mark.integration  # starts the collector or an outside tool
 def test_sighup_and_reload_command(tmp_path: Path) -> None:
     """Test `collector reload` against a running `collector run`: over HTTP, with SIGHUP, and refused when broken."""
     port = free_port()
