@@ -60,15 +60,6 @@ CATCHUP_MAX_S = 120.0
 """A plant that never pauses for CATCHUP_IDLE_S: the wall clock takes over after this long."""
 
 
-def _raise_if_cancelled() -> None:
-    """Python 3.11's ``wait_for`` swallows a cancellation that arrives just as what it waits for
-    completes (fixed in 3.12): the task then carries on connected, and a SIGTERM during connect
-    left the engine waiting for it for ever. The request is still on the task: honour it."""
-    task = asyncio.current_task()
-    if task is not None and task.cancelling():
-        raise asyncio.CancelledError
-
-
 class _Client(paho.Client):
     """paho with buffered socket reads.
 
@@ -176,7 +167,6 @@ class MqttAdapter:
         self._received_at_connect = self.received
         try:
             await self._subscribe()
-            _raise_if_cancelled()
         except BaseException:
             self._close()
             raise
