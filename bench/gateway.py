@@ -21,6 +21,8 @@ from __future__ import annotations
 
 import argparse
 import json
+import os
+import subprocess
 import sys
 import tempfile
 import time
@@ -49,6 +51,7 @@ def measure(machines: int, period: float, seconds: float, warmup: float) -> dict
                     time.sleep(0.1)
                 time.sleep(warmup)
                 p = psutil.Process(proc.pid)
+                spy = _pyspy(proc.pid, seconds)
                 cpu0, wall0, n0 = p.cpu_times(), time.monotonic(), len(pub.snapshot())
                 peak = 0.0
                 while time.monotonic() - wall0 < seconds:
@@ -58,9 +61,27 @@ def measure(machines: int, period: float, seconds: float, warmup: float) -> dict
                         raise SystemExit(f"the collector exited: {(Path(tmp) / 'collector.log').read_text()[-2000:]}")
                 cpu1, wall1, n1 = p.cpu_times(), time.monotonic(), len(pub.snapshot())
                 rss = p.memory_info().rss
-    cpu = (cpu1.user + cpu1.system - cpu0.user - cpu0.system) / (wall1 - wall0) * 100
-    return {"cpu_percent": round(cpu, 2), "rss_mb": round(rss / 2**20, 1), "peak_rss_mb": round(peak / 2**20, 1),
+                if spy is not None:
+                    spy.wait(timeout=60)
+    wall = wall1 - wall0
+    user, system = (cpu1.user - cpu0.user) / wall * 100, (cpu1.system - cpu0.system) / wall * 100
+    return {"cpu_percent": round(user + system, 2), "cpu_user_percent": round(user, 2),
+            "cpu_system_percent": round(system, 2), "rss_mb": round(rss / 2**20, 1),
+            "peak_rss_mb": round(peak / 2**20, 1),
             "changes_per_s": round((n1 - n0) / (wall1 - wall0), 1)}
+
+
+def _pyspy(pid: int, seconds: float) -> subprocess.Popen[bytes] | None:
+    """``BENCH_PYSPY=prefix``: py-spy raw stacks of the measured collector in ``prefix.<pid>.txt``
+    (read with bench/profile_summary.py; needs ``pip install py-spy``). Adds py-spy's own sampling to the
+    figures, so profile and measure in separate runs."""
+    prefix = os.environ.get("BENCH_PYSPY")
+    if not prefix:
+        return None
+    # --gil: only samples holding the GIL (Python's own work), not threads waiting in epoll or a queue
+    return subprocess.Popen(["py-spy", "record", "--format", "raw", "--rate", "1000", "--gil",
+                             "--duration", str(int(seconds)), "--pid", str(pid), "-o", f"{prefix}.{pid}.txt"],
+                            stdout=subprocess.DEVNULL)
 
 
 def main() -> None:

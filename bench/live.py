@@ -40,8 +40,8 @@ def config_text(*, mqtt_port: int, influx_url: str, machines: int, data_dir: Pat
                 flush_interval: float | None = None, http_port: int | None = None) -> str:
     """The collector's config for the live plant: one MQTT source, payload timestamps, the
     bench's rules, the outbox's defaults unless ``flush_interval`` is given."""
-    outbox = f"{{path: {data_dir}/outbox.sqlite" + (f", flush_interval: {flush_interval}}}" if flush_interval
-                                                    else "}")
+    outbox = f"{{path: {data_dir}/outbox.sqlite" + (f", flush_interval: {flush_interval}" if flush_interval else "")
+    outbox += os.environ.get("BENCH_OUTBOX_EXTRA", "") + "}"
     http = f"{{host: 127.0.0.1, port: {http_port}}}" if http_port else "{enabled: false}"
     lines = ["site: {plant: p1}", f"data_dir: {data_dir}", f"http: {http}",
              f"influx: {{url: '{influx_url}', api: v1, database: {database}, create_database: true}}",

@@ -181,6 +181,16 @@ class Tracker:
         self._roll_to(self._final_until(now_ns), out)
         return out
 
+    def due_ns(self) -> int:
+        """The earliest time a ``tick`` has anything to do (the engine's ticker skips the walk
+        over every tracker until the first of them is due): the end of the open interval or the
+        staleness deadline; with a change waiting out its debounce, any later time."""
+        if self.pending is not None:
+            return self.acc_pos_ns + 1
+        due = self.win_start_ns + self.interval_ns
+        stale = self._stale_due()
+        return due if stale is None or stale > due else stale
+
     def stop(self, now_ns: int, reason: str = "collector stopped") -> list[Output]:
         """The collector shuts down: the machine is offline from now (the unfinished interval
         is not written; the next run writes that interval whole)."""

@@ -288,3 +288,35 @@ def test_a_tick_with_nothing_due_rolls_nothing_and_a_late_reading_keeps_its_time
     assert t.clamped == 0
     closed = intervals(t.tick(T0 + 21 * S))  # the minute ends 20 s after T0
     assert len(closed) == 1 and closed[0].seconds_ns[State.BUSY] == 13 * S
+
+
+@settings(max_examples=300, deadline=None)
+@given(
+    steps=st.lists(st.tuples(st.integers(min_value=-3 * S, max_value=40 * S), EVENT), max_size=40),
+    debounce=st.sampled_from([0, 1, 5]),
+    stale=st.sampled_from([None, 3, 20]),
+    interval=st.sampled_from([1, 10, 60]),
+    probe=st.floats(min_value=0, max_value=1),
+)
+def test_a_tick_before_due_does_nothing(steps: list[tuple[int, tuple[str, str, object, bool]]], debounce: int,
+                                        stale: int | None, interval: int, probe: float) -> None:
+    """Test that ``due_ns`` is a safe bound for the engine's ticker to skip a tracker: after any
+    event sequence, a tick at any time before it emits nothing and changes nothing."""
+    t = tracker(debounce=debounce, stale=stale, interval=interval)
+    now = T0
+    for dt, (kind, signal, value, bad) in steps:
+        now += max(dt, 0)
+        ts = now + min(dt, 0)
+        if kind == "reading":
+            t.reading(Reading("m1", signal, value, ts, Quality.BAD if bad else Quality.GOOD))
+        elif kind == "sample":
+            assert isinstance(value, dict)
+            t.sample(Sample("m1", value, ts))
+        elif kind in ("offline", "online"):
+            t.connectivity(kind == "online", ts, "lost" if kind == "offline" else "")
+        else:
+            t.tick(now)
+    due = t.due_ns()
+    before = t.snapshot()
+    at = t.acc_pos_ns + int((due - 1 - t.acc_pos_ns) * probe) if due - 1 > t.acc_pos_ns else due - 1
+    assert t.tick(at) == [] and t.snapshot() == before

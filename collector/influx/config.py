@@ -35,6 +35,7 @@ class OutboxSettings(Strict):
     path: Path = Field(Path("data/outbox.sqlite"), description="SQLite file of the outbox (WAL mode). Default: `outbox.sqlite` in `data_dir`. Relative: to the config file's folder.")
     max_mb: float = Field(512.0, gt=0, description="Size bound of the stored points; past it the oldest points are dropped, counted and logged.")
     flush_interval: Duration = Field(1.0, gt=0, description="The sender drains at least this often: a point reaches InfluxDB within one flush interval while the link is up.")
+    commit_delay: Duration = Field(0.05, ge=0, description="A commit with none in progress waits this long for more batches to store in the same transaction (one fsync for several messages at a trickle; under load commits group by themselves). It delays acknowledging messages to the broker, not the points: the sender sends every `flush_interval`. 0: commit at once.")
     batch_size: int = Field(5000, gt=0, description="Points per write request.")
     sync: Literal["full", "normal"] = Field("full", description="`full`: every append is fsynced (survives power loss). `normal`: survives a crash of the process, not of the machine; faster on slow flash.")
     retry_initial: Duration = Field(1.0, gt=0, description="First retry delay after a failed write; doubles per failure, with jitter.")

@@ -1,0 +1,79 @@
+"""Group commit: the engine's writes to its sink, in order and grouped (no services)."""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import Mapping, Sequence
+from pathlib import Path
+from typing import Any, Self
+
+from collector.configfile import load_config
+from collector.core.lineprotocol import to_line
+from collector.core.model import MachineInfo, State, StateChange
+from collector.engine import Engine
+from tests.fixtures._ports import until
+
+EXAMPLE = Path(__file__).resolve().parent.parent / "config" / "example.yaml"
+S = 1_000_000_000
+
+
+class GatedSink:
+    """Records each write; a write returns only when the test opens the gate."""
+
+    def __init__(self) -> None:
+        self.writes: list[tuple[list[str], dict[str, Any]]] = []
+        self.gate = asyncio.Event()
+
+    async def __aenter__(self) -> Self:
+        return self
+
+    async def __aexit__(self, *exc: object) -> None:
+        return None
+
+    async def write(self, lines: Sequence[str], state: Mapping[str, dict[str, Any]] | None = None) -> None:
+        self.writes.append((list(lines), dict(state or {})))
+        await self.gate.wait()
+
+
+def change(n: int) -> StateChange:
+    return StateChange(MachineInfo(id="lathe-01", plant="p"), n * S, State.BUSY, State.IDLE, S, f"change {n}")
+
+
+async def test_commits_queued_behind_a_running_one_land_in_one_write_in_order() -> None:
+    """Test that batches arriving while a commit runs are stored together in the next write, in
+    the order they came, with each machine's latest snapshot, and that nothing is written twice."""
+    loaded = load_config(EXAMPLE)
+    sink = GatedSink()
+    engine = Engine(loaded, sink)
+    first = engine._enqueue([change(1)])
+    await until(lambda: len(sink.writes) == 1, 5, "the first write to start")
+    engine._dirty.add("lathe-01")
+    second = engine._enqueue([change(2)])
+    engine._dirty.add("lathe-01")
+    engine._dirty.add("lathe-02")
+    third = engine._enqueue([change(3)])
+    assert second is third and first is not second
+    assert not second.done() and len(sink.writes) == 1  # queued behind the first, not started
+    sink.gate.set()
+    await asyncio.wait_for(asyncio.shield(third), 5)
+    assert first.done()
+    assert [lines for lines, _ in sink.writes] == [[to_line(change(1))], [to_line(change(2)), to_line(change(3))]]
+    assert set(sink.writes[1][1]) == {"lathe-01", "lathe-02"}
+    assert engine.stats.commits == 2 and engine.stats.lines_written == 3
+
+
+async def test_a_cancelled_awaiter_does_not_cancel_a_shared_commit() -> None:
+    """Test that cancelling one task waiting for a commit (a source being stopped) leaves the
+    commit it shares with others to finish."""
+    loaded = load_config(EXAMPLE)
+    sink = GatedSink()
+    engine = Engine(loaded, sink)
+    waiter = asyncio.create_task(engine._commit([change(1)]))
+    await until(lambda: len(sink.writes) == 1, 5, "the write to start")
+    shared = engine._tail
+    assert shared is not None
+    waiter.cancel()
+    await asyncio.sleep(0)
+    sink.gate.set()
+    await asyncio.wait_for(shared, 5)
+    assert not shared.cancelled() and engine.stats.commits == 1
