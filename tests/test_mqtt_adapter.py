@@ -230,6 +230,45 @@ async def test_backlog_larger_than_the_buffer_arrives_whole_and_in_order(mosquit
     assert 0 < socket_reads < 601, "the socket is read in chunks through _sock_recv, not per packet"
 
 
+@pytest.mark.parametrize("protocol", ["5", "3.1.1"])
+async def test_acknowledged_batches_are_not_delivered_again_and_the_rest_are(mosquitto: Mosquitto,
+                                                                              protocol: str) -> None:
+    """Test that the PUBACKs the adapter writes for a batch (all in one write) are taken by the
+    broker: after a clean disconnect, a kept session delivers again exactly the messages whose
+    batch was never acknowledged, and nothing that was."""
+    source = make_source(mosquitto, protocol=protocol, subscriptions=[{"topic": "plc/{machine}/{signal}",
+                                                                       "payload": "value"}])
+    async with running(make_adapter(source, [machine("m1")])):
+        pass  # the session and its subscription
+    pub = Publisher(mosquitto)
+    acked: list[int] = []
+    seen: list[int] = []
+    try:
+        adapter = make_adapter(source, [machine("m1")])
+        async with adapter:
+            batches = aiter(adapter)
+            for i in range(300):
+                pub.publish("plc/m1/count", str(i), wait=i in (149, 299))
+                if i == 149:  # the first half is read and acknowledged, batch by batch
+                    while len(seen) < 150:
+                        batch = await anext(batches)
+                        seen += [r.value for r in readings(batch.events)]
+                        assert batch.ack is not None
+                        batch.ack()
+                    acked = list(seen)
+            while len(seen) < 300:  # the second half is read and never acknowledged
+                seen += [r.value for r in readings((await anext(batches)).events)]
+            assert adapter._client is not None
+            adapter._client.loop_write()  # the last PUBACKs out before the DISCONNECT
+        assert seen == list(range(300)) and acked == list(range(150))
+        async with running(make_adapter(source, [machine("m1")])) as again:
+            pub.publish("plc/m1/count", "300")
+            await until(lambda: any(r.value == 300 for r in readings(again)), what="the new message")
+    finally:
+        pub.close()
+    assert [r.value for r in readings(again)] == list(range(150, 301))
+
+
 async def test_connection_loss_raises_source_error(mosquitto: Mosquitto) -> None:
     """Test that the iterator raises SourceError when the broker goes away (the supervisor reconnects),
     and that connecting to a stopped broker raises SourceError too."""
