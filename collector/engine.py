@@ -61,10 +61,12 @@ _NEVER = 2**63  # later than any time in ns
 
 @dataclass
 class _Write:
-    """A commit queued behind the previous one; later commits join it until it starts."""
+    """A commit not handed to the sink yet; later commits join it until it starts."""
 
     lines: list[str]
     state: dict[str, dict[str, Any]]
+    release: asyncio.Event = field(default_factory=asyncio.Event)  # held for the sender: go now
+    done: asyncio.Future[None] | None = None
 """How long a redelivering source's machines wait for it to come back (after a restart or a lost
 connection) before the wall clock rolls their time up as offline."""
 
@@ -120,6 +122,8 @@ class Engine:
         self._tail: asyncio.Future[None] | None = None  # the last write queued (see _enqueue)
         self._open: _Write | None = None  # the queued write not yet handed to the sink: joinable
         self._commit_delay_s = self.config.outbox.commit_delay
+        self._paced = False  # the sink's sender takes what is held back before each send (see _enqueue)
+        self._holding: _Write | None = None
         self._next_due = 0  # no tracker has anything due before this (see _tick)
         self._errors_logged: set[str] = set()
         self._stop_ns: int | None = None
@@ -148,6 +152,7 @@ class Engine:
     async def run(self, stop: asyncio.Event) -> None:
         async with self.sink:
             await self._resume()
+            self._pace()
             log.info("starting: %d source(s), %d machine(s)%s", len(self.config.sources), len(self.trackers),
                      f", shard {self.shard.index} of {self.shard.count}" if self.shard else "")
             try:
@@ -167,6 +172,9 @@ class Engine:
                         task.cancel()
             finally:
                 self._tg = None  # no reload starts a source on the way out
+                self._paced = False  # the last commits go at once
+                if self._holding is not None:
+                    self._holding.release.set()
                 await self._shutdown()
         log.info("stopped: %d state change(s), %d interval(s), %d line(s) written",
                  self.stats.state_changes, self.stats.intervals, self.stats.lines_written)
@@ -254,6 +262,21 @@ class Engine:
         return [m.bound for m in self.machines.values() if m.source == source]
 
     # -- across restarts: the outbox holds every tracker's last committed state ----------------
+
+    def _pace(self) -> None:
+        """A sink with a sender of its own (the outbox) calls ``_release`` before each send, so a
+        commit at a trickle can wait for it: one transaction per send, not one per message."""
+        pace = getattr(self.sink, "pace", None)
+        if pace is not None and self._commit_delay_s > 0:
+            pace(self._release)
+            self._paced = True
+
+    async def _release(self) -> None:
+        """The sender is about to send: commit what is held back, and wait until it is stored."""
+        holding = self._holding
+        if holding is not None and holding.done is not None:
+            holding.release.set()
+            await asyncio.wait([holding.done])
 
     async def _resume(self) -> None:
         """Carry on from the last commit (a crash) or the last clean stop."""
@@ -494,10 +517,13 @@ class Engine:
         The write goes on even if whoever awaits it is cancelled.
 
         Group commit: a write joins the queued one that has not reached the sink yet (one
-        transaction, one fsync, for every batch that arrived while the previous commit ran), and
-        a write queued behind none waits ``outbox.commit_delay`` for company. Joining keeps the
-        order (the joined write is the last queued) and what lands is still a state the trackers
-        passed through: the later snapshot of a machine replaces its earlier one."""
+        transaction, one fsync, for every batch that arrived while the previous commit ran).
+        With a sink that sends on its own (the outbox: ``_pace``), a write queued behind none is
+        held until the sender is about to send, ``outbox.commit_delay`` at most: at a trickle
+        that is one commit per send instead of one per message, and the points reach InfluxDB
+        with the same send as before. Joining keeps the order (the joined write is the last
+        queued) and what lands is still a state the trackers passed through: the later snapshot
+        of a machine replaces its earlier one. Acknowledgements wait for the commit as ever."""
         if self._carry:
             out, self._carry = self._carry + out, []
         if not out and not self._dirty:
@@ -527,19 +553,29 @@ class Engine:
             return self._tail
         pending = self._open = _Write(lines, state)
         before = self._tail
+        hold = self._paced and (before is None or before.done())
+        if hold:
+            self._holding = pending
 
         async def write() -> None:
             if before is not None and not before.done():
                 await asyncio.wait([before])  # in order; an earlier failure is its own awaiter's to see
-            elif self._commit_delay_s > 0:
-                await asyncio.sleep(self._commit_delay_s)
+            elif hold:
+                try:
+                    async with asyncio.timeout(self._commit_delay_s):
+                        await pending.release.wait()
+                except TimeoutError:
+                    pass
+                finally:
+                    if self._holding is pending:
+                        self._holding = None
             if self._open is pending:
                 self._open = None
             await self.sink.write(pending.lines, pending.state)
             self.stats.commits += 1
             self.stats.lines_written += len(pending.lines)
 
-        self._tail = asyncio.ensure_future(write())
+        self._tail = pending.done = asyncio.ensure_future(write())
         return self._tail
 
     async def _shutdown(self) -> None:

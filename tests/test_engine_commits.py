@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import asyncio
-from collections.abc import Mapping, Sequence
+from collections.abc import Awaitable, Callable, Mapping, Sequence
 from pathlib import Path
 from typing import Any, Self
 
@@ -77,3 +77,47 @@ async def test_a_cancelled_awaiter_does_not_cancel_a_shared_commit() -> None:
     sink.gate.set()
     await asyncio.wait_for(shared, 5)
     assert not shared.cancelled() and engine.stats.commits == 1
+
+
+class PacedSink(GatedSink):
+    """A sink with a sender of its own: the engine's hook runs before each send."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.gate.set()
+        self.before_send: Callable[[], Awaitable[None]] | None = None
+
+    def pace(self, before_send: Callable[[], Awaitable[None]]) -> None:
+        self.before_send = before_send
+
+
+async def test_at_a_trickle_commits_wait_for_the_senders_next_send() -> None:
+    """Test that with a pacing sink, batches at a trickle are held until the sender is about to
+    send, then stored in one write before the hook returns (the send that follows has them)."""
+    loaded = load_config(EXAMPLE)
+    sink = PacedSink()
+    engine = Engine(loaded, sink)
+    engine._pace()
+    assert sink.before_send is not None
+    first = engine._enqueue([change(1)])
+    await asyncio.sleep(0.05)
+    second = engine._enqueue([change(2)])
+    assert first is second and sink.writes == []  # held, and joined
+    await asyncio.wait_for(sink.before_send(), 5)
+    assert [lines for lines, _ in sink.writes] == [[to_line(change(1)), to_line(change(2))]]
+    await asyncio.wait_for(sink.before_send(), 5)  # nothing held: returns at once, writes nothing
+    assert len(sink.writes) == 1
+
+
+async def test_a_held_commit_goes_after_commit_delay_without_a_send() -> None:
+    """Test that a commit held for the sender goes by itself after ``outbox.commit_delay`` (a
+    sender stuck retrying an unreachable InfluxDB must not hold messages unacknowledged)."""
+    loaded = load_config(EXAMPLE)
+    loaded.config.outbox.commit_delay = 0.2
+    sink = PacedSink()
+    engine = Engine(loaded, sink)
+    engine._pace()
+    held = engine._enqueue([change(1)])
+    assert held is not None
+    await asyncio.wait_for(asyncio.shield(held), 5)
+    assert [lines for lines, _ in sink.writes] == [[to_line(change(1))]]

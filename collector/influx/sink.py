@@ -14,7 +14,7 @@ import asyncio
 import json
 import logging
 import time
-from collections.abc import Mapping, Sequence
+from collections.abc import Awaitable, Callable, Mapping, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from typing import Any, Self, TypeVar
 
@@ -38,6 +38,7 @@ class OutboxSink:
         self._db = ThreadPoolExecutor(1, thread_name_prefix="outbox")  # SQLite: one thread owns it
         self.store: OutboxStore | None = None
         self._wake = asyncio.Event()
+        self._before_send: Callable[[], Awaitable[None]] | None = None
         self._sender: asyncio.Task[None] | None = None
         self._stopping = False
         self._logged: set[str] = set()
@@ -86,6 +87,11 @@ class OutboxSink:
         if store.points >= self.settings.batch_size:
             self._wake.set()
 
+    def pace(self, before_send: Callable[[], Awaitable[None]]) -> None:
+        """The engine holds commits back for the sender: it awaits ``before_send`` (which
+        commits them) before each send."""
+        self._before_send = before_send
+
     async def load_state(self) -> dict[str, tuple[dict[str, Any], int]]:
         """The trackers' last committed state: machine id -> (snapshot, when it was committed)."""
         raw: dict[str, tuple[bytes, int]] = await self._run(self._require().load_state)
@@ -115,6 +121,8 @@ class OutboxSink:
         backoff = Backoff(self.settings.retry_initial, self.settings.retry_max)
         while True:
             try:
+                if self._before_send is not None:
+                    await self._before_send()
                 sent = await self._send_one()
             except WriteError as exc:
                 self.counters["retries"] += 1
