@@ -30,8 +30,12 @@ any paho-based Python consumer pays, the broker's own delivery limit, and a Node
      MQTT connect follows) until every state change is stored, counted the same way; its
      peak RSS is the node process's VmHWM.
 
-Payload timestamps lie an hour ahead of the run: the tracker ignores readings older than its
-own start (a collector restart would otherwise discard its whole backlog, see the MQTT README).
+Payload timestamps are those of the publishing, one second per round. The collector's clock is
+set to one second before the first of them, as for a collector that was running when the
+stream was produced and drains the backlog its session kept (a fresh collector ignores readings
+older than its own start; a restarted one carries on from its checkpoint). Until this round the
+stamps lay an hour ahead of a collector on the wall clock instead: every machine first rolled up
+sixty empty minutes (30,000 roll-up points per run that no real backlog has).
 
 Rates are messages per second (each message is one JSON reading of a machine with two signals).
 Last line: one JSON object {"readings_per_s", "paho_floor_per_s", "mosquitto_sub_per_s",
@@ -169,7 +173,7 @@ def collector_config(*, shape: str, port: int, machines: int, influx_url: str, c
                      flush_interval: float = 0.2) -> str:
     database = client_id.replace("-", "_")  # one per run: each counts only its own changes
     lines = ["site: {plant: p1}", f"data_dir: {data_dir}", "http: {enabled: false}",
-             "tracker: {max_future: 2h}",  # the payload timestamps lie an hour ahead (see above)
+             "tracker: {max_future: 2h}",  # a long stream's stamps run ahead of the drain's clock (see above)
              f"influx: {{url: '{influx_url}', api: v1, database: {database}, create_database: true}}",
              f"outbox: {{path: {data_dir}/outbox.sqlite, flush_interval: {flush_interval}}}",
              "sources:", "  - id: line", "    type: mqtt", "    host: 127.0.0.1", f"    port: {port}",
@@ -185,7 +189,7 @@ def collector_config(*, shape: str, port: int, machines: int, influx_url: str, c
 
 
 def role_collector(shape: str, port: int, machines: int, n: int, expect: int, final_code: int, influx_url: str,
-                   client_id: str) -> None:
+                   client_id: str, base_ms: int) -> None:
     """The collector: MQTT adapter + engine + InfluxDB outbox, timed until every state change
     is stored in InfluxDB.
 
@@ -207,7 +211,9 @@ def role_collector(shape: str, port: int, machines: int, n: int, expect: int, fi
 
     async def run() -> dict[str, float]:
         sink = make_sink(loaded.config)
-        engine = Engine(loaded, sink)
+        # payload stamps: the clock of a collector running when they were made (module docstring)
+        offset = base_ms * 1_000_000 - 1_000_000_000 - time.time_ns() if shape == "ts" else 0
+        engine = Engine(loaded, sink, clock=lambda: time.time_ns() + offset)
         gc.freeze()  # as `collector run` does
         stop = asyncio.Event()
         t0 = time.perf_counter()
@@ -299,6 +305,7 @@ def main() -> None:
     parser.add_argument("--port", type=int, help=argparse.SUPPRESS)
     parser.add_argument("--client-id", help=argparse.SUPPRESS)
     parser.add_argument("--influx", help=argparse.SUPPRESS)
+    parser.add_argument("--base-ms", type=int, help=argparse.SUPPRESS)
     args = parser.parse_args()
     rounds = args.messages // args.machines
     n = rounds * args.machines
@@ -312,7 +319,7 @@ def main() -> None:
         logging.basicConfig(level=logging.WARNING, format="%(asctime)s %(name)s %(message)s")
         final_code = 1 if exec_of(rounds - 1) == "ACTIVE" else 2
         return role_collector(args.shape, args.port, args.machines, n, expect, final_code, args.influx,
-                              args.client_id)
+                              args.client_id, args.base_ms)
 
     from tests.fixtures._ports import free_port
     from tests.fixtures.influxdb import start_influxd
@@ -342,7 +349,7 @@ def main() -> None:
                 child("--role", "session", "--port", port, "--client-id", client_id, "--shape", shape)
             if "ts" in shapes:
                 child("--role", "session", "--port", port, "--client-id", SUB_ID, "--shape", "ts")
-            base_ms = int(time.time() * 1000) + 3_600_000
+            base_ms = int(time.time() * 1000)
             for shape in shapes:
                 took = publish_stream(shape, broker.port, args.machines, n, base_ms)
                 print(f"published {n} QoS 1 messages ({shape}) over {args.machines} topics into "
@@ -376,7 +383,8 @@ def main() -> None:
                             else:
                                 env.pop("BENCH_PROFILE", None)
                             run = child("--role", "collector", "--shape", shape, "--port", port, "--client-id",
-                                        client_id, "--influx", influxd.url, *sizes, env=env, wrap=wrap)
+                                        client_id, "--influx", influxd.url, "--base-ms", str(base_ms), *sizes,
+                                        env=env, wrap=wrap)
                         else:
                             run = run_nodered(Path(tmp), shape, broker.port, influxd.port, influxd.url, client_id,
                                               expect, batch=not args.nodered_per_point)

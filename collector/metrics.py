@@ -15,16 +15,18 @@ backslashes, newlines: all legal in an MQTT topic level).
     collector_source_reconnects_total{source}
     collector_tracker_gaps_bridged_total        time gaps bridged in one step (tracker.max_gap)
     collector_outbox_*                          the sink's figures (depth, oldest age, retries, ...)
-    collector_outbox_write_latency_seconds      the last write's latency (the sink keeps no histogram)
+    collector_outbox_write_latency_seconds      the last write's duration
+    collector_outbox_write_duration_seconds     histogram of the writes' durations
 """
 
 from __future__ import annotations
 
+import math
 from collections.abc import Iterator
 from typing import TYPE_CHECKING
 
 from prometheus_client import CollectorRegistry, generate_latest
-from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, Metric
+from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, HistogramMetricFamily, Metric
 from prometheus_client.registry import Collector
 
 from collector.core.model import State
@@ -100,6 +102,12 @@ class EngineCollector(Collector):
                                               value=value)
                 else:
                     yield GaugeMetricFamily(f"collector_outbox_{key}", f"Outbox: {key}.", value=value)
+        durations = getattr(engine.sink, "write_durations", None)
+        if callable(durations):
+            buckets, total = durations()
+            yield HistogramMetricFamily("collector_outbox_write_duration_seconds",
+                                        "Durations of the successful writes to InfluxDB.",
+                                        buckets=[("+Inf" if math.isinf(le) else repr(le), n) for le, n in buckets], sum_value=total)
 
 
 def metrics_text(engine: Engine) -> bytes:

@@ -15,14 +15,18 @@ from dataclasses import dataclass
 from pathlib import Path
 
 import pytest
+from prometheus_client.parser import text_string_to_metric_families
 from pydantic import SecretStr
 
+from collector.configfile import load_config
 from collector.core.lineprotocol import to_line
 from collector.core.model import MachineInfo, State, StateChange
+from collector.engine import Engine
 from collector.influx.config import InfluxSettings, OutboxSettings
 from collector.influx.outbox import OutboxStore
 from collector.influx.sink import OutboxSink
 from collector.influx.writers import WriteError, classify, with_precision
+from collector.metrics import metrics_text
 from tests.fixtures._ports import free_port, until, wait_for
 from tests.fixtures._proc import COLLECTOR, ROOT, collector_env
 from tests.fixtures.influxdb import InfluxD, VictoriaMetrics
@@ -109,6 +113,14 @@ async def test_points_are_written_exactly(target: Target, tmp_path: Path) -> Non
     assert sink.counters["written"] == 2_000 and sink.counters["dead_lettered"] == 0
     precision = 1_000_000 if target.api == "v2" else 1
     assert target.previous_s() == expected(lines, precision)
+    # every write is in the duration histogram /metrics serves
+    scrape = metrics_text(Engine(load_config(ROOT / "config" / "example.yaml"), sink)).decode()
+    families = {f.name: f for f in text_string_to_metric_families(scrape)}
+    histogram = families["collector_outbox_write_duration_seconds"]
+    samples = {(s.name, s.labels.get("le")): s.value for s in histogram.samples}
+    assert histogram.type == "histogram" and samples["collector_outbox_write_duration_seconds_count", None] == \
+        samples["collector_outbox_write_duration_seconds_bucket", "+Inf"] == sink.counters["requests"] >= 4
+    assert 0 < samples["collector_outbox_write_duration_seconds_sum", None] < 10 * sink.counters["requests"]
 
 
 async def test_v2_request_carries_token_org_bucket_gzip_precision(

@@ -11,8 +11,11 @@
 from __future__ import annotations
 
 import asyncio
+import bisect
+import itertools
 import json
 import logging
+import math
 import time
 from collections.abc import Awaitable, Callable, Mapping, Sequence
 from concurrent.futures import ThreadPoolExecutor
@@ -24,6 +27,9 @@ from collector.core.backoff import Backoff
 from collector.influx.config import InfluxSettings, OutboxSettings
 from collector.influx.outbox import Chunk, OutboxStore
 from collector.influx.writers import WriteError, Writer, make_writer
+
+WRITE_BUCKETS_S = (0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0)
+"""Upper bounds of the write-duration histogram (prometheus-client's default buckets)."""
 
 log = logging.getLogger(__name__)
 T = TypeVar("T")
@@ -44,6 +50,8 @@ class OutboxSink:
         self._logged: set[str] = set()
         self.counters = {"written": 0, "retries": 0, "dead_lettered": 0, "dropped": 0, "requests": 0}
         self.last_latency_s = 0.0
+        self._durations = [0] * (len(WRITE_BUCKETS_S) + 1)  # writes per bucket of WRITE_BUCKETS_S, then +Inf
+        self._durations_sum = 0.0
         self.link_up: bool | None = None
 
     # -- Sink -----------------------------------------------------------------------------
@@ -114,6 +122,12 @@ class OutboxSink:
             "link_up": int(bool(self.link_up)),
         }
 
+    def write_durations(self) -> tuple[list[tuple[float, int]], float]:
+        """Durations of the successful writes to InfluxDB, for a Prometheus histogram: the
+        cumulative count per upper bound (the last one ``inf``) and the sum in seconds."""
+        return list(zip((*WRITE_BUCKETS_S, math.inf), itertools.accumulate(self._durations), strict=True)), \
+            self._durations_sum
+
     # -- the sender ---------------------------------------------------------------------------
 
     async def _send_forever(self) -> None:
@@ -171,7 +185,9 @@ class OutboxSink:
         start = time.perf_counter()
         self.counters["requests"] += 1
         await self.writer.write(body)
-        self.last_latency_s = time.perf_counter() - start
+        took = self.last_latency_s = time.perf_counter() - start
+        self._durations[bisect.bisect_left(WRITE_BUCKETS_S, took)] += 1
+        self._durations_sum += took
         self.counters["written"] += points
 
     async def _bisect(self, lines: list[str], exc: WriteError) -> None:
