@@ -107,7 +107,8 @@ class EngineCollector(Collector):
             buckets, total = durations()
             yield HistogramMetricFamily("collector_outbox_write_duration_seconds",
                                         "Durations of the successful writes to InfluxDB.",
-                                        buckets=[("+Inf" if math.isinf(le) else repr(le), n) for le, n in buckets], sum_value=total)
+                                        buckets=[("+Inf" if math.isinf(le) else repr(le), n) for le, n in buckets],
+                                        sum_value=total)
 
 
 def metrics_text(engine: Engine) -> bytes:

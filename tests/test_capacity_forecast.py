@@ -157,3 +157,21 @@ def test_kept_forecast_follows_new_rollups() -> None:
                         for m in (LATHE, hidden)])
     assert capacity._forecast("lathe-01", _ns(t)).shares[0] == 1.0
     assert set(capacity.store.buckets) == {"lathe-01"}
+
+
+def test_a_rollup_replayed_after_a_crash_counts_once(tmp_path: Path) -> None:
+    """Test that roll-ups handed over again (a crash between the profile's write and the outbox
+    commit makes the trackers emit them anew) leave the profile and the recent idle hours as
+    they were, across a reopen of the store too, while the next new roll-up still counts."""
+    start = dt.datetime(2026, 1, 5, tzinfo=BERLIN)
+    rollups = history(start, 1, step_s=60)[:600]  # ten hours of one-minute roll-ups
+    store = ProfileStore(tmp_path / "capacity.sqlite", BERLIN, decay=0.8)
+    store.add(rollups[:400])
+    store.close()
+    store = ProfileStore(tmp_path / "capacity.sqlite", BERLIN, decay=0.8)  # the restart
+    store.add(rollups[350:])  # the trackers resume from an earlier commit: 50 again, then new ones
+    once = ProfileStore(None, BERLIN, decay=0.8)
+    once.add(rollups)
+    assert store.profile("lathe-01") == once.profile("lathe-01") and store.replayed == 50
+    since = _ns(start)
+    assert store.idle_hours_since("lathe-01", since) == once.idle_hours_since("lathe-01", since) == 6.0

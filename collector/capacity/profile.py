@@ -9,6 +9,11 @@ exponentially weighted sum with no history to keep, and it stays 168 × 5 number
 Besides the profile, per machine and clock hour, the idle and known seconds of the last eight
 days (for "free hours in the last 24 h / 7 d").
 
+Each roll-up counts once. The engine hands roll-ups over before its outbox commit; a crash in
+between has the trackers resume from the commit before and emit those roll-ups again. So the
+store keeps, per machine and in the same transaction as the figures, the end of the last
+roll-up it added (a tracker rolls up in time order), and skips any roll-up that starts before it.
+
 A roll-up says how long each state lasted in its interval, not when within it; an interval that
 crosses an hour boundary is split across the hours in proportion (with the default 60 s
 intervals, aligned to the clock, none does). Pieces are cut at quarter hours, which are hour
@@ -38,6 +43,7 @@ CREATE TABLE IF NOT EXISTS profile_week (machine TEXT PRIMARY KEY, week INTEGER 
 CREATE TABLE IF NOT EXISTS profile (
     machine TEXT NOT NULL, how INTEGER NOT NULL, state TEXT NOT NULL, seconds REAL NOT NULL,
     PRIMARY KEY (machine, how, state));
+CREATE TABLE IF NOT EXISTS applied (machine TEXT PRIMARY KEY, until_ns INTEGER NOT NULL);
 CREATE TABLE IF NOT EXISTS recent (
     machine TEXT NOT NULL, hour_ns INTEGER NOT NULL, idle_s REAL NOT NULL, known_s REAL NOT NULL,
     PRIMARY KEY (machine, hour_ns));
@@ -75,6 +81,8 @@ class ProfileStore:
         self.zone = zone
         self.decay = decay
         self.weeks: dict[str, int] = dict(self.db.execute("SELECT machine, week FROM profile_week").fetchall())
+        self.applied: dict[str, int] = dict(self.db.execute("SELECT machine, until_ns FROM applied").fetchall())
+        self.replayed = 0  # roll-ups skipped because they were added before
         self.buckets: dict[str, Buckets] = {}
         for machine, how, state, seconds in self.db.execute("SELECT machine, how, state, seconds FROM profile"):
             self.buckets.setdefault(machine, empty_buckets())[how][State(state)] = seconds
@@ -86,7 +94,8 @@ class ProfileStore:
         return self.buckets.get(machine) or empty_buckets()
 
     def add(self, intervals: Iterable[Interval]) -> None:
-        """Add roll-ups to their machines' profiles, in one transaction."""
+        """Add roll-ups to their machines' profiles, in one transaction; a roll-up of time
+        already added (a replay after a crash) is skipped."""
         dirty: dict[str, set[int]] = {}  # the buckets to write: those touched, all after a decay
         recent: dict[tuple[str, int], list[float]] = {}
         for iv in intervals:
@@ -94,6 +103,10 @@ class ProfileStore:
             if length <= 0:
                 continue
             mid = iv.machine.id
+            if iv.start_ns < self.applied.get(mid, iv.start_ns):
+                self.replayed += 1
+                continue
+            self.applied[mid] = iv.end_ns
             buckets = self.buckets.setdefault(mid, empty_buckets())
             hours = dirty.setdefault(mid, set())
             for a, b in _pieces(iv.start_ns, iv.end_ns):
@@ -124,6 +137,7 @@ class ProfileStore:
             self.db.execute("BEGIN")
             for mid, hours in dirty.items():
                 self.db.execute("INSERT OR REPLACE INTO profile_week VALUES (?, ?)", (mid, self.weeks[mid]))
+                self.db.execute("INSERT OR REPLACE INTO applied VALUES (?, ?)", (mid, self.applied[mid]))
                 self.db.executemany(
                     "INSERT OR REPLACE INTO profile VALUES (?, ?, ?, ?)",
                     [(mid, how, s.value, v) for how in sorted(hours) for s, v in self.buckets[mid][how].items()])
