@@ -57,6 +57,8 @@ log = logging.getLogger(__name__)
 
 HOLD_MAX_S = 60.0
 _NEVER = 2**63  # later than any time in ns
+PACE_BELOW = 256
+"""Batches of fewer events are a trickle: their commit waits for the sender (see _enqueue)."""
 
 
 @dataclass
@@ -326,7 +328,9 @@ class Engine:
                     self._lost.pop(source.id, None)
                     async for batch in adapter:
                         backoff.reset()
-                        await self._settle(self._process_all(batch.events), batch.ack)
+                        # A large batch means a backlog: commit it at once (see _enqueue).
+                        await self._settle(self._process_all(batch.events), batch.ack,
+                                           hold=len(batch.events) < PACE_BELOW)
                 raise SourceError("the adapter's stream ended")
             except asyncio.CancelledError:
                 raise
@@ -349,11 +353,11 @@ class Engine:
                 await self._commit(self._process(lost))
             await asyncio.sleep(delay)
 
-    async def _settle(self, out: list[Output], ack: Callable[[], None] | None) -> None:
+    async def _settle(self, out: list[Output], ack: Callable[[], None] | None, *, hold: bool = True) -> None:
         """Commit a batch's effect, then acknowledge it; a stop or a reload that cancels the
         source meanwhile waits for both, so no batch is committed and left unacknowledged (the
         broker would deliver it again to trackers that already have it)."""
-        written = self._enqueue(out)
+        written = self._enqueue(out, hold=hold)
         if written is not None:
             try:
                 await asyncio.shield(written)
@@ -510,7 +514,7 @@ class Engine:
         if written is not None:
             await asyncio.shield(written)  # a write is shared (group commit): a cancelled awaiter leaves it be
 
-    def _enqueue(self, out: list[Output]) -> asyncio.Future[None] | None:
+    def _enqueue(self, out: list[Output], *, hold: bool = True) -> asyncio.Future[None] | None:
         """Take the trackers' state now (synchronously, right after the events that changed it)
         and queue the write behind every write queued before: commits land in the order the
         trackers changed, so the checkpoint on disk is always a state they really passed through.
@@ -521,9 +525,13 @@ class Engine:
         With a sink that sends on its own (the outbox: ``_pace``), a write queued behind none is
         held until the sender is about to send, ``outbox.commit_delay`` at most: at a trickle
         that is one commit per send instead of one per message, and the points reach InfluxDB
-        with the same send as before. Joining keeps the order (the joined write is the last
-        queued) and what lands is still a state the trackers passed through: the later snapshot
-        of a machine replaces its earlier one. Acknowledgements wait for the commit as ever."""
+        with the same send as before. Not with ``hold=False`` (a batch of ``PACE_BELOW`` events
+        or more, i.e. a backlog): its supervisor waits for the commit before it reads on, and a
+        sender that finds nothing new to send (a backlog of readings that change no state) sleeps
+        a whole flush interval, so holding would cap a drain at a Receive Maximum per second.
+        Joining keeps the order (the joined write is the last queued) and what lands is still a
+        state the trackers passed through: the later snapshot of a machine replaces its earlier
+        one. Acknowledgements wait for the commit as ever."""
         if self._carry:
             out, self._carry = self._carry + out, []
         if not out and not self._dirty:
@@ -553,7 +561,7 @@ class Engine:
             return self._tail
         pending = self._open = _Write(lines, state)
         before = self._tail
-        hold = self._paced and (before is None or before.done())
+        hold = hold and self._paced and (before is None or before.done())
         if hold:
             self._holding = pending
 

@@ -121,3 +121,18 @@ async def test_a_held_commit_goes_after_commit_delay_without_a_send() -> None:
     assert held is not None
     await asyncio.wait_for(asyncio.shield(held), 5)
     assert [lines for lines, _ in sink.writes] == [[to_line(change(1))]]
+
+
+async def test_a_backlog_batch_is_committed_at_once_even_with_a_pacing_sink() -> None:
+    """Test that a large batch (a backlog: its supervisor waits for the commit before reading on)
+    is not held for the sender: held, a backlog of readings that change no state would wait a
+    flush interval per batch, since the sender sleeps when it finds nothing new to send."""
+    loaded = load_config(EXAMPLE)
+    loaded.config.outbox.commit_delay = 60  # held, it would wait past the 5 s below
+    sink = PacedSink()
+    engine = Engine(loaded, sink)
+    engine._pace()
+    written = engine._enqueue([change(1)], hold=False)
+    assert written is not None
+    await asyncio.wait_for(asyncio.shield(written), 5)  # no send needed
+    assert [lines for lines, _ in sink.writes] == [[to_line(change(1))]]
