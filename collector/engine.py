@@ -215,7 +215,7 @@ class Engine:
                     self.trackers[mid].resume(carried[mid])
                 self._dirty.add(mid)
         self.machines_per_source = dict(Counter(m.source for m in self.machines.values()))  # [robust]
-        await self._commit(out)
+        await self._commit(out, hold=False)  # a reload answers when it is done: not paced
         # A reopened source's task is cancelled wherever it waits; a batch being committed is
         # committed and acknowledged first (_settle), so the broker does not deliver it again.
         for sid in changes["sources_removed"] + changes["sources_restarted"]:
@@ -508,9 +508,9 @@ class Engine:
 
     # -- committing: points and the trackers' state in one transaction --------------------------
 
-    async def _commit(self, out: list[Output]) -> None:
+    async def _commit(self, out: list[Output], *, hold: bool = True) -> None:
         """Store ``out`` and the state of every tracker changed since the last commit, at once."""
-        written = self._enqueue(out)
+        written = self._enqueue(out, hold=hold)
         if written is not None:
             await asyncio.shield(written)  # a write is shared (group commit): a cancelled awaiter leaves it be
 
@@ -558,6 +558,8 @@ class Engine:
         if joinable is not None:
             joinable.lines += lines
             joinable.state.update(state)
+            if not hold:
+                joinable.release.set()  # a backlog batch joined a held write: it goes now
             return self._tail
         pending = self._open = _Write(lines, state)
         before = self._tail

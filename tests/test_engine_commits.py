@@ -136,3 +136,18 @@ async def test_a_backlog_batch_is_committed_at_once_even_with_a_pacing_sink() ->
     assert written is not None
     await asyncio.wait_for(asyncio.shield(written), 5)  # no send needed
     assert [lines for lines, _ in sink.writes] == [[to_line(change(1))]]
+
+
+async def test_a_backlog_batch_joining_a_held_commit_releases_it() -> None:
+    """Test that a large batch joining a commit held for the sender (another source's trickle,
+    or the ticker's roll-ups) makes it go at once: a backlog never waits for the sender."""
+    loaded = load_config(EXAMPLE)
+    loaded.config.outbox.commit_delay = 60
+    sink = PacedSink()
+    engine = Engine(loaded, sink)
+    engine._pace()
+    held = engine._enqueue([change(1)])
+    joined = engine._enqueue([change(2)], hold=False)
+    assert held is joined and joined is not None
+    await asyncio.wait_for(asyncio.shield(joined), 5)
+    assert [lines for lines, _ in sink.writes] == [[to_line(change(1)), to_line(change(2))]]
