@@ -86,6 +86,7 @@ class Batch(NamedTuple):
 
     events: list[Event]
     ack: Callable[[], None] | None = None
+    messages: int = 0  # messages ``ack`` acknowledges (a broker sends only so many unacknowledged)
 
 
 def horizon(events: Iterable[Event]) -> int | None:

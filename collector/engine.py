@@ -59,6 +59,10 @@ HOLD_MAX_S = 60.0
 _NEVER = 2**63  # later than any time in ns
 PACE_BELOW = 256
 """Batches of fewer events are a trickle: their commit waits for the sender (see _enqueue)."""
+PACE_MAX_UNACKED = 10
+"""A held commit goes once this many messages wait for it to be acknowledged: a broker sends
+only so many unacknowledged messages (mosquitto: 20 by default), so holding more would stall
+the source until the next send."""
 
 
 @dataclass
@@ -69,6 +73,28 @@ class _Write:
     state: dict[str, dict[str, Any]]
     release: asyncio.Event = field(default_factory=asyncio.Event)  # held for the sender: go now
     done: asyncio.Future[None] | None = None
+    unacked: int = 0  # messages whose acknowledgement waits for this write (see _settle)
+
+
+class _Unsettled:
+    """A source's commits its supervisor did not wait for (held for the sender), each with the
+    acknowledgements to send once it is stored, in order."""
+
+    def __init__(self) -> None:
+        self.futures: set[asyncio.Future[None]] = set()
+        self.error: BaseException | None = None  # a held commit failed: the supervisor raises it
+
+    def add(self, written: asyncio.Future[None], ack: Callable[[], None]) -> None:
+        def stored(f: asyncio.Future[None]) -> None:
+            self.futures.discard(f)
+            if f.cancelled():
+                self.error = self.error or SourceError("a commit was cancelled")
+            elif f.exception() is not None:
+                self.error = self.error or f.exception()
+            elif self.error is None:
+                ack()  # callbacks run in the order added: acknowledgements keep the messages' order
+        self.futures.add(written)
+        written.add_done_callback(stored)
 """How long a redelivering source's machines wait for it to come back (after a restart or a lost
 connection) before the wall clock rolls their time up as offline."""
 
@@ -170,13 +196,12 @@ class Engine:
                     # after the restart. Machines go offline no later than its oldest stamp, so
                     # that backlog still counts then.
                     self._stop_ns = self._watermark()
+                    self._release_hold()  # the cancelled sources' last commits go at once
                     for task in (*self._source_tasks.values(), *tasks, stopper):
                         task.cancel()
             finally:
                 self._tg = None  # no reload starts a source on the way out
-                self._paced = False  # the last commits go at once
-                if self._holding is not None:
-                    self._holding.release.set()
+                self._release_hold()
                 await self._shutdown()
         log.info("stopped: %d state change(s), %d interval(s), %d line(s) written",
                  self.stats.state_changes, self.stats.intervals, self.stats.lines_written)
@@ -273,6 +298,12 @@ class Engine:
             pace(self._release)
             self._paced = True
 
+    def _release_hold(self) -> None:
+        """Stopping: no commit waits for the sender any more."""
+        self._paced = False
+        if self._holding is not None:
+            self._holding.release.set()
+
     async def _release(self) -> None:
         """The sender is about to send: commit what is held back, and wait until it is stored."""
         holding = self._holding
@@ -326,11 +357,19 @@ class Engine:
                     self.stats.source_online[source.id] = True
                     self._adapters[source.id] = adapter
                     self._lost.pop(source.id, None)
-                    async for batch in adapter:
-                        backoff.reset()
-                        # A large batch means a backlog: commit it at once (see _enqueue).
-                        await self._settle(self._process_all(batch.events), batch.ack,
-                                           hold=len(batch.events) < PACE_BELOW)
+                    unsettled = _Unsettled()
+                    try:
+                        async for batch in adapter:
+                            backoff.reset()
+                            # A large batch means a backlog: commit it at once (see _enqueue).
+                            await self._settle(self._process_all(batch.events), batch.ack,
+                                               hold=len(batch.events) < PACE_BELOW, messages=batch.messages,
+                                               unsettled=unsettled)
+                    finally:
+                        # Held commits are stored and acknowledged on this connection before it closes.
+                        if unsettled.futures:
+                            self._release_hold()
+                            await asyncio.wait(list(unsettled.futures))
                 raise SourceError("the adapter's stream ended")
             except asyncio.CancelledError:
                 raise
@@ -353,17 +392,32 @@ class Engine:
                 await self._commit(self._process(lost))
             await asyncio.sleep(delay)
 
-    async def _settle(self, out: list[Output], ack: Callable[[], None] | None, *, hold: bool = True) -> None:
+    async def _settle(self, out: list[Output], ack: Callable[[], None] | None, *, hold: bool = True,
+                      messages: int = 0, unsettled: _Unsettled | None = None) -> None:
         """Commit a batch's effect, then acknowledge it; a stop or a reload that cancels the
         source meanwhile waits for both, so no batch is committed and left unacknowledged (the
-        broker would deliver it again to trackers that already have it)."""
+        broker would deliver it again to trackers that already have it).
+
+        A commit held for the sender (see _enqueue) is not waited for: its acknowledgement is
+        sent once it is stored, and the supervisor reads on, so the next batches join it. It
+        goes at the latest when ``PACE_MAX_UNACKED`` messages wait for it."""
+        if unsettled is not None and unsettled.error is not None:
+            raise unsettled.error
         written = self._enqueue(out, hold=hold)
+        holding = self._holding
+        if (written is not None and ack is not None and unsettled is not None and holding is not None
+                and written is holding.done):
+            holding.unacked += messages
+            if holding.unacked >= PACE_MAX_UNACKED:
+                holding.release.set()
+            unsettled.add(written, ack)
+            return
         if written is not None:
             try:
                 await asyncio.shield(written)
             except asyncio.CancelledError:
-                await written
-                if ack is not None:
+                await asyncio.wait([written])  # a second cancel must not cancel the shared write
+                if ack is not None and not written.cancelled() and written.exception() is None:
                     ack()
                 raise
         if ack is not None:
@@ -535,6 +589,8 @@ class Engine:
         if self._carry:
             out, self._carry = self._carry + out, []
         if not out and not self._dirty:
+            if not hold and self._open is not None:
+                self._open.release.set()
             return self._tail
         dirty, self._dirty = self._dirty, set()
         state: dict[str, dict[str, Any]] = {}
@@ -568,19 +624,20 @@ class Engine:
             self._holding = pending
 
         async def write() -> None:
-            if before is not None and not before.done():
-                await asyncio.wait([before])  # in order; an earlier failure is its own awaiter's to see
-            elif hold:
-                try:
-                    async with asyncio.timeout(self._commit_delay_s):
-                        await pending.release.wait()
-                except TimeoutError:
-                    pass
-                finally:
-                    if self._holding is pending:
-                        self._holding = None
-            if self._open is pending:
-                self._open = None
+            try:
+                if before is not None and not before.done():
+                    await asyncio.wait([before])  # in order; an earlier failure is its own awaiter's to see
+                elif hold:
+                    try:
+                        async with asyncio.timeout(self._commit_delay_s):
+                            await pending.release.wait()
+                    except TimeoutError:
+                        pass
+            finally:  # even if cancelled: later commits must not join a write that will not happen
+                if self._holding is pending:
+                    self._holding = None
+                if self._open is pending:
+                    self._open = None
             await self.sink.write(pending.lines, pending.state)
             self.stats.commits += 1
             self.stats.lines_written += len(pending.lines)

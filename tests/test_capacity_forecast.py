@@ -175,3 +175,16 @@ def test_a_rollup_replayed_after_a_crash_counts_once(tmp_path: Path) -> None:
     assert store.profile("lathe-01") == once.profile("lathe-01") and store.replayed == 50
     since = _ns(start)
     assert store.idle_hours_since("lathe-01", since) == once.idle_hours_since("lathe-01", since) == 6.0
+
+
+def test_the_first_rollup_after_an_interval_change_counts(tmp_path: Path) -> None:
+    """Test that a roll-up overlapping the last one added without being a replay (a restart with
+    a longer `tracker.interval` starts its first interval before the last roll-up's end) counts."""
+    start = dt.datetime(2026, 1, 5, 10, tzinfo=BERLIN)
+    store = ProfileStore(tmp_path / "capacity.sqlite", BERLIN, decay=1.0)
+    store.add(history(start, 1, step_s=60)[:7])  # ten past ten: seven one-minute roll-ups
+    seconds = dict.fromkeys(State, 0)
+    seconds[State.BUSY] = 900 * NS_PER_S
+    store.add([Interval(LATHE, _ns(start), _ns(start + dt.timedelta(minutes=15)), seconds, State.BUSY)])
+    assert store.replayed == 0
+    assert store.profile("lathe-01")[10][State.BUSY] == 7 * 60 + 900

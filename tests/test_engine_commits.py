@@ -151,3 +151,56 @@ async def test_a_backlog_batch_joining_a_held_commit_releases_it() -> None:
     assert held is joined and joined is not None
     await asyncio.wait_for(asyncio.shield(joined), 5)
     assert [lines for lines, _ in sink.writes] == [[to_line(change(1)), to_line(change(2))]]
+
+
+async def test_a_held_commit_is_not_waited_for_and_goes_before_the_broker_window_fills() -> None:
+    """Test that a supervisor does not wait for a commit held for the sender (the next batches
+    join it), that each batch is acknowledged only once the commit is stored, in order, and that
+    the commit goes by itself once PACE_MAX_UNACKED messages wait for it: a broker sends only so
+    many unacknowledged messages (mosquitto: 20), so holding longer would stall the source."""
+    from collector.engine import PACE_MAX_UNACKED, _Unsettled
+
+    loaded = load_config(EXAMPLE)
+    loaded.config.outbox.commit_delay = 60
+    sink = PacedSink()
+    engine = Engine(loaded, sink)
+    engine._pace()
+    unsettled = _Unsettled()
+    acked: list[int] = []
+    for n in range(PACE_MAX_UNACKED - 1):
+        await asyncio.wait_for(engine._settle([change(n)], lambda n=n: acked.append(n), messages=1,
+                                              unsettled=unsettled), 1)  # returns at once: not waited for
+    await asyncio.sleep(0.05)
+    assert sink.writes == [] and acked == []  # held, nothing acknowledged
+    await engine._settle([change(99)], lambda: acked.append(99), messages=1, unsettled=unsettled)
+    await until(lambda: len(acked) == PACE_MAX_UNACKED, 5, "the acknowledgements")
+    assert len(sink.writes) == 1 and len(sink.writes[0][0]) == PACE_MAX_UNACKED  # one commit for all
+    assert acked == [*range(PACE_MAX_UNACKED - 1), 99] and not unsettled.futures
+
+
+async def test_a_failed_held_commit_acknowledges_nothing_and_fails_the_source() -> None:
+    """Test that when a held commit fails, none of its batches is acknowledged (the broker
+    delivers them again) and the source's next batch raises the error (its supervisor restarts)."""
+    from collector.engine import _Unsettled
+
+    class FailingSink(PacedSink):
+        async def write(self, lines: Sequence[str], state: Mapping[str, dict[str, Any]] | None = None) -> None:
+            raise OSError("disk full")
+
+    loaded = load_config(EXAMPLE)
+    sink = FailingSink()
+    engine = Engine(loaded, sink)
+    engine._pace()
+    unsettled = _Unsettled()
+    acked: list[int] = []
+    await engine._settle([change(1)], lambda: acked.append(1), messages=1, unsettled=unsettled)
+    assert sink.before_send is not None
+    await sink.before_send()
+    assert acked == [] and isinstance(unsettled.error, OSError)
+    try:
+        await engine._settle([change(2)], lambda: acked.append(2), messages=1, unsettled=unsettled)
+    except OSError:
+        pass
+    else:
+        raise AssertionError("the failed commit was not raised")
+    assert acked == []

@@ -89,7 +89,7 @@ class _Client(paho.Client):
 
     def _handle_publish(self) -> MQTTErrorCode:
         deliver, packet = self.on_publish_packet, self._in_packet
-        if deliver is None or packet["command"] & 0x06 == 0x04:  # QoS 2
+        if deliver is None or packet["command"] & 0x06 not in (0x00, 0x02):  # QoS 2 (and a malformed 3)
             return super()._handle_publish()
         result = paho_packet.decode_publish(packet["command"], packet["packet"], self._protocol)
         deliver(result.topic, cast(bytes, result.payload), result.qos, result.mid)  # struct.unpack gives bytes
@@ -258,7 +258,7 @@ class MqttAdapter:
                     self._resume()
                 if unacked:
                     self._outstanding += 1
-                yield Batch(batch, self._acker(unacked) if unacked else None)
+                yield Batch(batch, self._acker(unacked) if unacked else None, len(unacked))
                 continue
             if self._lost is not None:
                 raise SourceError(self._lost)

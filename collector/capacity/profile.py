@@ -12,7 +12,8 @@ days (for "free hours in the last 24 h / 7 d").
 Each roll-up counts once. The engine hands roll-ups over before its outbox commit; a crash in
 between has the trackers resume from the commit before and emit those roll-ups again. So the
 store keeps, per machine and in the same transaction as the figures, the end of the last
-roll-up it added (a tracker rolls up in time order), and skips any roll-up that starts before it.
+roll-up it added (a tracker rolls up in time order), and skips any roll-up that ends no later.
+(A roll-up that only overlaps it, the first after a restart with another interval length, counts.)
 
 A roll-up says how long each state lasted in its interval, not when within it; an interval that
 crosses an hour boundary is split across the hours in proportion (with the default 60 s
@@ -103,7 +104,8 @@ class ProfileStore:
             if length <= 0:
                 continue
             mid = iv.machine.id
-            if iv.start_ns < self.applied.get(mid, iv.start_ns):
+            applied = self.applied.get(mid)
+            if applied is not None and iv.end_ns <= applied:
                 self.replayed += 1
                 continue
             self.applied[mid] = iv.end_ns
