@@ -56,6 +56,8 @@ from collector.tracker import Tracker, TrackerStatus
 log = logging.getLogger(__name__)
 
 HOLD_MAX_S = 60.0
+"""How long a redelivering source's machines wait for it to come back (after a restart or a lost
+connection) before the wall clock rolls their time up as offline."""
 _NEVER = 2**63  # later than any time in ns
 PACE_BELOW = 256
 """Batches of fewer events are a trickle: their commit waits for the sender (see _enqueue)."""
@@ -95,8 +97,6 @@ class _Unsettled:
                 ack()  # callbacks run in the order added: acknowledgements keep the messages' order
         self.futures.add(written)
         written.add_done_callback(stored)
-"""How long a redelivering source's machines wait for it to come back (after a restart or a lost
-connection) before the wall clock rolls their time up as offline."""
 
 # What a source's failure looks like when it is the network or the peer: reconnect quietly.
 # Anything else is a bug in an adapter: logged with its traceback (once per kind) and counted.

@@ -169,12 +169,10 @@ class Tracker:
         out: list[Output] = []
         if hold:
             now_ns = min(now_ns, self.acc_pos_ns if self.last_reading_ns is None else self.last_reading_ns)
-        if now_ns < self.win_start_ns + self.interval_ns and self.pending is None:
-            stale = self._stale_due()
-            if stale is None or stale > now_ns:
-                # Nothing due before the interval ends: time is rolled up later in one step, with
-                # the same result (a gateway's ticker touches every machine four times a second).
-                return out
+        if now_ns < self.due_ns():
+            # Nothing due before the interval ends: time is rolled up later in one step, with
+            # the same result (the engine's ticker skips trackers until the first is due).
+            return out
         if now_ns <= self.acc_pos_ns:
             return out
         self._advance(now_ns, out)

@@ -91,13 +91,21 @@ class PacedSink(GatedSink):
         self.before_send = before_send
 
 
+def paced(sink: PacedSink, commit_delay: float | None = None) -> Engine:
+    """An engine on the example config whose commits ``sink``'s sender paces (as ``run`` sets up)."""
+    loaded = load_config(EXAMPLE)
+    if commit_delay is not None:
+        loaded.config.outbox.commit_delay = commit_delay
+    engine = Engine(loaded, sink)
+    engine._pace()
+    return engine
+
+
 async def test_at_a_trickle_commits_wait_for_the_senders_next_send() -> None:
     """Test that with a pacing sink, batches at a trickle are held until the sender is about to
     send, then stored in one write before the hook returns (the send that follows has them)."""
-    loaded = load_config(EXAMPLE)
     sink = PacedSink()
-    engine = Engine(loaded, sink)
-    engine._pace()
+    engine = paced(sink)
     assert sink.before_send is not None
     first = engine._enqueue([change(1)])
     await asyncio.sleep(0.05)
@@ -112,11 +120,8 @@ async def test_at_a_trickle_commits_wait_for_the_senders_next_send() -> None:
 async def test_a_held_commit_goes_after_commit_delay_without_a_send() -> None:
     """Test that a commit held for the sender goes by itself after ``outbox.commit_delay`` (a
     sender stuck retrying an unreachable InfluxDB must not hold messages unacknowledged)."""
-    loaded = load_config(EXAMPLE)
-    loaded.config.outbox.commit_delay = 0.2
     sink = PacedSink()
-    engine = Engine(loaded, sink)
-    engine._pace()
+    engine = paced(sink, commit_delay=0.2)
     held = engine._enqueue([change(1)])
     assert held is not None
     await asyncio.wait_for(asyncio.shield(held), 5)
@@ -127,11 +132,8 @@ async def test_a_backlog_batch_is_committed_at_once_even_with_a_pacing_sink() ->
     """Test that a large batch (a backlog: its supervisor waits for the commit before reading on)
     is not held for the sender: held, a backlog of readings that change no state would wait a
     flush interval per batch, since the sender sleeps when it finds nothing new to send."""
-    loaded = load_config(EXAMPLE)
-    loaded.config.outbox.commit_delay = 60  # held, it would wait past the 5 s below
     sink = PacedSink()
-    engine = Engine(loaded, sink)
-    engine._pace()
+    engine = paced(sink, commit_delay=60)  # held, it would wait past the 5 s below
     written = engine._enqueue([change(1)], hold=False)
     assert written is not None
     await asyncio.wait_for(asyncio.shield(written), 5)  # no send needed
@@ -141,11 +143,8 @@ async def test_a_backlog_batch_is_committed_at_once_even_with_a_pacing_sink() ->
 async def test_a_backlog_batch_joining_a_held_commit_releases_it() -> None:
     """Test that a large batch joining a commit held for the sender (another source's trickle,
     or the ticker's roll-ups) makes it go at once: a backlog never waits for the sender."""
-    loaded = load_config(EXAMPLE)
-    loaded.config.outbox.commit_delay = 60
     sink = PacedSink()
-    engine = Engine(loaded, sink)
-    engine._pace()
+    engine = paced(sink, commit_delay=60)
     held = engine._enqueue([change(1)])
     joined = engine._enqueue([change(2)], hold=False)
     assert held is joined and joined is not None
@@ -160,11 +159,8 @@ async def test_a_held_commit_is_not_waited_for_and_goes_before_the_broker_window
     many unacknowledged messages (mosquitto: 20), so holding longer would stall the source."""
     from collector.engine import PACE_MAX_UNACKED, _Unsettled
 
-    loaded = load_config(EXAMPLE)
-    loaded.config.outbox.commit_delay = 60
     sink = PacedSink()
-    engine = Engine(loaded, sink)
-    engine._pace()
+    engine = paced(sink, commit_delay=60)
     unsettled = _Unsettled()
     acked: list[int] = []
     for n in range(PACE_MAX_UNACKED - 1):
@@ -187,10 +183,8 @@ async def test_a_failed_held_commit_acknowledges_nothing_and_fails_the_source() 
         async def write(self, lines: Sequence[str], state: Mapping[str, dict[str, Any]] | None = None) -> None:
             raise OSError("disk full")
 
-    loaded = load_config(EXAMPLE)
     sink = FailingSink()
-    engine = Engine(loaded, sink)
-    engine._pace()
+    engine = paced(sink)
     unsettled = _Unsettled()
     acked: list[int] = []
     await engine._settle([change(1)], lambda: acked.append(1), messages=1, unsettled=unsettled)

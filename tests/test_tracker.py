@@ -159,23 +159,17 @@ EVENT = st.one_of(
 )
 
 
-@settings(max_examples=300, deadline=None)
-@given(
-    steps=st.lists(st.tuples(st.integers(min_value=-3 * S, max_value=40 * S), EVENT), max_size=60),
-    debounce=st.sampled_from([0, 1, 5]),
-    stale=st.sampled_from([None, 3, 20]),
-    interval=st.sampled_from([1, 10, 60]),
-)
-def test_durations_add_up_exactly(steps: list[tuple[int, tuple[str, str, object, bool]]], debounce: int,
-                                  stale: int | None, interval: int) -> None:
-    """Test that over any event sequence, intervals are contiguous and sum exactly, and state
-    changes chain: each previous duration equals the time since the change before."""
-    t = tracker(debounce=debounce, stale=stale, interval=interval)
+Step = tuple[int, tuple[str, str, object, bool]]
+
+
+def drive(t: Tracker, steps: list[Step]) -> tuple[int, list[Output]]:
+    """Feed ``steps`` (clock advance, event) to ``t`` from T0: the clock then and the outputs. A
+    negative advance is a late event, stamped that much before the clock."""
     now = T0
     out: list[Output] = []
     for dt, (kind, signal, value, bad) in steps:
         now += max(dt, 0)
-        ts = now + min(dt, 0)  # negative: a late reading, older than the clock
+        ts = now + min(dt, 0)
         if kind == "reading":
             out += t.reading(Reading("m1", signal, value, ts, Quality.BAD if bad else Quality.GOOD))
         elif kind == "sample":
@@ -187,6 +181,21 @@ def test_durations_add_up_exactly(steps: list[tuple[int, tuple[str, str, object,
             out += t.connectivity(True, ts, "")
         else:
             out += t.tick(now)
+    return now, out
+
+
+@settings(max_examples=300, deadline=None)
+@given(
+    steps=st.lists(st.tuples(st.integers(min_value=-3 * S, max_value=40 * S), EVENT), max_size=60),
+    debounce=st.sampled_from([0, 1, 5]),
+    stale=st.sampled_from([None, 3, 20]),
+    interval=st.sampled_from([1, 10, 60]),
+)
+def test_durations_add_up_exactly(steps: list[Step], debounce: int, stale: int | None, interval: int) -> None:
+    """Test that over any event sequence, intervals are contiguous and sum exactly, and state
+    changes chain: each previous duration equals the time since the change before."""
+    t = tracker(debounce=debounce, stale=stale, interval=interval)
+    now, out = drive(t, steps)
     end = now + 100 * S
     out += t.tick(end)
     rolled = intervals(out)
@@ -298,24 +307,12 @@ def test_a_tick_with_nothing_due_rolls_nothing_and_a_late_reading_keeps_its_time
     interval=st.sampled_from([1, 10, 60]),
     probe=st.floats(min_value=0, max_value=1),
 )
-def test_a_tick_before_due_does_nothing(steps: list[tuple[int, tuple[str, str, object, bool]]], debounce: int,
-                                        stale: int | None, interval: int, probe: float) -> None:
+def test_a_tick_before_due_does_nothing(steps: list[Step], debounce: int, stale: int | None, interval: int,
+                                        probe: float) -> None:
     """Test that ``due_ns`` is a safe bound for the engine's ticker to skip a tracker: after any
     event sequence, a tick at any time before it emits nothing and changes nothing."""
     t = tracker(debounce=debounce, stale=stale, interval=interval)
-    now = T0
-    for dt, (kind, signal, value, bad) in steps:
-        now += max(dt, 0)
-        ts = now + min(dt, 0)
-        if kind == "reading":
-            t.reading(Reading("m1", signal, value, ts, Quality.BAD if bad else Quality.GOOD))
-        elif kind == "sample":
-            assert isinstance(value, dict)
-            t.sample(Sample("m1", value, ts))
-        elif kind in ("offline", "online"):
-            t.connectivity(kind == "online", ts, "lost" if kind == "offline" else "")
-        else:
-            t.tick(now)
+    drive(t, steps)
     due = t.due_ns()
     before = t.snapshot()
     at = t.acc_pos_ns + int((due - 1 - t.acc_pos_ns) * probe) if due - 1 > t.acc_pos_ns else due - 1
