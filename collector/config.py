@@ -82,6 +82,9 @@ class Machine(Strict):
     line: str = Field("", description="Line tag.")
     cell: str = Field("", description="Optional cell tag.")
     kind: str = Field("", description="Machine type shown on the capacity board (e.g. `lathe`).")
+    nameplate: dict[str, str] = Field(
+        default_factory=dict, description="What the machine is, for buyers and the Digital Nameplate: `manufacturer`, `model`, `serial_number`, `product_instance_uri`... OPC UA discovery fills it from the machine's DI `Identification`.",
+        examples=[{"manufacturer": "ACME", "model": "VMC 500", "serial_number": "SN-1001"}])
     public: bool = Field(False, description="May appear by name on the shared capacity board, the capacity API, page and MQTT feed. Nothing of a machine without it leaves the collector through them.")
     capabilities: dict[str, Capability] = Field(default_factory=dict, description="What the machine offers, for buyers to filter on (`?capability.process=turning`); added to its profile's.",
                                                 examples=[{"process": "turning", "max_diameter_mm": 300, "materials": ["steel", "aluminium"]}])

@@ -94,7 +94,7 @@ def resolve_machine(config: Config, machine: Machine, index: int,
     chain = _chain(config, machine.profile)
     info = MachineInfo(id=machine.id, plant=machine.plant or config.site.plant, line=machine.line,
                        cell=machine.cell, name=machine.name or machine.id, kind=machine.kind,
-                       public=machine.public)
+                       public=machine.public, nameplate=tuple(sorted(machine.nameplate.items())))
     values = {"id": machine.id, "name": info.name, "line": machine.line, "cell": machine.cell,
               "plant": info.plant, **machine.vars}
     signals: dict[str, str] = {}
@@ -139,5 +139,6 @@ def resolve_all(config: Config) -> list[ResolvedMachine]:
 def resolve_found(config: Config, found: MachineFound, rules: dict[str, RuleSet] | None = None) -> ResolvedMachine:
     """A machine an adapter discovered, tracked as if it had been configured."""
     machine = Machine(id=found.machine, name=found.name, plant=found.plant or None, line=found.line, cell=found.cell,
-                      source=found.source, profile=found.profile, signals=found.signals)
+                      source=found.source, profile=found.profile, signals=found.signals, kind=found.kind,
+                      nameplate=found.nameplate)
     return resolve_machine(config, machine, -1, rules)

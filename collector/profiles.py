@@ -6,6 +6,11 @@ them like their own and a user profile can ``extends:`` one and only add signal 
 - ``opc40001``: ``item_state`` is the numeric identifier of MachineryItemState's
   ``CurrentState/Id`` NodeId (never the localised display text); ``operation_mode`` that of
   MachineryOperationMode.
+- ``machinetool`` (OPC 40501 without an item state): ``operation_mode`` is MachineOperationMode,
+  ``stacklight`` the SignalColor numbers of the lamps that are on, ``channel_state`` the
+  ChannelState numbers of the NC channels, ``program_state`` the active program's state number.
+- ``woodworking`` (OPC 40550): ``unit_state`` is WwUnitStateEnumeration, ``unit_mode``
+  WwUnitModeEnumeration, both of the machine's ``State/Machine/Overview``.
 - ``packml``: ``state`` is the ISA-TR88 state number; ``unit_mode`` the unit mode (number or name).
 - ``mtconnect``: ``execution``, ``availability`` and ``condition`` as MTConnect names them.
 """
@@ -36,6 +41,40 @@ OPC40001 = (
     BuiltinRule(State.BUSY, f"item_state == {ITEM_EXECUTING}", "executing"),
     BuiltinRule(State.IDLE, f"item_state == {ITEM_NOT_EXECUTING}", "not executing"),
     BuiltinRule(State.OFFLINE, None, "no MachineryItemState"),
+)
+
+# OPC 40501 (Machine Tools) enumerations: MachineOperationMode, ChannelState, the
+# ProductionProgramStateMachine's state numbers; IA's SignalColor.
+MT_MANUAL, MT_AUTOMATIC, MT_SETUP, MT_AUTO_MANUAL_INTERVENTION, MT_SERVICE, MT_OTHER = 0, 1, 2, 3, 4, 5
+CHANNEL_ACTIVE, CHANNEL_INTERRUPTED, CHANNEL_RESET = 0, 1, 2
+PROGRAM_INITIALIZING, PROGRAM_RUNNING, PROGRAM_ENDED, PROGRAM_INTERRUPTED, PROGRAM_ABORTED = 0, 1, 2, 3, 4
+SIGNAL_RED = 1
+_AUTOMATIC = f"[{MT_AUTOMATIC}, {MT_AUTO_MANUAL_INTERVENTION}, {MT_OTHER}]"
+
+# Time elements after OPC 40501 Annex C / ISO 22400: busy is production time (APT), setup the
+# unit's setup time (AUST), down unplanned down time (ADOT: red stack light) or planned
+# maintenance (PMT: Service mode), idle the delay time (ADET: automatic, nothing running).
+MACHINETOOL = (
+    BuiltinRule(State.DOWN, f"{SIGNAL_RED} in (stacklight or [])", "red stack light"),
+    BuiltinRule(State.DOWN, f"operation_mode == {MT_SERVICE}", "service mode (planned maintenance)"),
+    BuiltinRule(State.SETUP, f"operation_mode in [{MT_SETUP}, {MT_MANUAL}]", "setup or manual mode"),
+    BuiltinRule(State.BUSY, f"operation_mode in {_AUTOMATIC} and (program_state == {PROGRAM_RUNNING} "
+                f"or {CHANNEL_ACTIVE} in (channel_state or []))", "automatic, program running"),
+    BuiltinRule(State.IDLE, f"operation_mode in {_AUTOMATIC}", "automatic, nothing running"),
+    BuiltinRule(State.OFFLINE, None, "no operation mode"),
+)
+
+# OPC 40550 (Woodworking) WwUnitStateEnumeration and WwUnitModeEnumeration.
+WW_OFFLINE, WW_STANDBY, WW_READY, WW_WORKING, WW_ERROR = 0, 1, 2, 3, 4
+WW_MODE_SETUP = 4
+
+WOODWORKING = (
+    BuiltinRule(State.OFFLINE, f"unit_state == {WW_OFFLINE}", "OFFLINE"),
+    BuiltinRule(State.DOWN, f"unit_state == {WW_ERROR}", "ERROR"),
+    BuiltinRule(State.SETUP, f"unit_mode == {WW_MODE_SETUP}", "SETUP mode"),
+    BuiltinRule(State.BUSY, f"unit_state == {WW_WORKING}", "WORKING"),
+    BuiltinRule(State.IDLE, f"unit_state in [{WW_STANDBY}, {WW_READY}]", "READY or STANDBY"),
+    BuiltinRule(State.OFFLINE, None, "no WwUnitState"),
 )
 
 # ISA-TR88 / PackML state numbers.
@@ -72,4 +111,7 @@ MTCONNECT = (
     BuiltinRule(State.OFFLINE, None, "no execution state"),
 )
 
-BUILTIN: dict[str, tuple[BuiltinRule, ...]] = {"opc40001": OPC40001, "packml": PACKML, "mtconnect": MTCONNECT}
+BUILTIN: dict[str, tuple[BuiltinRule, ...]] = {
+    "opc40001": OPC40001, "machinetool": MACHINETOOL, "woodworking": WOODWORKING, "packml": PACKML,
+    "mtconnect": MTCONNECT,
+}

@@ -14,7 +14,7 @@ pytest_plugins = sorted(
 # runs the rest in seconds, without root. Tests that start services by hand set
 # `pytestmark = pytest.mark.integration` in their module.
 SERVICE_FIXTURES = frozenset({"mosquitto", "mosquitto_tls", "influxd", "victoria_metrics", "opcua_server",
-                              "recording_proxy"})
+                              "machine_tools_server", "recording_proxy"})
 
 
 def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:

@@ -36,6 +36,7 @@ from asyncua.common.subscription import DataChangeEvent, OverflowPolicy, StatusC
 
 from adapters.base import AdapterContext, Batch, BoundMachine, SourceConfig, SourceError
 from adapters.opcua import addressing, discovery, security
+from adapters.opcua.composite import Composites, part_of
 from adapters.opcua.config import OpcUaSource
 from adapters.opcua.values import plain, quality, to_ns
 from collector.core.model import Event, MachineFound, Quality, Reading, now_ns
@@ -45,7 +46,6 @@ log = logging.getLogger(__name__)
 CHUNK = 500  # nodes per Read / CreateMonitoredItems call: below common server operation limits
 NOTIFICATION_QUEUE = 100_000  # per subscription; overflowing it fails the source rather than drop changes
 LOST_AFTER_KEEPALIVES = 3
-PROFILE_OPC40001 = "opc40001"
 
 
 class UnknownNodes(SourceError):
@@ -86,6 +86,8 @@ class OpcUaAdapter:
         self._failed = False
         self._last_ts: dict[str, int] = {}  # machine -> latest timestamp emitted for it
         self._read_chunk = self._items_chunk = CHUNK
+        self._composites = Composites()
+        self._untrackable: set[str] = set()
 
     # -- the adapter surface ----------------------------------------------------------------
 
@@ -261,15 +263,26 @@ class OpcUaAdapter:
 
     def _announce(self, machine: discovery.FoundMachine) -> list[_Item]:
         """A newly discovered machine: MachineFound first, then its items (so no reading can
-        arrive for a machine the engine does not know yet)."""
+        arrive for a machine the engine does not know yet). A machine without a state model is
+        not tracked: it is reported (``check`` lists it, /metrics counts it) and logged once."""
+        if machine.profile is None:
+            if machine.id not in self._untrackable:
+                self._untrackable.add(machine.id)
+                why = "; ".join(machine.seen)
+                log.warning("source %s: machine %s is not trackable: %s", self.config.id, machine.id, why)
+                self.context.bad_input.report(self.config.id, "not_trackable",
+                                              f"machine {machine.id} is not trackable: {why}")
+            return []
         signals = {s: addressing.format_address(n, self._namespaces) for s, n in machine.signals.items()}
         self._known.add(machine.id)
         self._signals[machine.id] = dict(signals)
         self._save_discovered(machine.id)
-        self._put(MachineFound(machine=machine.id, source=self.config.id, profile=PROFILE_OPC40001,
-                               name=machine.name, signals=signals))
-        log.info("source %s: found OPC 40001 machine %s (%s)", self.config.id, machine.id,
-                 ", ".join(f"{s}={a}" for s, a in signals.items()) or "no state machines")
+        self._put(MachineFound(machine=machine.id, source=self.config.id, profile=machine.profile,
+                               name=machine.name, kind=machine.kind, nameplate=dict(machine.nameplate),
+                               signals=signals))
+        log.info("source %s: found machine %s (%s, profile %s): %s", self.config.id, machine.id,
+                 machine.type_name or "Machines folder", machine.profile,
+                 ", ".join(f"{s}={a}" for s, a in signals.items()))
         items = []
         for signal, node in machine.signals.items():
             item = self._by_node.get(node) or _Item(node, signals[signal])
@@ -281,9 +294,9 @@ class OpcUaAdapter:
     async def _discover(self) -> list[discovery.FoundMachine]:
         assert self._client is not None
         found = await discovery.find_machines(self._client, self._namespaces)
-        if discovery.MACHINERY_URI not in self._namespaces:
-            log.warning("source %s: discover: machinery, but %s has no namespace %s (yet)",
-                        self.config.id, self.config.endpoint, discovery.MACHINERY_URI)
+        if not found:
+            log.warning("source %s: discover: machinery, but %s has no Machinery Machines folder and no "
+                        "MachineToolType or WwMachineType object (yet)", self.config.id, self.config.endpoint)
         return found
 
     # -- subscriptions ----------------------------------------------------------------------
@@ -394,6 +407,10 @@ class OpcUaAdapter:
         if good is Quality.GOOD and dv.Value is not None:
             value = plain(dv.Value.Value)
         for machine, signal in item.targets:
+            part = part_of(signal)
+            if part is not None:  # a lamp or channel: the rules see the whole stack light or all channels
+                signal, value = self._composites.feed(machine, *part, value) if good is Quality.GOOD \
+                    else (self._composites.feed(machine, *part, None)[0], None)
             self._put(Reading(machine, signal, value, ts, good, status))
 
     # -- liveness and rescans ---------------------------------------------------------------

@@ -103,6 +103,10 @@ class MachineFound:
     line: str = ""
     cell: str = ""
     signals: dict[str, str] = field(default_factory=dict)
+    kind: str = ""
+    nameplate: dict[str, str] = field(default_factory=dict)
+    """What the machine says of itself (OPC UA DI Identification): manufacturer, model,
+    serial_number, product_instance_uri..."""
 
 
 Event = Reading | Sample | Connectivity | MachineFound
@@ -119,6 +123,9 @@ class MachineInfo:
     name: str = ""
     kind: str = ""
     public: bool = False
+    nameplate: tuple[tuple[str, str], ...] = ()
+    """The Digital Nameplate's keys and values (manufacturer, model, serial_number...): a tuple,
+    so the info stays hashable and immutable."""
 
     def tags(self) -> dict[str, str]:
         tags = {"machine": self.id, "plant": self.plant, "line": self.line}
