@@ -33,7 +33,7 @@ from collector.check_mqtt import TopicSpy
 from collector.configfile import LoadedConfig
 from collector.core.backoff import Backoff
 from collector.core.badinput import BadInput
-from collector.core.model import Connectivity, Event, MachineFound, Quality, Reading, Sample, State
+from collector.core.model import Connectivity, Event, MachineFound, Quality, Reading, Sample, State, composite_name
 from collector.machines import ResolvedMachine, resolve_found
 
 log = logging.getLogger(__name__)
@@ -61,9 +61,9 @@ class _Problems(BadInput):
         self.seen: dict[str, int] = {}  # key -> times
         self.first: dict[str, str] = {}  # key -> the text of its first occurrence
 
-    def report(self, source: str, kind: str, detail: str) -> None:
+    def report(self, source: str, kind: str, detail: str, subject: str = "") -> None:
         self.counts[(source, kind)] += 1
-        self.add(f"source {source}: {kind}: {detail}", key=f"{source}:{kind}")
+        self.add(f"source {source}: {kind}: {detail}", key=f"{source}:{kind}:{subject}")
 
     def add(self, text: str, key: str | None = None) -> None:
         key = key or text
@@ -210,7 +210,7 @@ class Checker:
         for m in self.machines.values():
             if m.messages == 0:
                 continue
-            missing = [s for s in m.machine.bound.signals if s not in m.values]
+            missing = [s for s in m.machine.bound.signals if composite_name(s) not in m.values]
             for signal in missing:
                 self.problems.add(f"machine {m.machine.info.id}: signal {signal} "
                                   f"({m.machine.bound.signals[signal]}) never arrived")

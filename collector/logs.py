@@ -16,7 +16,8 @@ TEXT_FORMAT = "%(asctime)s %(levelname)s %(name)s: %(message)s"
 MASK = "********"
 # httpx logs every request at INFO ("HTTP Request: POST .../write 204"): one line per InfluxDB
 # write buries what matters in a gateway's journal.
-QUIET = ("httpx", "httpcore")
+# asyncua logs every publish response and session step at INFO: per-message chatter, not events.
+QUIET = ("httpx", "httpcore", "asyncua")
 MIN_SECRET = 4
 HANDLER_NAME = "collector"  # shorter values would mask ordinary words
 

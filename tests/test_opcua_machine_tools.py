@@ -12,12 +12,18 @@ import time
 from pathlib import Path
 from typing import Any
 
+import pytest
+
+from collector.check import EXIT_NO_DATA
 from collector.configfile import load_config_text
 from collector.engine import Engine
 from collector.influx import make_sink
 from tests.fixtures._ports import until
 from tests.fixtures.influxdb import InfluxD
 from tests.fixtures.node_opcua import MachineToolsServer
+from tests.test_check_simulate import run_check, summary_states
+
+CONFIG_DIR = Path(__file__).resolve().parent.parent / "config"
 
 CONFIG = """
 site: {{plant: p1}}
@@ -133,3 +139,28 @@ async def test_machine_tools_and_woodworking_are_tracked_by_type(machine_tools_s
         assert killed <= rows[len(SCRIPT)]["time"] <= lost, machine
         for earlier, later in itertools.pairwise(rows[:len(SCRIPT) + 1]):  # durations add up exactly
             assert abs(later["previous_s"] * 1e9 - (later["time"] - earlier["time"])) < 1_000, machine
+
+
+async def test_check_lists_each_model_and_the_machine_it_cannot_track(
+        machine_tools_server: MachineToolsServer, monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> None:
+    """Test that `collector check` on the zero-config example finds the four machines with the state
+    their model gives, and lists the machine without a state model as a problem, with what it has."""
+    monkeypatch.setenv("OPCUA_ENDPOINT", machine_tools_server.url)
+    monkeypatch.setenv("COLLECTOR_DATA", str(tmp_path / "data"))
+    await machine_tools_server.set("lathe-basic", operation_mode=2)
+    await machine_tools_server.set("edge-bander", ww_state=3, ww_mode=1)
+    await machine_tools_server.set("mill-item", item_state=5006, operation_state=5026)
+    await machine_tools_server.set("mill-channels", operation_mode=1, channels=[1, 2])
+    code, output, checker = await run_check(
+        CONFIG_DIR / "opc40001-server.yaml", duration=20,
+        settle=lambda c: set(MACHINES) <= {m for m, check in c.machines.items() if check.state is not None})
+    states = summary_states(output)
+    assert {m: states[m] for m in MACHINES} == {"lathe-basic": "setup", "edge-bander": "busy", "mill-item": "busy",
+                                               "mill-channels": "idle"}, output
+    assert "cmm-1" not in checker.machines
+    problems = output.split("problems", 1)[1]
+    assert "not_trackable: machine cmm-1 is not trackable: no machine type (a plain object); objects Identification" \
+        in problems, output
+    assert "never arrived" not in problems  # a lamp's or channel's nodes arrive as the whole stack light / channels
+    assert "found machine lathe-basic on source hall-1 (profile machinetool)" in output
+    assert code == EXIT_NO_DATA  # press-7 is configured but not on this server

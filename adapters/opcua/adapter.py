@@ -271,7 +271,7 @@ class OpcUaAdapter:
                 why = "; ".join(machine.seen)
                 log.warning("source %s: machine %s is not trackable: %s", self.config.id, machine.id, why)
                 self.context.bad_input.report(self.config.id, "not_trackable",
-                                              f"machine {machine.id} is not trackable: {why}")
+                                              f"machine {machine.id} is not trackable: {why}", subject=machine.id)
             return []
         signals = {s: addressing.format_address(n, self._namespaces) for s, n in machine.signals.items()}
         self._known.add(machine.id)

@@ -2,7 +2,8 @@
 channels, and a rule wants one value for each kind, not one per lamp.
 
 Discovery names the parts ``stacklight.<i>.color`` / ``stacklight.<i>.on`` (IA SignalColor and
-SignalOn of lamp i) and ``channel.<i>.state`` (OPC 40501 ChannelState of channel i); they are
+SignalOn of lamp i) and ``channel_state.<i>.value`` (OPC 40501 ChannelState of channel i): a
+part is named ``<whole>.<element>.<field>`` (``collector.core.model.composite_name``). Parts are
 read like any other node, and ``Composites.feed`` folds each new part value into the whole:
 
 - ``stacklight``: the SignalColor numbers of the lamps that are on, sorted (``[1]``: red only);
@@ -16,7 +17,7 @@ from __future__ import annotations
 
 from typing import Any
 
-COMPOSITES = {"stacklight": "stacklight", "channel": "channel_state"}
+COMPOSITES = ("stacklight", "channel_state")
 
 
 def part_of(signal: str) -> tuple[str, str, str] | None:
@@ -39,9 +40,9 @@ class Composites:
         elements.setdefault(index, {})[field] = value
         if group == "stacklight":
             lit = {e.get("color") for e in elements.values() if e.get("on") is True and e.get("color") is not None}
-            return COMPOSITES[group], sorted(lit, key=_order)
-        states = {e.get("state") for e in elements.values() if e.get("state") is not None}
-        return COMPOSITES[group], sorted(states, key=_order)
+            return group, sorted(lit, key=_order)
+        states = {e.get("value") for e in elements.values() if e.get("value") is not None}
+        return group, sorted(states, key=_order)
 
     def forget(self, machine: str) -> None:
         self._parts.pop(machine, None)

@@ -102,7 +102,7 @@ def _machine_tool(is_a: IsA, objects: Sequence[Found], machine: ua.NodeId) -> Re
         reads.append((f"stacklight.{i}.on", lamp.node, ((IA, "SignalOn"),)))
     channels = [o for o in objects if is_a(o.type_id, "channel")]
     for i, channel in enumerate(channels):
-        reads.append((f"channel.{i}.state", channel.node, ((MACHINE_TOOL, "ChannelState"),)))
+        reads.append((f"channel_state.{i}.value", channel.node, ((MACHINE_TOOL, "ChannelState"),)))
     program = _first(objects, is_a, "active_program")
     if program is not None:
         reads.append(("program_state", program.node, ((MACHINE_TOOL, "State"), ("", "CurrentState"), ("", "Number"))))

@@ -26,9 +26,10 @@ class BadInput:
         self._last_logged: dict[tuple[str, str], float] = {}
         self._clock = clock
 
-    def report(self, source: str, kind: str, detail: str) -> None:
+    def report(self, source: str, kind: str, detail: str, subject: str = "") -> None:
         """Count one bad input of ``kind`` (e.g. ``malformed_json``) from ``source``; ``detail``
-        names the topic or node and what was wrong."""
+        names the topic or node and what was wrong. ``subject`` (a machine id) marks a report
+        that ``collector check`` lists once per subject rather than once per kind."""
         key = (source, kind)
         if key not in self.counts and len(self.counts) >= MAX_KEYS:
             key = (source, OTHER)

@@ -112,6 +112,13 @@ class MachineFound:
 Event = Reading | Sample | Connectivity | MachineFound
 
 
+def composite_name(signal: str) -> str:
+    """The signal a part is read into: ``stacklight.0.on`` (one lamp's flag) is part of
+    ``stacklight``. An adapter reads each part's address and hands the rules the whole
+    (adapters/opcua/composite.py); a plain signal is its own."""
+    return signal.partition(".")[0]
+
+
 @dataclass(frozen=True, slots=True)
 class MachineInfo:
     """A machine's identity and its InfluxDB tags (few and bounded, see docs/DESIGN.md)."""
