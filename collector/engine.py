@@ -24,6 +24,7 @@ backoff, and opens the adapter again. Adapters never retry themselves.
 from __future__ import annotations
 
 import asyncio
+import dataclasses
 import logging
 import time
 from collections import Counter
@@ -529,7 +530,8 @@ class Engine:
             return out
         if isinstance(event, MachineFound):
             if event.machine in self.trackers:
-                return []  # configured (or already found): the config wins
+                self._identify(event)  # configured (or already found): the config wins, gaps filled
+                return []
             if not self._owns(event.machine):
                 self.stats.other_shard += 1
                 return []
@@ -546,6 +548,19 @@ class Engine:
             self._dirty.add(event.machine)
             log.info("discovered machine %s on source %s (profile %s)", event.machine, event.source, event.profile)
         return []
+
+    def _identify(self, found: MachineFound) -> None:
+        """What a source says a configured machine is (its nameplate, its kind) fills what the
+        config left empty: a public machine's capacity record then carries its Identification."""
+        machine = self.machines[found.machine]
+        info = machine.info
+        nameplate = info.nameplate or tuple(sorted(found.nameplate.items()))
+        kind = info.kind or found.kind
+        if (nameplate, kind) == (info.nameplate, info.kind):
+            return
+        info = dataclasses.replace(info, nameplate=nameplate, kind=kind)
+        self.machines[found.machine] = dataclasses.replace(machine, bound=dataclasses.replace(machine.bound, info=info))
+        self.trackers[found.machine].info = info
 
     def _time_bound(self, event: Sample | Reading | Connectivity) -> Sample | Reading | Connectivity | None:
         """[robust] The event with its timestamp inside ``tracker.max_future``/``max_past`` (see

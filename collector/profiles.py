@@ -59,7 +59,7 @@ MACHINETOOL = (
     BuiltinRule(State.DOWN, f"operation_mode == {MT_SERVICE}", "service mode (planned maintenance)"),
     BuiltinRule(State.SETUP, f"operation_mode in [{MT_SETUP}, {MT_MANUAL}]", "setup or manual mode"),
     BuiltinRule(State.BUSY, f"operation_mode in {_AUTOMATIC} and (program_state == {PROGRAM_RUNNING} "
-                f"or {CHANNEL_ACTIVE} in (channel_state or []))", "automatic, program running"),
+                f"or {CHANNEL_ACTIVE} in (channel_state or []))", "automatic, a program or channel running"),
     BuiltinRule(State.IDLE, f"operation_mode in {_AUTOMATIC}", "automatic, nothing running"),
     BuiltinRule(State.OFFLINE, None, "no operation mode"),
 )

@@ -14,6 +14,7 @@ from typing import Any
 
 import pytest
 
+from collector.capacity.service import Capacity
 from collector.check import EXIT_NO_DATA
 from collector.configfile import load_config_text
 from collector.engine import Engine
@@ -34,6 +35,8 @@ outbox: {{path: {tmp}/outbox.sqlite, flush_interval: 0.2}}
 sources:
   - {{id: cell, type: opcua, endpoint: "{endpoint}", discover: machinery, keepalive: 0.5,
      publishing_interval: 0.05, timeout: 3}}
+machines:  # tags and sharing for one discovered machine; its nameplate and kind come from the server
+  - {{id: mill-item, line: milling, public: true, source: cell, profile: opc40001}}
 """
 
 # Per step: what the script writes to each machine, and the state the profile must make of it.
@@ -89,6 +92,8 @@ async def test_machine_tools_and_woodworking_are_tracked_by_type(machine_tools_s
     await step(0)
     loaded = load_config_text(CONFIG.format(tmp=tmp_path, url=influxd.url, endpoint=server.url), "tools.yaml")
     engine = Engine(loaded, make_sink(loaded.config), backoff_initial_s=0.2, backoff_cap_s=0.5)
+    capacity = Capacity(loaded.config.capacity, None)
+    capacity.bind(engine)
     stop = asyncio.Event()
     task = asyncio.create_task(engine.run(stop))
 
@@ -105,7 +110,12 @@ async def test_machine_tools_and_woodworking_are_tracked_by_type(machine_tools_s
         assert info.kind == "machine tool"
         assert dict(info.nameplate) == {"manufacturer": "ACME Werkzeugmaschinen", "model": "VMC 500",
                                         "serial_number": "SN-1001", "product_instance_uri": "urn:acme:SN-1001"}
-        assert engine.machines["edge-bander"].profile == "woodworking"
+        record = capacity.record("mill-item")  # what the capacity API and feed share of it
+        assert record is not None and record["kind"] == "machine tool" and record["line"] == "milling"
+        assert record["nameplate"]["serial_number"] == "SN-1001"
+        assert capacity.record("lathe-basic") is None  # discovered, not public: not shared
+        assert engine.machines["edge-bander"].info.nameplate == (("manufacturer", "Holz AG"),
+                                                                 ("serial_number", "WW-77"))
         assert {m: engine.machines[m].profile for m in MACHINES} == {
             "lathe-basic": "machinetool", "mill-channels": "machinetool", "mill-item": "opc40001",
             "edge-bander": "woodworking"}

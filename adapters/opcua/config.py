@@ -58,7 +58,7 @@ class OpcUaSource(SourceConfig):
     username: str | None = Field(None, description="User name for a username/password user token.")
     password: SecretStr | None = Field(None, description="Password for `username`; use `${ENV_VAR}`.")
     discover: Literal["machinery"] | None = Field(
-        None, description="`machinery`: find OPC 40001 machines under the server's Machines folder, no per-machine config.")
+        None, description="`machinery`: find the server's machines, no per-machine config: the Machinery `Machines` folder and every MachineToolType or WwMachineType object, each tracked with the richest state model it has (profiles `opc40001`, `machinetool`, `woodworking`; docs/PROFILES.md). A machine with none is reported as not trackable.")
     rescan_interval: Duration = Field(60.0, gt=0, description="How often discovery looks for machines added to the server.")
 
     @model_validator(mode="after")

@@ -35,6 +35,7 @@ def record(machine: ResolvedMachine, status: TrackerStatus, store: ProfileStore,
                       settings.threshold)
     return {
         "machine": info.id, "name": info.name or info.id, "plant": info.plant, "line": info.line, "kind": info.kind,
+        "nameplate": dict(info.nameplate),
         "capabilities": machine.capabilities, "state": status.state.value, "since": iso(status.since_ns),
         "free_now": idle, "idle_since": iso(status.since_ns) if idle else None,
         "free_hours": {"last_24h": round(store.idle_hours_since(info.id, now_ns - DAY_NS), 3),

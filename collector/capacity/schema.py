@@ -24,14 +24,17 @@ WINDOW: JSON = {
 
 MACHINE: JSON = {
     "type": "object", "additionalProperties": False,
-    "required": ["machine", "name", "plant", "line", "kind", "capabilities", "state", "since", "free_now",
-                 "idle_since", "free_hours", "forecast", "updated"],
+    "required": ["machine", "name", "plant", "line", "kind", "nameplate", "capabilities", "state", "since",
+                 "free_now", "idle_since", "free_hours", "forecast", "updated"],
     "properties": {
         "machine": {"type": "string", "description": "Machine id."},
         "name": {"type": "string"},
         "plant": {"type": "string"},
         "line": {"type": "string"},
         "kind": {"type": "string", "description": "Machine type, e.g. lathe."},
+        "nameplate": {"type": "object", "additionalProperties": {"type": "string"},
+                      "description": ("What the machine says it is (OPC UA DI Identification, or as configured): "
+                                      "manufacturer, model, serial_number, product_instance_uri...; empty if unknown.")},
         "capabilities": {"type": "object", "description": "What the machine offers, as configured.",
                          "additionalProperties": {"anyOf": [_SCALAR, {"type": "array", "items": _SCALAR}]}},
         "state": {"enum": ["busy", "idle", "setup", "down", "offline"]},
