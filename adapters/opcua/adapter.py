@@ -190,8 +190,8 @@ class OpcUaAdapter:
                 have = self._signals.get(machine.id)
                 if have is None:
                     continue
-                if machine.profile is not None:  # its nameplate and kind, for what the config left empty
-                    self._put(MachineFound(machine=machine.id, source=cfg.id, profile=machine.profile,
+                if machine.nameplate or machine.kind:  # its nameplate and kind, for what the config left empty
+                    self._put(MachineFound(machine=machine.id, source=cfg.id, profile=machine.profile or "",
                                            name=machine.name, kind=machine.kind, nameplate=dict(machine.nameplate)))
                 for signal, node in machine.signals.items():
                     if signal not in have:

@@ -273,7 +273,7 @@ async def _identify(search: _Search, machines: list[FoundMachine], objects: list
     reads: list[tuple[FoundMachine, str, ua.NodeId]] = []
     for machine, refs in zip(with_ident, children, strict=True):
         for ref in refs:
-            key = models.NAMEPLATE.get(ref.BrowseName.Name)
+            key = models.NAMEPLATE.get(ref.BrowseName.Name) or models.IDENTITY.get(ref.BrowseName.Name)
             if key is not None:
                 reads.append((machine, key, _plain(ref.NodeId)))
     if not reads:
@@ -283,14 +283,16 @@ async def _identify(search: _Search, machines: list[FoundMachine], objects: list
         value = dv.Value.Value if dv.Value is not None else None
         if isinstance(value, ua.LocalizedText):
             value = value.Text
-        if isinstance(value, str) and value.strip():
+        if isinstance(value, int) and not isinstance(value, bool) and value > 0:
+            value = str(value)  # YearOfConstruction
+        if not isinstance(value, str) or not value.strip():
+            continue
+        if key == "asset_id":
+            machine.id = value.strip()
+        elif key == "component_name":
+            machine.name = value.strip()
+        else:
             machine.nameplate[key] = value.strip()
-    for machine in with_ident:
-        plate = machine.nameplate
-        if plate.get("asset_id"):
-            machine.id = plate["asset_id"]
-        if plate.get("component_name"):
-            machine.name = plate["component_name"]
 
 
 def _plain(node: ua.ExpandedNodeId | ua.NodeId) -> ua.NodeId:

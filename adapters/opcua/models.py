@@ -44,9 +44,10 @@ KIND_OF_TYPE = {"MachineToolType": "machine tool", "WwMachineType": "woodworking
 
 # DI / Machinery identification properties -> nameplate keys (the Digital Nameplate's names).
 NAMEPLATE = {"Manufacturer": "manufacturer", "Model": "model", "SerialNumber": "serial_number",
-             "ProductInstanceUri": "product_instance_uri", "AssetId": "asset_id",
-             "ComponentName": "component_name", "DeviceClass": "device_class",
+             "ProductInstanceUri": "product_instance_uri", "DeviceClass": "device_class",
              "YearOfConstruction": "year_of_construction"}
+# ... and the two that name the machine itself: its id and its display name.
+IDENTITY = {"AssetId": "asset_id", "ComponentName": "component_name"}
 
 Path = tuple[tuple[str, str], ...]
 """Browse names from a start node: (namespace URI, name); "" is the OPC UA namespace."""

@@ -34,7 +34,7 @@ MACHINE: JSON = {
         "kind": {"type": "string", "description": "Machine type, e.g. lathe."},
         "nameplate": {"type": "object", "additionalProperties": {"type": "string"},
                       "description": ("What the machine says it is (OPC UA DI Identification, or as configured): "
-                                      "manufacturer, model, serial_number, product_instance_uri...; empty if unknown.")},
+                                      "manufacturer, model, serial_number, product_instance_uri...; empty: unknown.")},
         "capabilities": {"type": "object", "description": "What the machine offers, as configured.",
                          "additionalProperties": {"anyOf": [_SCALAR, {"type": "array", "items": _SCALAR}]}},
         "state": {"enum": ["busy", "idle", "setup", "down", "offline"]},
