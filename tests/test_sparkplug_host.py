@@ -23,6 +23,7 @@ from paho.mqtt.enums import CallbackAPIVersion
 from collector.configfile import load_config_text
 from collector.engine import Engine
 from collector.influx import make_sink
+from collector.sinks import NullSink
 from tests.fixtures._foreign import PYSPARKPLUG, foreign_python
 from tests.fixtures._mqtt import make_adapter, make_source, running
 from tests.fixtures._ports import until, wait_for
@@ -226,3 +227,35 @@ async def test_an_edge_node_that_waits_for_its_primary_host_starts_sending(mosqu
     for got, want in zip(stored[1:], expected[1:], strict=True):
         assert abs(got[3] - want[3]) < 1e-9
     assert engine.bad_input.counts == {}
+
+
+SHARDED = """
+site: {{plant: p}}
+data_dir: {data_dir}
+shard: {{index: {index}, count: 2}}
+sources:
+  - {{id: spb, type: mqtt, host: 127.0.0.1, port: {port}, client_id: collector-shard-{index}, host_id: h,
+     subscriptions: [{{topic: "spBv1.0/{{group}}/#", payload: sparkplug_b}}]}}
+machines: [{{id: m-1, source: spb, profile: packml}}]
+"""
+
+
+@pytest.mark.parametrize("index", [0, 1])
+async def test_only_shard_zero_of_an_engine_is_the_primary_host(mosquitto: Mosquitto, tmp_path: Path,
+                                                                index: int) -> None:
+    """Test that an engine that is shard 0 runs its source as the primary host (its birth is retained on
+    the broker) and one that is shard 1 runs the same source without the role."""
+    loaded = load_config_text(SHARDED.format(data_dir=tmp_path, port=mosquitto.port, index=index), "shard.yaml")
+    engine = Engine(loaded, NullSink())
+    stop = asyncio.Event()
+    task = asyncio.create_task(engine.run(stop))
+    try:
+        await until(lambda: engine.stats.source_online.get("spb") is True, what="source connected")
+        host = engine._adapters["spb"].decoder.host  # type: ignore[attr-defined]
+        if index == 0:
+            assert host is not None and json.loads(await retained(mosquitto, "spBv1.0/STATE/h"))["online"] is True
+        else:
+            assert host is None and not engine._adapters["spb"].decoder.config.rebirth  # type: ignore[attr-defined]
+    finally:
+        stop.set()
+        await task

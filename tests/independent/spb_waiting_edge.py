@@ -3,6 +3,7 @@
 Python of its own venv (tests/fixtures/_foreign.py), never imported by them.
 
     python spb_waiting_edge.py HOST PORT HOST_ID GROUP NODE DEVICE STATE[,STATE...]
+    python spb_waiting_edge.py --capture          # its payloads as hex (tests/golden/mqtt/)
 
 What the spec asks of an edge node configured with a primary host: subscribe to
 ``spBv1.0/STATE/<host_id>`` and publish no NBIRTH/DBIRTH before that host says it is online;
@@ -27,7 +28,21 @@ import sys
 import threading
 import time
 
-from pysparkplug import Client, DataType, Device, EdgeNode, Message, MessageType, Metric, QoS, State, Topic
+from pysparkplug import (
+    Client,
+    DataType,
+    DBirth,
+    DData,
+    Device,
+    EdgeNode,
+    Message,
+    MessageType,
+    Metric,
+    NBirth,
+    QoS,
+    State,
+    Topic,
+)
 
 
 def say(**fields: object) -> None:
@@ -90,6 +105,25 @@ def main(host: str, port: int, host_id: str, group: str, node: str, device: str,
     watcher.disconnect()
 
 
+def capture() -> None:
+    """NBIRTH, DBIRTH and DDATA as this library encodes them, at fixed times (ms)."""
+    t = 1_800_000_001_000
+
+    def metric(name: str, value: int, ts: int) -> Metric:
+        return Metric(timestamp=ts, name=name, datatype=DataType.INT32, value=value)
+
+    nbirth = NBirth(timestamp=t, seq=0, metrics=(
+        Metric(timestamp=t, name="Uptime", datatype=DataType.DOUBLE, value=12.5),
+        Metric(timestamp=t, name="bdSeq", datatype=DataType.INT64, value=0)))
+    dbirth = DBirth(timestamp=t, seq=1, metrics=(metric("PackML/State", 4, t), metric("PackML/UnitMode", 1, t)))
+    ddata = DData(timestamp=t + 2000, seq=2, metrics=(metric("PackML/State", 6, t + 1500),))
+    print(json.dumps({name: msg.encode(include_dtypes=True).hex()
+                      for name, msg in (("nbirth", nbirth), ("dbirth", dbirth), ("ddata", ddata))}))
+
+
 if __name__ == "__main__":
+    if sys.argv[1] == "--capture":
+        capture()
+        raise SystemExit
     main(sys.argv[1], int(sys.argv[2]), sys.argv[3], sys.argv[4], sys.argv[5], sys.argv[6],
          [int(s) for s in sys.argv[7].split(",")])
