@@ -46,6 +46,11 @@ class SourceConfig(Strict):
         before now. Arrival-stamped readings cannot be late."""
         return True
 
+    def in_shard(self, index: int) -> SourceConfig:
+        """The source as shard ``index`` of several collectors runs it (``shard:``): a role only one
+        collector may hold (a Sparkplug primary host) stays with shard 0. Default: unchanged."""
+        return self
+
     def redelivers(self) -> bool:
         """Whether the source keeps what we did not acknowledge and delivers it again after a
         crash (a persistent MQTT session at QoS 1). Otherwise the time the collector was not

@@ -246,10 +246,12 @@ class Checker:
 
 
 def _read_only(source: SourceConfig) -> SourceConfig:
-    """The source as check reads it: never in a running collector's MQTT session or share group."""
+    """The source as check reads it: never in a running collector's MQTT session or share group,
+    and never the Sparkplug primary host (its STATE birth would outdate the running collector's,
+    and its stop would tell every waiting edge node that the host went away)."""
     if isinstance(source, MqttSource):
         return source.model_copy(update={"client_id": f"collector-check-{os.getpid()}-{source.id}",
-                                         "clean_start": True, "shared_group": None})
+                                         "clean_start": True, "shared_group": None, "host_id": None})
     return source
 
 

@@ -350,6 +350,8 @@ class Engine:
         factory = spec.load()
         backoff = Backoff(*self.backoff)
         context = AdapterContext(self.config.data_dir / "sources" / source.id, self.bad_input)
+        if self.shard is not None:
+            source = source.in_shard(self.shard.index)
         while True:
             try:
                 self._source_opened[source.id] = self.clock()

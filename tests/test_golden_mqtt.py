@@ -4,7 +4,7 @@ through the sans-I/O decoder (adapters/mqtt/decoder.py) and the tracker, without
 A case is YAML a plant engineer can extend with a captured payload (text, hex or base64):
 
     description: what the case shows
-    source: {subscriptions: [...], status: [...]}   # the `type: mqtt` source's keys
+    source: {subscriptions: [...], status: [...]}   # the `type: mqtt` source's keys (`host_id`: born at start)
     profile: {extends: packml}                      # or {rules: [...]}, for every machine
     machines: [cnc-07]                              # configured ones; others come by `discover`
     start: 1800000000                               # optional: epoch s the trackers start at
@@ -59,6 +59,9 @@ def test_golden_mqtt_case(case: Path) -> None:
     configured = spec.get("machines", [])
     bad = BadInput()
     decoder = MqttDecoder(source, [BoundMachine(MachineInfo(m, "p")) for m in configured], bad)
+    if decoder.host is not None:  # `host_id`: connected and born at the start, as the transport does it
+        decoder.host.will(t0 // 1_000_000)
+        decoder.host.birth()
     trackers: dict[str, Tracker] = {}
 
     def tracker(machine: str) -> Tracker:

@@ -39,6 +39,7 @@ from paho.mqtt.subscribeoptions import SubscribeOptions
 
 from adapters.base import AdapterContext, Batch, BoundMachine, SourceConfig, SourceError, horizon
 from adapters.mqtt._lean_properties import install as install_lean_properties
+from adapters.mqtt.commands import Publish
 from adapters.mqtt.config import MqttSource
 from adapters.mqtt.credentials import secure
 from adapters.mqtt.decoder import MqttDecoder
@@ -170,6 +171,12 @@ class MqttAdapter:
             # Messages in flight (read, not yet committed and acknowledged) the broker may send:
             # enough for a whole batch, so acknowledging after the commit does not stall a drain.
             properties.ReceiveMaximum = RECEIVE_MAXIMUM
+        host = self.decoder.host
+        if host is not None:
+            # The will marks the host offline if the connection dies without a DISCONNECT; it is
+            # stamped with this connect's time, and so will be the birth (the spec's pairing).
+            will = host.will(time.time_ns() // 1_000_000)
+            client.will_set(will.topic, will.payload, qos=will.qos, retain=will.retain)
         try:
             # asyncio.timeout, not wait_for: on 3.11, wait_for can swallow a cancellation that
             # arrives as the connect completes, and a stopping collector would never stop.
@@ -200,6 +207,11 @@ class MqttAdapter:
         except BaseException:
             self._close()
             raise
+        if host is not None:
+            # Subscribed first (the spec's order): whatever an edge node sends once it sees the birth is read.
+            self._publish(host.birth())
+            log.info("source %s: Sparkplug primary host %r online on %s (STATE timestamp %s)", self.source_id,
+                     host.host_id, host.topic, host.timestamp_ms)
         self._misc = asyncio.create_task(self._keepalive(), name=f"mqtt-keepalive:{self.source_id}")
         return self
 
@@ -212,6 +224,9 @@ class MqttAdapter:
             # A clean DISCONNECT: the broker keeps the session (and does not publish our will).
             self._lost = "closed"
             with contextlib.suppress(Exception):
+                if self.decoder.host is not None and self.decoder.host.online:
+                    # A clean DISCONNECT discards the will: say offline first (queued before it, in order).
+                    self._publish(self.decoder.host.death())
                 self._client.disconnect()
                 self._client.loop_write()
         self._close()
@@ -242,9 +257,13 @@ class MqttAdapter:
         events, commands = self.decoder.feed(topic, payload, time.time_ns())
         if events:
             self.events.extend(events)
-        if commands and self._client is not None:
+        if commands:
+            self._publish(*commands)
+
+    def _publish(self, *commands: Publish) -> None:
+        if self._client is not None:
             for command in commands:
-                self._client.publish(command.topic, command.payload, qos=0)
+                self._client.publish(command.topic, command.payload, qos=command.qos, retain=command.retain)
 
     async def _iterate(self) -> AsyncIterator[Batch]:
         assert self._loop is not None
@@ -352,7 +371,7 @@ class MqttAdapter:
     async def _subscribe(self) -> None:
         assert self._client is not None and self._loop is not None
         cfg = self.config
-        filters = list(dict.fromkeys(t.filter for _, t in (*self.decoder.subs, *self.decoder.statuses)))
+        filters = self.decoder.filters()
         self._suback = self._loop.create_future()
         if cfg.protocol == "5":
             result, _ = self._client.subscribe([(f, SubscribeOptions(qos=cfg.qos)) for f in filters])

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import logging
 import re
 from pathlib import Path
 from typing import Literal
@@ -14,6 +15,7 @@ from collector.core.strict import Strict
 
 _FIELD = re.compile(r"^\{([A-Za-z_][A-Za-z0-9_]*)\}$")
 SPARKPLUG_FIELDS = frozenset({"group", "edge_node", "device", "machine"})
+log = logging.getLogger(__name__)
 
 
 
@@ -124,7 +126,22 @@ class MqttSource(SourceConfig):
     shared_group: str | None = Field(
         None, description="Refused: a shared subscription splits each machine's messages across collectors (the broker hands the messages of one topic to the members in turn). Scale out with the top-level `shard:` instead.")
     max_payload: int = Field(262_144, gt=0, description="Payloads larger than this many bytes are dropped as bad input `payload_too_large`.")
-    rebirth: bool = Field(False, description="Sparkplug B: after a sequence gap or an unknown alias, ask the edge node for a rebirth (NCMD `Node Control/Rebirth`).")
+    rebirth: bool = Field(False, description="Sparkplug B: after a sequence gap or an unknown alias, ask the edge node for a rebirth (NCMD `Node Control/Rebirth`). Always on with `host_id`.")
+    host_id: str | None = Field(
+        None, description=("Sparkplug B: act as the Primary Host Application with this id, for edge nodes that wait "
+                           "for their primary host before they send a birth. Once subscribed the collector publishes "
+                           "its STATE birth (retained, QoS 1; a new one at every connect), with a will that marks it "
+                           "offline if it vanishes, and publishes offline itself on a clean stop; it asks for rebirths "
+                           "as `rebirth` does. With `shard:`, only shard 0 takes the role (a STATE topic holds one "
+                           "value: another shard's stop would tell every edge node the host is gone). `collector "
+                           "check` never takes it. No `/`, `+` or `#`."),
+        examples=["plant-3-availability"])
+    sparkplug_version: Literal["3.0", "2.2"] = Field(
+        "3.0", description=("The STATE form of `host_id`: `3.0` publishes `{\"online\": true|false, \"timestamp\": <ms of "
+                            "the connect>}` on `spBv1.0/STATE/<host_id>`; `2.2` publishes `ONLINE`/`OFFLINE` on "
+                            "`STATE/<host_id>`, for edge nodes of the older spec. One form, not both: a connection "
+                            "has one will, and a form without a will would stay online when the collector dies. "
+                            "Decoding is the same for both."))
     subscriptions: list[Subscription] = Field(min_length=1, description="Topic trees to read, each with its payload kind and signal mapping.")
     status: list[StatusTopic] = Field(default_factory=list, description="Status / last-will topics that take machines offline at once.")
 
@@ -135,7 +152,20 @@ class MqttSource(SourceConfig):
                 "shared_group: a shared subscription splits a machine across collectors (the broker hands the "
                 "messages of one topic to the group's members in turn, so each sees part of every machine's "
                 "changes); remove it and give each collector `shard: {index: N, count: M}` instead")
+        if self.host_id is not None:
+            if not self.host_id or any(c in self.host_id for c in "/+#\0"):
+                raise ValueError(f"host_id {self.host_id!r}: one topic level, so not empty and without `/`, `+`, `#`")
+            if not any(s.payload == "sparkplug_b" for s in self.subscriptions):
+                raise ValueError("host_id: the Sparkplug host role needs a `sparkplug_b` subscription")
         return self
+
+    def in_shard(self, index: int) -> MqttSource:
+        """The source as shard ``index`` runs it: the primary host role stays with shard 0."""
+        if index == 0 or self.host_id is None:
+            return self
+        log.info("source %s: shard %d leaves the Sparkplug primary host role (host_id %r) to shard 0",
+                 self.id, index, self.host_id)
+        return self.model_copy(update={"host_id": None})
 
     def redelivers(self) -> bool:
         return not self.clean_start and self.qos >= 1

@@ -7,8 +7,8 @@ Everything a source's messages mean lives here, with the session state it needs:
 each topic (cached), JSON paths, plain values, status topics, Sparkplug B sessions (births,
 aliases, seq, rebirth requests), discovery and its bounds. It never touches a socket: the
 transport (``adapters.mqtt.adapter``) feeds it what paho received and publishes the commands it
-returns (a Sparkplug rebirth request). So every rule is tested by feeding it bytes
-(tests/golden/mqtt/, tests/test_fuzz_decoders.py), without a broker.
+returns (a Sparkplug rebirth request, a primary host's STATE birth sent again). So every rule is
+tested by feeding it bytes (tests/golden/mqtt/, tests/test_fuzz_decoders.py), without a broker.
 """
 
 from __future__ import annotations
@@ -16,12 +16,14 @@ from __future__ import annotations
 import fnmatch
 import logging
 from collections.abc import Sequence
-from typing import Any, NamedTuple
+from typing import Any
 
 import orjson
 
 from adapters.base import BoundMachine
+from adapters.mqtt.commands import Publish
 from adapters.mqtt.config import MqttSource, StatusTopic, Subscription
+from adapters.mqtt.host import PrimaryHost
 from adapters.mqtt.payloads import MISSING, Getter, compile_path, parse_timestamp, parse_value
 from adapters.mqtt.sparkplug import (
     NAMESPACE,
@@ -41,13 +43,6 @@ ROUTE_CACHE = 20_000
 """Topics whose route is kept; past it the cache starts afresh (a flood of new topics costs
 a re-route each, never memory)."""
 _SCALAR = (str, int, float, bool)
-
-
-class Publish(NamedTuple):
-    """A message the transport should publish (QoS 0): e.g. a Sparkplug rebirth request."""
-
-    topic: str
-    payload: bytes
 
 
 class _Route:
@@ -78,6 +73,16 @@ class _Ignore(_Route):
 
     def handle(self, decoder: MqttDecoder, topic: str, payload: bytes | bytearray, arrival_ns: int) -> None:
         return None
+
+
+class _HostState(_Route):
+    """Our own Sparkplug STATE topic (``host_id``): the host decides whether to publish its birth again."""
+
+    __slots__ = ()
+
+    def handle(self, decoder: MqttDecoder, topic: str, payload: bytes | bytearray, arrival_ns: int) -> None:
+        assert decoder.host is not None
+        decoder.commands.extend(decoder.host.seen(payload))
 
 
 class _Json(_Route):
@@ -221,8 +226,11 @@ class MqttDecoder:
         self.found: dict[str, str] = {}  # discovered machine id -> profile
         self.subs = [(s, TopicTemplate(s.topic)) for s in config.subscriptions]
         self.statuses = [(s, TopicTemplate(s.topic)) for s in config.status]
-        self.sparkplug = (SparkplugSession(config.id, self.report, self._rebirth if config.rebirth else None)
+        # A primary host asks for rebirths (the spec's host does); so does `rebirth: true` without one.
+        rebirth = config.rebirth or config.host_id is not None
+        self.sparkplug = (SparkplugSession(config.id, self.report, self._rebirth if rebirth else None)
                           if any(s.payload == "sparkplug_b" for s in config.subscriptions) else None)
+        self.host = None if config.host_id is None else PrimaryHost(config.host_id, config.sparkplug_version)
         self.events: list[Event] = []  # of the message being fed
         self.commands: list[Publish] = []
         self._now_ns = 0
@@ -253,7 +261,14 @@ class MqttDecoder:
     def report(self, kind: str, detail: str) -> None:
         self.bad_input.report(self.source_id, kind, detail)
 
+    def filters(self) -> list[str]:
+        """The topic filters to subscribe to, each once."""
+        own = [] if self.host is None else [self.host.topic]
+        return list(dict.fromkeys([*(t.filter for _, t in (*self.subs, *self.statuses)), *own]))
+
     def _route(self, topic: str) -> _Route:
+        if self.host is not None and topic == self.host.topic:
+            return _HostState()
         levels = topic.split("/")
         for status, template in self.statuses:
             values = template.match(levels)
