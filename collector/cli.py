@@ -102,6 +102,9 @@ def build_parser() -> argparse.ArgumentParser:
     from dashboards.cli import register
 
     register(sub)
+    from collector.exchange.command import register as register_exchange
+
+    register_exchange(sub)
     return parser
 
 

@@ -16,6 +16,17 @@ def test_every_application_module_is_named_in_the_layer_contracts() -> None:
     app = {f"collector.{p.stem}" for p in (ROOT / "collector").iterdir()
            if (p.suffix == ".py" or (p.is_dir() and (p / "__init__.py").exists()))
            and p.stem not in ("__init__", "__main__", "core")}
-    for contract in contracts:
+    layered = [c for c in contracts if c["source_modules"] in (["collector.core"], ["adapters"])]
+    assert len(layered) == 2
+    for contract in layered:
         missing = app - set(contract["forbidden_modules"])
         assert not missing, f"{contract['name']}: add {sorted(missing)} to forbidden_modules"
+
+
+def test_the_exchange_is_kept_apart_from_the_plant_side() -> None:
+    """Test that a contract forbids the exchange (the platform side) the engine, the adapters and
+    the influx package: it must run with none of a plant's machinery."""
+    contracts = tomllib.loads((ROOT / "pyproject.toml").read_text())["tool"]["importlinter"]["contracts"]
+    exchange = [c for c in contracts if c["source_modules"] == ["collector.exchange"]]
+    assert len(exchange) == 1
+    assert {"adapters", "collector.engine", "collector.influx"} <= set(exchange[0]["forbidden_modules"])

@@ -14,7 +14,6 @@ import asyncio
 import contextlib
 import json
 import logging
-import re
 import time
 from collections.abc import AsyncIterator
 from typing import Any
@@ -25,25 +24,12 @@ from paho.mqtt.enums import CallbackAPIVersion
 from adapters.mqtt.credentials import secure
 from collector.capacity.records import iso
 from collector.capacity.service import Capacity
+from collector.capacity.topics import level, machine_topic, status_topic
 from collector.config import Config
 
 log = logging.getLogger(__name__)
 QOS = 1
 QUEUE_MAX = 2_000
-_TOPIC_UNSAFE = re.compile(r"[/+#\x00]")
-
-
-def level(text: str) -> str:
-    """One topic level: ``/``, ``+``, ``#`` would split it or make it a wildcard."""
-    return _TOPIC_UNSAFE.sub("_", text) or "_"
-
-
-def machine_topic(prefix: str, plant: str, machine: str) -> str:
-    return f"{prefix}/{level(plant)}/{level(machine)}"
-
-
-def status_topic(prefix: str, plant: str) -> str:
-    return f"{prefix}/{level(plant)}/_status"
 
 
 def _status(plant: str, online: bool) -> bytes:

@@ -1,0 +1,132 @@
+"""The exchange's HTTP app: one Starlette route table over a shared ``Exchange`` (the index and
+what the subscriber says about the broker). Every handler reads the index on the event loop,
+where the subscriber's messages are applied too, so no locks are needed."""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass
+from importlib import resources
+
+from prometheus_client import CollectorRegistry, generate_latest
+from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, Metric
+from prometheus_client.registry import Collector
+from starlette.applications import Starlette
+from starlette.requests import Request
+from starlette.responses import HTMLResponse, JSONResponse, PlainTextResponse, Response
+from starlette.routing import Route
+
+from collector.exchange.index import WHYS, Index
+from collector.exchange.models import Health, Plant, openapi
+from collector.exchange.query import SEARCH_PARAMS, QueryError, iso, offers, parse_query, search, show
+
+METRICS_TYPE = "text/plain; version=0.0.4; charset=utf-8"
+
+
+@dataclass
+class Exchange:
+    index: Index
+    stale_after_s: float = 600.0
+    clock: Callable[[], int] = time.time_ns
+    subscribed: bool = False  # set by the subscriber: connected and the subscription acknowledged
+
+
+class ExchangeCollector(Collector):
+    """The figures, read from the index at scrape time."""
+
+    def __init__(self, exchange: Exchange) -> None:
+        self.exchange = exchange
+
+    def collect(self) -> Iterator[Metric]:
+        ex = self.exchange
+        index = ex.index
+        now = ex.clock()
+        shown = [show(index, k, o, now, ex.stale_after_s).record for k, o in index.offers.items()]
+        yield GaugeMetricFamily("exchange_offers", "Offers in the index.", value=len(shown))
+        yield GaugeMetricFamily("exchange_offers_free_now", "Offers free now (plant online, evidence fresh, idle).",
+                                value=sum(r["free_now"] for r in shown))
+        yield GaugeMetricFamily("exchange_offers_stale", "Offers whose evidence is older than the bound.",
+                                value=sum(r["exchange"]["stale"] for r in shown))
+        plants = {k[0] for k in index.offers} | set(index.plants)
+        yield GaugeMetricFamily("exchange_plants", "Plants with an offer or a status.", value=len(plants))
+        yield GaugeMetricFamily("exchange_plants_offline", "Plants whose status says offline (their will fired).",
+                                value=sum(not s.online for s in index.plants.values()))
+        rejected = CounterMetricFamily("exchange_rejected_offers", "Messages dropped, by why.", labels=["why"])
+        for why in WHYS:
+            rejected.add_metric([why], index.rejected.get(why, 0))
+        yield rejected
+        yield CounterMetricFamily("exchange_messages", "MQTT messages received.", value=index.messages)
+        yield GaugeMetricFamily("exchange_subscribed", "1 while subscribed to the broker.", value=int(ex.subscribed))
+
+
+def _bad(exc: QueryError) -> Response:
+    return PlainTextResponse(str(exc), status_code=400)
+
+
+def build_app(exchange: Exchange) -> Starlette:
+    registry = CollectorRegistry(auto_describe=True)
+    registry.register(ExchangeCollector(exchange))
+    page = resources.files("collector.exchange").joinpath("page.html").read_text(encoding="utf-8")
+    doc = openapi()
+
+    async def list_offers(request: Request) -> Response:
+        try:
+            query = parse_query(request.url.query)
+        except QueryError as exc:
+            return _bad(exc)
+        return JSONResponse(offers(exchange.index, query, exchange.clock(), exchange.stale_after_s))
+
+    async def one_offer(request: Request) -> Response:
+        key = (request.path_params["plant"], request.path_params["machine"])
+        offer = exchange.index.offers.get(key)
+        if offer is None:
+            return PlainTextResponse("no such offer", status_code=404)
+        return JSONResponse(show(exchange.index, key, offer, exchange.clock(), exchange.stale_after_s).record)
+
+    async def do_search(request: Request) -> Response:
+        try:
+            query = parse_query(request.url.query, SEARCH_PARAMS)
+            return JSONResponse(search(exchange.index, query, exchange.clock(), exchange.stale_after_s))
+        except QueryError as exc:
+            return _bad(exc)
+
+    async def plants(request: Request) -> Response:
+        index, now = exchange.index, exchange.clock()
+        names = sorted({k[0] for k in index.offers} | set(index.plants))
+        counts = {n: [0, 0] for n in names}
+        for key, offer in index.offers.items():
+            counts[key[0]][0] += 1
+            counts[key[0]][1] += show(index, key, offer, now, exchange.stale_after_s).record["free_now"]
+        out = []
+        for name in names:
+            status = index.plants.get(name)
+            out.append(Plant(plant=name, online=None if status is None else status.online,
+                             updated=None if status is None else iso(status.updated_ns),
+                             offers=counts[name][0], free_now=counts[name][1]).model_dump())
+        return JSONResponse(out)
+
+    async def health(request: Request) -> Response:
+        body = Health(ok=exchange.subscribed, offers=len(exchange.index.offers),
+                      plants=len({k[0] for k in exchange.index.offers} | set(exchange.index.plants)))
+        return JSONResponse(body.model_dump(), status_code=200 if exchange.subscribed else 503)
+
+    async def metrics(request: Request) -> Response:
+        return Response(generate_latest(registry), media_type=METRICS_TYPE)
+
+    async def openapi_doc(request: Request) -> Response:
+        return JSONResponse(doc)
+
+    async def index_page(request: Request) -> Response:
+        return HTMLResponse(page)
+
+    return Starlette(routes=[
+        Route("/", index_page),
+        Route("/api/v1/offers", list_offers),
+        Route("/api/v1/offers/{plant}/{machine}", one_offer),
+        Route("/api/v1/search", do_search),
+        Route("/api/v1/plants", plants),
+        Route("/api/v1/openapi.json", openapi_doc),
+        Route("/metrics", metrics),
+        Route("/healthz", health),
+    ])

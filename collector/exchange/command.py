@@ -1,0 +1,98 @@
+"""``collector exchange``: subscribe to every plant's offers on the platform's broker and serve
+them (uvicorn running the Starlette app, limits set on the server)."""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import logging
+import os
+from pathlib import Path
+from typing import TYPE_CHECKING
+
+if TYPE_CHECKING:
+    from collector.exchange.subscriber import BrokerSettings
+
+log = logging.getLogger(__name__)
+PASSWORD_ENV = "EXCHANGE_MQTT_PASSWORD"
+
+
+def _host_port(text: str) -> tuple[str, int]:
+    host, _, port = text.rpartition(":")
+    if not host or not port.isdigit() or not 0 <= int(port) <= 65535:
+        raise argparse.ArgumentTypeError(f"expected HOST:PORT, got {text!r}")
+    return host.strip("[]"), int(port)
+
+
+def _duration(text: str) -> float:
+    from collector.core.durations import parse_duration
+
+    try:
+        return float(parse_duration(text))
+    except ValueError as exc:
+        raise argparse.ArgumentTypeError(str(exc)) from None
+
+
+def register(sub: argparse._SubParsersAction) -> None:  # type: ignore[type-arg]
+    ex = sub.add_parser(
+        "exchange", help="platform side: gather every plant's capacity offers from a broker and serve them",
+        description="Subscribe to <prefix>/+/+ on the platform's MQTT broker (every plant's retained capacity "
+                    "offers and feed status), check each offer against the published JSON Schema, and serve the "
+                    "offers API (/api/v1/offers), the demand search (/api/v1/search), the cross-plant page (/), "
+                    "/metrics and /healthz. Keeps no state: a restart rebuilds everything from the retained "
+                    "offers. See docs/EXCHANGE.md.")
+    ex.add_argument("--broker", type=_host_port, required=True, metavar="HOST:PORT", help="the platform's broker")
+    ex.add_argument("--prefix", default="capacity", help="the feeds' topic prefix (default: capacity)")
+    ex.add_argument("--username", default=None, help="MQTT user (read-only on the broker: see deploy/mosquitto)")
+    ex.add_argument("--password-file", type=Path, default=None,
+                    help=f"file holding the MQTT password (or set ${PASSWORD_ENV})")
+    ex.add_argument("--ca-file", default=None, help="TLS: the broker's CA (PEM); turns TLS on")
+    ex.add_argument("--cert-file", default=None, help="TLS: client certificate (PEM), if the broker wants one")
+    ex.add_argument("--key-file", default=None, help="TLS: the client certificate's key (PEM)")
+    ex.add_argument("--mqtt-protocol", choices=["5", "3.1.1"], default="5", help="MQTT version (default: 5)")
+    ex.add_argument("--listen", type=_host_port, default=("127.0.0.1", 9280), metavar="HOST:PORT",
+                    help="serve HTTP here (default: 127.0.0.1:9280)")
+    ex.add_argument("--stale-after", type=_duration, default=600.0, metavar="DURATION",
+                    help="an offer made longer ago than this is never free now (default: 10m; the feed "
+                         "republishes every 2m by default)")
+    ex.add_argument("--max-connections", type=int, default=200,
+                    help="HTTP connections and requests at once; more get 503 (default: 200)")
+    ex.set_defaults(func=cmd_exchange)
+
+
+def cmd_exchange(args: argparse.Namespace) -> int:
+    from collector.exchange.subscriber import BrokerSettings
+
+    password = os.environ.get(PASSWORD_ENV)
+    if args.password_file is not None:
+        password = args.password_file.read_text(encoding="utf-8").strip()
+    settings = BrokerSettings(host=args.broker[0], port=args.broker[1], prefix=args.prefix.strip("/"),
+                              username=args.username, password=password, ca_file=args.ca_file,
+                              cert_file=args.cert_file, key_file=args.key_file, protocol=args.mqtt_protocol)
+    asyncio.run(serve(settings, args.listen, args.stale_after, args.max_connections))
+    return 0
+
+
+async def serve(settings: BrokerSettings, listen: tuple[str, int], stale_after_s: float, max_connections: int) -> None:
+    import uvicorn
+
+    from collector.exchange.app import Exchange, build_app
+    from collector.exchange.index import Index
+    from collector.exchange.subscriber import Subscriber
+
+    exchange = Exchange(Index(settings.prefix), stale_after_s)
+    subscriber = Subscriber(exchange, settings, asyncio.get_running_loop())
+    config = uvicorn.Config(
+        build_app(exchange), host=listen[0], port=listen[1], lifespan="off", access_log=False, log_level="warning",
+        # Limits on the server, not in handlers: beyond max_connections uvicorn answers 503; a request
+        # line and headers larger than 16 KiB are refused by h11; idle keep-alive connections close after 5 s.
+        limit_concurrency=max_connections, h11_max_incomplete_event_size=16 * 1024, timeout_keep_alive=5,
+        timeout_graceful_shutdown=5)
+    server = uvicorn.Server(config)
+    subscriber.start()
+    log.info("exchange on http://%s:%d/ (offers from mqtt://%s:%d/%s/+/+)", listen[0], listen[1], settings.host,
+             settings.port, settings.prefix)
+    try:
+        await server.serve()  # until SIGINT/SIGTERM (uvicorn's handlers)
+    finally:
+        await asyncio.to_thread(subscriber.stop)

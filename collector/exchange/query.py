@@ -1,0 +1,258 @@
+"""What the exchange answers, pure: an index and a query in, records out.
+
+Filters (``/api/v1/offers`` and ``/api/v1/search``), combined with AND, each may repeat:
+``plant=``, ``kind=``, ``line=`` (equal), ``free_now=true|false``, and on capabilities
+``capability.<name><op><value>`` with ``op`` one of ``=`` (equal: numbers as numbers, ``true``/
+``false`` for flags, a list matches when one element does), ``>=``, ``<=``, ``>``, ``<``
+(numeric: the value must be a number; a text or flag capability never matches; a list matches
+when one number does), e.g. ``capability.max_diameter_mm>=300``. The query string is read raw
+(split on ``&``, then each part percent-decoded), because ``a>=300`` is not a ``key=value`` pair.
+
+The demand search (``hours``, ``within_days``): each offer's expected free hours in the window
+[now, now + within_days] = the sum over the forecast's hours of idle share × the part of the
+hour inside the window (the current hour counts from now). Never-seen hours (null) count 0, so
+do hours past the forecast's 168. Machines are ranked by those hours, most first.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import math
+import re
+from dataclasses import dataclass, field
+from typing import Any
+from urllib.parse import unquote_plus
+
+from collector.exchange.index import NS_PER_S, Index, Offer
+
+HOUR_NS = 3600 * NS_PER_S
+HOURS = 168
+_CAPABILITY = re.compile(r"capability\.([^<>=!]+?)(>=|<=|>|<|=)(.*)", re.DOTALL)
+_PAIR = re.compile(r"([a-z_]+)=(.*)", re.DOTALL)
+_FIELDS = ("plant", "kind", "line")
+_BOOL = {"true": True, "1": True, "false": False, "0": False}
+
+
+class QueryError(ValueError):
+    """A query the exchange cannot use; the message names the part (HTTP 400)."""
+
+
+@dataclass(frozen=True, slots=True)
+class Condition:
+    name: str
+    op: str
+    value: str
+    number: float | None  # the value as a number, when it is one (required for < > <= >=)
+
+
+@dataclass
+class Query:
+    fields: dict[str, list[str]] = field(default_factory=dict)
+    capabilities: list[Condition] = field(default_factory=list)
+    free_now: bool | None = None
+    params: dict[str, str] = field(default_factory=dict)  # the endpoint's own (hours, within_days, limit)
+
+
+def _number(text: str) -> float | None:
+    try:
+        value = float(text)
+    except ValueError:
+        return None
+    return value if math.isfinite(value) else None
+
+
+def parse_query(raw: str, params: tuple[str, ...] = ()) -> Query:
+    query = Query()
+    for part in raw.split("&"):
+        if not part:
+            continue
+        text = unquote_plus(part)
+        cap = _CAPABILITY.fullmatch(text)
+        if cap is not None:
+            name, op, value = cap.groups()
+            number = _number(value)
+            if op != "=" and number is None:
+                raise QueryError(f"capability.{name}{op}: expected a number, got {value!r}")
+            query.capabilities.append(Condition(name, op, value, number))
+            continue
+        pair = _PAIR.fullmatch(text)
+        key, value = pair.groups() if pair is not None else (text, "")
+        if pair is not None and key in _FIELDS:
+            query.fields.setdefault(key, []).append(value)
+        elif pair is not None and key == "free_now" and value.lower() in _BOOL:
+            query.free_now = _BOOL[value.lower()]
+        elif pair is not None and key in params and key not in query.params:
+            query.params[key] = value
+        else:
+            allowed = ", ".join([*_FIELDS, "free_now=true|false", *params, "capability.<name><op><value>"])
+            raise QueryError(f"cannot use {text[:100]!r}; expected {allowed} (op: = >= <= > <)")
+    return query
+
+
+def _equal(have: Any, want: str) -> bool:
+    if isinstance(have, list):
+        return any(_equal(v, want) for v in have)
+    if isinstance(have, bool):
+        return _BOOL.get(want.lower()) is have
+    if isinstance(have, int | float):
+        return _number(want) == float(have)
+    return bool(have == want)
+
+
+_COMPARE = {">=": float.__ge__, "<=": float.__le__, ">": float.__gt__, "<": float.__lt__}
+
+
+def _holds(have: Any, cond: Condition) -> bool:
+    if cond.op == "=":
+        return _equal(have, cond.value)
+    if isinstance(have, list):
+        return any(_holds(v, cond) for v in have)
+    if isinstance(have, bool) or not isinstance(have, int | float) or cond.number is None:
+        return False
+    return bool(_COMPARE[cond.op](float(have), cond.number))
+
+
+def matches(shown: dict[str, Any], query: Query) -> bool:
+    if query.free_now is not None and shown["free_now"] is not query.free_now:
+        return False
+    if any(shown[k] != v for k, values in query.fields.items() for v in values):
+        return False
+    caps = shown["capabilities"]
+    return all(c.name in caps and _holds(caps[c.name], c) for c in query.capabilities)
+
+
+def iso(ts_ns: int) -> str:
+    return dt.datetime.fromtimestamp(ts_ns / NS_PER_S, dt.UTC).isoformat().replace("+00:00", "Z")
+
+
+# -- free hours ------------------------------------------------------------------------------------
+
+def free_hours(offer: Offer, begin_ns: int, end_ns: int) -> float:
+    """Expected free hours of ``offer`` in [begin, end): O(1) with the offer's prefix sums."""
+    start = offer.forecast_start_ns
+    begin, end = max(begin_ns, start), min(end_ns, start + HOURS * HOUR_NS)
+    if end <= begin:
+        return 0.0
+    i0, i1 = (begin - start) // HOUR_NS, (end - start) // HOUR_NS
+    shares = offer.shares
+    if i0 == i1:
+        return shares[i0] * (end - begin) / HOUR_NS
+    total = shares[i0] * (start + (i0 + 1) * HOUR_NS - begin) / HOUR_NS
+    total += offer.prefix[i1] - offer.prefix[i0 + 1]
+    if i1 < HOURS:
+        total += shares[i1] * (end - start - i1 * HOUR_NS) / HOUR_NS
+    return total
+
+
+def windows(offer: Offer, begin_ns: int, end_ns: int) -> list[dict[str, Any]]:
+    """The runs of hours in [begin, end) whose share is at least the offer's own threshold (as the
+    plant's free windows are made), clipped to [begin, end), with their expected free hours."""
+    threshold = float(offer.record["forecast"]["threshold"])
+    start = offer.forecast_start_ns
+    found: list[dict[str, Any]] = []
+    run: tuple[int, int, float] | None = None
+    for i, share in enumerate(offer.shares):
+        lo, hi = max(begin_ns, start + i * HOUR_NS), min(end_ns, start + (i + 1) * HOUR_NS)
+        if hi > lo and share > 0 and share >= threshold:
+            hours = share * (hi - lo) / HOUR_NS
+            run = (lo, hi, hours) if run is None else (run[0], hi, run[2] + hours)
+        elif run is not None:
+            found.append({"start": iso(run[0]), "end": iso(run[1]), "expected_free_hours": round(run[2], 3)})
+            run = None
+    if run is not None:
+        found.append({"start": iso(run[0]), "end": iso(run[1]), "expected_free_hours": round(run[2], 3)})
+    return found
+
+
+# -- what is shown ---------------------------------------------------------------------------------
+
+@dataclass(frozen=True, slots=True)
+class Shown:
+    offer: Offer
+    record: dict[str, Any]  # the offer as the exchange shows it (the record plus `exchange`)
+    plant_online: bool | None
+
+
+def show(index: Index, key: tuple[str, str], offer: Offer, now_ns: int, stale_after_s: float) -> Shown:
+    """The record as published, but: a plant whose status says offline shows its machines offline
+    and not free; an offer whose evidence (the record's ``updated``) is older than ``stale_after_s``
+    is not free now (its plant stopped refreshing it: it cannot say what the machine does)."""
+    rec = dict(offer.record)
+    online = index.plant_online(key[0])
+    age_s = max(0.0, (now_ns - offer.updated_ns) / NS_PER_S)
+    stale = age_s > stale_after_s
+    if online is False:
+        status = index.plants[key[0]]
+        rec.update(state="offline", since=iso(max(status.updated_ns, offer.updated_ns)), free_now=False,
+                   idle_since=None)
+    elif stale:
+        rec.update(free_now=False, idle_since=None)
+    rec["exchange"] = {
+        "plant_online": online, "evidence_age_s": round(age_s, 1), "stale": stale, "received": iso(offer.received_ns),
+        "free_hours_next_24h": round(free_hours(offer, now_ns, now_ns + 24 * HOUR_NS), 3),
+        "free_hours_next_7d": round(free_hours(offer, now_ns, now_ns + HOURS * HOUR_NS), 3),
+    }
+    return Shown(offer, rec, online)
+
+
+def offers(index: Index, query: Query, now_ns: int, stale_after_s: float) -> list[dict[str, Any]]:
+    """Every offer that matches, free now first, then by plant and machine."""
+    shown = [show(index, k, o, now_ns, stale_after_s).record for k, o in index.offers.items()]
+    found = [r for r in shown if matches(r, query)]
+    found.sort(key=lambda r: (not r["free_now"], r["plant"], r["machine"]))
+    return found
+
+
+def _positive(query: Query, name: str, default: float | None, most: float) -> float:
+    text = query.params.get(name)
+    if text is None:
+        if default is None:
+            raise QueryError(f"{name}: required")
+        return default
+    value = _number(text)
+    if value is None or not 0 < value <= most:
+        raise QueryError(f"{name}: expected a number above 0 and at most {most:g}, got {text!r}")
+    return value
+
+
+SEARCH_PARAMS = ("hours", "within_days", "limit")
+
+
+def search(index: Index, query: Query, now_ns: int, stale_after_s: float) -> dict[str, Any]:
+    """Who can give ``hours`` machine-hours within ``within_days`` (at most 7: the forecast's
+    reach): the matching machines of plants not offline, with expected free hours in the window,
+    most first; ``cumulative_free_hours`` says how far down the list the demand is met."""
+    if query.free_now is not None:
+        raise QueryError("free_now: not a search filter (the search is about the window ahead)")
+    hours = _positive(query, "hours", None, 1e9)
+    days = _positive(query, "within_days", 7.0, 7.0)
+    limit = int(_positive(query, "limit", 50, 10_000))
+    end_ns = now_ns + int(days * 24 * HOUR_NS)
+    ranked: list[tuple[float, Shown]] = []
+    for key, offer in index.offers.items():
+        if index.plant_online(key[0]) is False:
+            continue  # its offers are no longer kept up: nothing to promise from them
+        shown = show(index, key, offer, now_ns, stale_after_s)
+        if matches(shown.record, query):
+            h = free_hours(offer, now_ns, end_ns)
+            if h > 0:
+                ranked.append((h, shown))
+    ranked.sort(key=lambda x: (-x[0], x[1].record["plant"], x[1].record["machine"]))
+    total = sum(h for h, _ in ranked)
+    machines: list[dict[str, Any]] = []
+    cumulative = 0.0
+    needed: int | None = None
+    for n, (h, shown) in enumerate(ranked[:limit], start=1):
+        cumulative += h
+        if needed is None and cumulative >= hours:
+            needed = n
+        rec = shown.record
+        machines.append({
+            "plant": rec["plant"], "machine": rec["machine"], "name": rec["name"], "kind": rec["kind"],
+            "line": rec["line"], "capabilities": rec["capabilities"], "state": rec["state"],
+            "free_now": rec["free_now"], "free_hours": round(h, 3), "cumulative_free_hours": round(cumulative, 3),
+            "windows": windows(shown.offer, now_ns, end_ns), "evidence_age_s": rec["exchange"]["evidence_age_s"],
+        })
+    return {"hours": hours, "within_days": days, "from": iso(now_ns), "to": iso(end_ns),
+            "free_hours_total": round(total, 3), "enough": total >= hours, "machines_needed": needed,
+            "matching_machines": len(ranked), "machines": machines}

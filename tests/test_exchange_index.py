@@ -1,0 +1,230 @@
+"""The exchange's index and queries, pure: messages in, offers and answers out (no broker)."""
+
+from __future__ import annotations
+
+import datetime as dt
+import json
+import operator
+from typing import Any
+
+import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
+
+from collector.exchange.index import NS_PER_S, Index
+from collector.exchange.query import HOUR_NS, QueryError, free_hours, offers, parse_query, search
+from tests.exchange_helpers import PREFIX, offer, payload, status
+
+NOW = dt.datetime(2026, 12, 7, 9, 30, tzinfo=dt.UTC)  # a Monday, half past nine
+NOW_NS = int(NOW.timestamp() * NS_PER_S)
+STALE = 600.0
+
+
+def shown(index: Index, raw: str = "") -> list[dict[str, Any]]:
+    return offers(index, parse_query(raw), NOW_NS, STALE)
+
+
+def test_a_valid_offer_is_indexed_and_an_empty_payload_deletes_it() -> None:
+    index = Index(PREFIX)
+    assert index.apply(f"{PREFIX}/plant-a/mill-1", payload(offer("plant-a", "mill-1", NOW)), NOW_NS) == "offer"
+    [rec] = shown(index)
+    assert (rec["plant"], rec["machine"], rec["free_now"], rec["exchange"]["stale"]) == ("plant-a", "mill-1", True,
+                                                                                         False)
+    assert rec["exchange"]["free_hours_next_24h"] == 12.0  # share 0.5 over 24 h
+    assert index.apply(f"{PREFIX}/plant-a/mill-1", b"", NOW_NS) == "deleted"
+    assert shown(index) == []
+
+
+def test_the_latest_offer_per_machine_wins() -> None:
+    index = Index(PREFIX)
+    index.apply(f"{PREFIX}/plant-a/mill-1", payload(offer("plant-a", "mill-1", NOW)), NOW_NS)
+    index.apply(f"{PREFIX}/plant-a/mill-1", payload(offer("plant-a", "mill-1", NOW, state="busy")), NOW_NS)
+    assert [(r["state"], r["free_now"]) for r in shown(index)] == [("busy", False)]
+
+
+@pytest.mark.parametrize(("topic", "body", "why"), [
+    ("capacity/plant-a", b"{}", "topic"),
+    ("other/plant-a/mill-1", b"{}", "topic"),
+    ("capacity/plant-a/mill-1/x", b"{}", "topic"),
+    ("capacity/plant-a/mill-1", b"{not json", "json"),
+    ("capacity/plant-a/mill-1", b'{"machine": NaN}', "json"),
+    ("capacity/plant-a/mill-1", b"\xff\xfe", "json"),
+    ("capacity/plant-a/mill-1", b" " * 70_000, "too_large"),
+    ("capacity/plant-a/mill-1", b'{"machine": "mill-1"}', "schema"),
+    ("capacity/plant-a/mill-1", payload({**offer("plant-a", "mill-1", NOW), "reason": "alarm 17"}), "schema"),
+    ("capacity/plant-a/mill-1", payload({**offer("plant-a", "mill-1", NOW), "state": "sleeping"}), "schema"),
+    ("capacity/plant-a/mill-1", payload(offer("plant-a", "mill-1", NOW, shares=[0.5] * 167)), "schema"),
+    ("capacity/plant-a/mill-1", payload(offer("plant-a", "mill-1", NOW, share=1.5)), "schema"),
+    ("capacity/plant-a/mill-1", payload({**offer("plant-a", "mill-1", NOW), "updated": "yesterday"}), "time"),
+    ("capacity/plant-a/mill-1", payload({**offer("plant-a", "mill-1", NOW), "updated": "2026-12-07T09:00:00"}),
+     "time"),
+    ("capacity/plant-a/mill-1", payload(offer("plant-b", "mill-1", NOW)), "plant_mismatch"),
+    ("capacity/plant-a/mill-1", payload(offer("plant-a", "mill-2", NOW)), "machine_mismatch"),
+    ("capacity/plant-a/_status", b'{"online": true}', "status_schema"),
+    ("capacity/plant-a/_status", status("plant-b", False, NOW), "plant_mismatch"),
+])
+def test_a_bad_message_is_counted_by_why_and_never_shown(topic: str, body: bytes, why: str) -> None:
+    """Test that every kind of bad message is dropped with its own why, and that it neither shows
+    nor replaces the good offer already there."""
+    index = Index(PREFIX)
+    index.apply("capacity/plant-a/mill-1", payload(offer("plant-a", "mill-1", NOW, capabilities={"x": 1})), NOW_NS)
+    before = shown(index)
+    assert index.apply(topic, body, NOW_NS) == why
+    assert index.rejected == {why: 1}
+    assert shown(index) == before
+    assert index.plants == {}
+
+
+def test_a_plant_whose_will_fired_shows_every_machine_offline_and_not_free() -> None:
+    index = Index(PREFIX)
+    for m in ("mill-1", "mill-2"):
+        index.apply(f"{PREFIX}/plant-a/{m}", payload(offer("plant-a", m, NOW)), NOW_NS)
+    index.apply(f"{PREFIX}/plant-b/lathe", payload(offer("plant-b", "lathe", NOW)), NOW_NS)
+    index.apply(f"{PREFIX}/plant-a/_status", status("plant-a", False, NOW), NOW_NS)
+    by = {r["machine"]: r for r in shown(index)}
+    assert [(by[m]["state"], by[m]["free_now"], by[m]["exchange"]["plant_online"]) for m in ("mill-1", "mill-2")] \
+        == [("offline", False, False)] * 2
+    assert (by["lathe"]["state"], by["lathe"]["free_now"]) == ("idle", True)
+    assert [m["machine"] for m in search(index, parse_query("hours=1", ("hours",)), NOW_NS, STALE)["machines"]] \
+        == ["lathe"]  # an offline plant promises nothing
+    index.apply(f"{PREFIX}/plant-a/_status", status("plant-a", True, NOW), NOW_NS)
+    assert all(r["free_now"] for r in shown(index))
+
+
+def test_an_offer_whose_evidence_is_too_old_is_not_free_now() -> None:
+    index = Index(PREFIX)
+    old = NOW - dt.timedelta(seconds=STALE + 1)
+    index.apply(f"{PREFIX}/plant-a/mill-1", payload(offer("plant-a", "mill-1", NOW, updated=old)), NOW_NS)
+    [rec] = shown(index)
+    assert (rec["state"], rec["free_now"], rec["exchange"]["stale"], rec["exchange"]["evidence_age_s"]) \
+        == ("idle", False, True, STALE + 1)
+    assert shown(index, "free_now=true") == []
+
+
+def _caps_index() -> Index:
+    index = Index(PREFIX)
+    caps = {"m1": {"process": "milling", "max_diameter_mm": 300, "axes": 5, "materials": ["steel", "aluminium"]},
+            "m2": {"process": "milling", "max_diameter_mm": 200, "axes": 3, "coolant": True},
+            "l1": {"process": "turning", "max_diameter_mm": 400, "sizes": [100, 450]}}
+    for m, c in caps.items():
+        index.apply(f"{PREFIX}/p/{m}", payload(offer("p", m, NOW, capabilities=c)), NOW_NS)
+    return index
+
+
+@pytest.mark.parametrize(("raw", "expected"), [
+    ("capability.process=milling", ["m1", "m2"]),
+    ("capability.max_diameter_mm>=300", ["l1", "m1"]),
+    ("capability.max_diameter_mm%3E%3D300", ["l1", "m1"]),  # as a browser encodes it
+    ("capability.max_diameter_mm>300", ["l1"]),
+    ("capability.max_diameter_mm<=200", ["m2"]),
+    ("capability.max_diameter_mm<300&capability.process=milling", ["m2"]),
+    ("capability.max_diameter_mm=300.0", ["m1"]),
+    ("capability.axes>=5&capability.process=milling", ["m1"]),
+    ("capability.materials=steel", ["m1"]),
+    ("capability.sizes>400", ["l1"]),
+    ("capability.coolant=true", ["m2"]),
+    ("capability.process>=1", []),  # a text capability never compares as a number
+    ("capability.unknown=1", []),
+    ("plant=p&kind=mill", ["l1", "m1", "m2"]),
+    ("plant=q", []),
+])
+def test_capability_filters(raw: str, expected: list[str]) -> None:
+    assert sorted(r["machine"] for r in shown(_caps_index(), raw)) == expected
+
+
+@pytest.mark.parametrize("raw", ["capability.max_diameter_mm>=big", "colour=red", "free_now=maybe",
+                                 "capability.x>=nan", "hours=3"])
+def test_a_bad_filter_is_refused_with_its_name(raw: str) -> None:
+    with pytest.raises(QueryError):
+        parse_query(raw)
+
+
+_OPS = {">=": operator.ge, "<=": operator.le, ">": operator.gt, "<": operator.lt}
+
+
+@settings(max_examples=200, deadline=None)
+@given(have=st.one_of(st.integers(-10**6, 10**6), st.floats(-1e6, 1e6, allow_nan=False)),
+       want=st.integers(-10**6, 10**6), op=st.sampled_from(sorted(_OPS)))
+def test_numeric_comparisons_agree_with_python(have: float, want: int, op: str) -> None:
+    index = Index(PREFIX)
+    index.apply(f"{PREFIX}/p/m", payload(offer("p", "m", NOW, capabilities={"size": have})), NOW_NS)
+    assert bool(shown(index, f"capability.size{op}{want}")) is _OPS[op](have, want)
+
+
+def _brute(shares: list[float | None], start_ns: int, begin: int, end: int) -> float:
+    total = 0.0
+    for i, s in enumerate(shares):
+        lo, hi = max(begin, start_ns + i * HOUR_NS), min(end, start_ns + (i + 1) * HOUR_NS)
+        if hi > lo and s is not None:
+            total += s * (hi - lo) / HOUR_NS
+    return total
+
+
+@settings(max_examples=300, deadline=None)
+@given(shares=st.lists(st.one_of(st.none(), st.floats(0, 1)), min_size=168, max_size=168),
+       begin_s=st.integers(-2 * 86400, 8 * 86400), length_s=st.integers(0, 9 * 86400))
+def test_free_hours_in_a_window_equal_the_sum_over_its_hours(shares: list[float | None], begin_s: int,
+                                                              length_s: int) -> None:
+    """Test that the O(1) prefix-sum answer equals the plain sum of share × overlap over every hour
+    (partial first and last hours, windows before and past the forecast)."""
+    index = Index(PREFIX)
+    assert index.apply(f"{PREFIX}/p/m", payload(offer("p", "m", NOW, shares=shares)), NOW_NS) == "offer"
+    o = index.offers[("p", "m")]
+    begin = NOW_NS + begin_s * NS_PER_S
+    end = begin + length_s * NS_PER_S
+    assert free_hours(o, begin, end) == pytest.approx(_brute(shares, o.forecast_start_ns, begin, end), abs=1e-6)
+
+
+def test_search_ranks_by_free_hours_in_the_window_and_says_which_hours() -> None:
+    """Test that 'milling, 40 h within 2 days' ranks the mills by forecast free hours, counts the
+    current hour from now, says how many machines cover the demand, and gives the windows."""
+    index = Index(PREFIX)
+    # m-half: 0.5 every hour; m-nights: 0.9 from 18:00 to 06:00 UTC, never seen by day; a lathe (not milling).
+    start = NOW.replace(minute=0)
+    nights = [0.9 if (start + dt.timedelta(hours=i)).hour >= 18 or (start + dt.timedelta(hours=i)).hour < 6
+              else None for i in range(168)]
+    index.apply(f"{PREFIX}/p/m-half", payload(offer("p", "m-half", NOW, share=0.5)), NOW_NS)
+    index.apply(f"{PREFIX}/p/m-nights", payload(offer("p", "m-nights", NOW, shares=nights)), NOW_NS)
+    index.apply(f"{PREFIX}/q/lathe", payload(offer("q", "lathe", NOW, share=1.0,
+                                                    capabilities={"process": "turning"})), NOW_NS)
+    result = search(index, parse_query("capability.process=milling&hours=40&within_days=2",
+                                       ("hours", "within_days")), NOW_NS, STALE)
+    assert [m["machine"] for m in result["machines"]] == ["m-half", "m-nights"]
+    # 48 h from 09:30: m-half 0.5 × 48 = 24; m-nights two full nights (2 × 12 h × 0.9) = 21.6
+    assert [m["free_hours"] for m in result["machines"]] == [24.0, 21.6]
+    assert (result["free_hours_total"], result["enough"], result["machines_needed"]) == (45.6, True, 2)
+    assert result["machines"][1]["windows"] == [
+        {"start": "2026-12-07T18:00:00Z", "end": "2026-12-08T06:00:00Z", "expected_free_hours": 10.8},
+        {"start": "2026-12-08T18:00:00Z", "end": "2026-12-09T06:00:00Z", "expected_free_hours": 10.8}]
+    assert result["machines"][0]["windows"][0]["start"] == "2026-12-07T09:30:00Z"  # from now, not the hour
+    assert search(index, parse_query("hours=100&within_days=1", ("hours", "within_days")), NOW_NS,
+                  STALE)["enough"] is False
+
+
+@pytest.mark.parametrize("raw", ["", "hours=0", "hours=-1", "hours=5&within_days=8", "hours=x",
+                                 "hours=5&free_now=true"])
+def test_a_bad_search_is_refused(raw: str) -> None:
+    with pytest.raises(QueryError):
+        search(Index(PREFIX), parse_query(raw, ("hours", "within_days", "limit")), NOW_NS, STALE)
+
+
+@settings(max_examples=200, deadline=None)
+@given(topic=st.text(max_size=40), body=st.binary(max_size=300))
+def test_any_message_is_taken_or_counted_never_raises(topic: str, body: bytes) -> None:
+    index = Index(PREFIX)
+    outcome = index.apply(topic, body, NOW_NS)
+    assert outcome in ("offer", "deleted", "status") or index.rejected[outcome] == 1
+    assert not index.offers  # random bytes are never a valid offer
+
+
+@settings(max_examples=100, deadline=None)
+@given(record=st.fixed_dictionaries({}, optional={
+    k: st.one_of(st.none(), st.text(max_size=5), st.integers(), st.booleans(), st.lists(st.integers(), max_size=3))
+    for k in ("machine", "plant", "state", "updated", "forecast", "capabilities", "free_now")}))
+def test_schema_like_junk_is_refused(record: dict[str, Any]) -> None:
+    index = Index(PREFIX)
+    base = offer("p", "m", NOW)
+    assert index.apply(f"{PREFIX}/p/m", json.dumps({**base, **record}).encode(), NOW_NS) in (
+        "offer", "schema", "time", "plant_mismatch", "machine_mismatch")
+    if ("p", "m") in index.offers:
+        assert index.offers[("p", "m")].record == {**base, **record}
