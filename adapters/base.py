@@ -46,6 +46,13 @@ class SourceConfig(Strict):
         before now. Arrival-stamped readings cannot be late."""
         return True
 
+    def silence_detected_by(self) -> tuple[str, ...]:
+        """How the source tells a machine gone silent from one idle and quiet (each a mechanism
+        that takes the machine offline): empty when it cannot, and an idle machine that stops
+        sending stays idle, unless ``stale_after`` is set. Shared with the capacity feed's offers
+        (their ``evidence``) and warned about by ``collector check``."""
+        return ()
+
     def in_shard(self, index: int) -> SourceConfig:
         """The source as shard ``index`` of several collectors runs it (``shard:``): a role only one
         collector may hold (a Sparkplug primary host) stays with shard 0. Default: unchanged."""

@@ -29,6 +29,7 @@ from typing import Any, TextIO
 from adapters import REGISTRY
 from adapters.base import AdapterContext, SourceConfig, SourceError
 from adapters.mqtt.config import MqttSource
+from collector.capacity.records import silence_detected_by
 from collector.check_mqtt import TopicSpy
 from collector.configfile import LoadedConfig
 from collector.core.backoff import Backoff
@@ -96,6 +97,7 @@ class Checker:
         cfg = self.config
         self.say(f"checking {self.loaded.path} for {duration:g}s: {len(cfg.sources)} source(s), "
                  f"{len(self.machines)} machine(s); nothing is written")
+        self._silence()
         stop = stop or asyncio.Event()
         try:
             async with asyncio.TaskGroup() as tg:
@@ -109,6 +111,21 @@ class Checker:
                 spy.close()
             self._tmp.cleanup()
         return self._summary()
+
+    def _silence(self) -> None:
+        """Warn where a machine gone silent cannot be told from an idle one: it would stay idle,
+        and the capacity feed would offer a machine that is not there."""
+        sources = {s.id: s for s in self.config.sources}
+        blind: dict[str, list[str]] = {}
+        for m in self.loaded.machines:
+            if not silence_detected_by(m, sources.get(m.source)):
+                blind.setdefault(m.source, []).append(m.info.id)
+        for source, machines in blind.items():
+            shown = ", ".join(machines[:5]) + (f" and {len(machines) - 5} more" if len(machines) > 5 else "")
+            self.problems.add(
+                f"source {source}: cannot tell a silent machine from an idle one ({shown}): no status topic, not "
+                f"Sparkplug only, no stale_after; a machine that stops sending stays in its last state (idle: "
+                f"offered as free capacity). Set stale_after (e.g. three publish periods) or a status topic")
 
     # -- sources ---------------------------------------------------------------------------------
 

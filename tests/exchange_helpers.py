@@ -27,11 +27,18 @@ def iso(when: dt.datetime) -> str:
 def offer(plant: str, machine: str, now: dt.datetime, *, state: str = "idle", kind: str = "mill",
           capabilities: dict[str, Any] | None = None, share: float | None = 0.5,
           shares: list[float | None] | None = None, updated: dt.datetime | None = None,
-          threshold: float = 0.5) -> dict[str, Any]:
+          threshold: float = 0.5, heard: dt.datetime | bool | None = True,
+          silence: tuple[str, ...] | None = ("status_topic",)) -> dict[str, Any]:
+    """``heard``: evidence.last_heard (True: now); ``silence``: evidence.silence_detected_by, None:
+    no evidence at all (a feed from before it)."""
     start = now.replace(minute=0, second=0, microsecond=0)
     idle = state == "idle"
     since = iso(now - HOUR)
+    last_heard = iso(now) if heard is True else iso(heard) if isinstance(heard, dt.datetime) else None
+    evidence = {} if silence is None else {"evidence": {"last_heard": last_heard,
+                                                        "silence_detected_by": list(silence)}}
     return {
+        **evidence,
         "machine": machine, "name": machine.title(), "plant": plant, "line": "line-1", "kind": kind,
         "nameplate": {}, "capabilities": capabilities if capabilities is not None else {"process": "milling"},
         "state": state, "since": since, "free_now": idle, "idle_since": since if idle else None,

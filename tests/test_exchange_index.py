@@ -101,6 +101,24 @@ def test_an_offer_whose_evidence_is_too_old_is_not_free_now() -> None:
     assert shown(index, "free_now=true") == []
 
 
+@pytest.mark.parametrize(("heard_s_ago", "silence", "free", "age"), [
+    (3600, ("status_topic",), True, 0.0),  # quiet for an hour, but a status topic would have said offline
+    (3600, ("stale_after",), True, 0.0),
+    (3600, (), False, 3600.0),  # a JSON publisher on change: an hour of silence may be a dead machine
+    (60, (), True, 60.0),
+    (None, (), False, None),  # never heard, cannot tell
+    (60, None, False, None),  # a feed from before evidence: unknown, so never free now
+])
+def test_free_now_needs_recent_evidence_where_silence_cannot_be_told(
+        heard_s_ago: int | None, silence: tuple[str, ...] | None, free: bool, age: float | None) -> None:
+    index = Index(PREFIX)
+    heard = None if heard_s_ago is None else NOW - dt.timedelta(seconds=heard_s_ago)
+    index.apply(f"{PREFIX}/p/m", payload(offer("p", "m", NOW, heard=heard, silence=silence)), NOW_NS)
+    [rec] = shown(index)
+    assert (rec["state"], rec["free_now"], rec["exchange"]["evidence_age_s"], rec["exchange"]["stale"]) \
+        == ("idle", free, age, not free)
+
+
 def _caps_index() -> Index:
     index = Index(PREFIX)
     caps = {"m1": {"process": "milling", "max_diameter_mm": 300, "axes": 5, "materials": ["steel", "aluminium"]},

@@ -69,7 +69,11 @@ async def test_a_plant_feed_through_two_exchanges(mosquitto: Mosquitto, tmp_path
             mill = one.get(f"/api/v1/offers/{PLANT}/pub-mill")
             assert (mill["free_now"], mill["exchange"]["plant_online"], mill["exchange"]["stale"]) \
                 == (True, True, False)
-            assert mill["exchange"]["evidence_age_s"] < 5  # the plant republishes every second
+            # The plant reads JSON on change with no status topic nor stale_after: it cannot tell silence
+            # from idle, so the evidence is the mill's last message (seconds ago), not the record's age.
+            assert mill["evidence"]["silence_detected_by"] == [] and mill["evidence"]["last_heard"] is not None
+            assert mill["exchange"]["silence_detected"] is False
+            assert 0 < mill["exchange"]["evidence_age_s"] < 60
             assert [o["machine"] for o in one.get("/api/v1/offers?capability.process=milling")] == ["pub-mill"]
             assert [o["machine"] for o in one.get("/api/v1/offers?capability.max_diameter_mm>=300")] == ["pub-lathe"]
             assert one.get("/api/v1/offers?capability.max_diameter_mm>300") == []
@@ -151,3 +155,25 @@ async def test_search_across_plants_and_a_plant_whose_will_fires(mosquitto: Mosq
         assert ex.status("/api/v1/search?hours=0") == 400
     south.disconnect()
     south.loop_stop()
+
+
+async def test_a_silent_machine_on_a_blind_source_is_not_free_at_the_exchange(mosquitto: Mosquitto,
+                                                                              tmp_path: Path) -> None:
+    """Test the evidence bound: the plant's JSON source cannot tell silence from idle, so once the
+    mill has sent nothing for longer than --stale-after, the exchange no longer counts it free now
+    (the plant itself still says idle, and keeps refreshing the record), and counts it again when
+    the mill speaks."""
+    async with plant_running(mosquitto, tmp_path, period="1s") as plant:
+        plant.set_state("pub-mill", exec="READY")
+        await until(lambda: plant.engine.snapshot()["pub-mill"].state.value == "idle", 10, "mill idle")
+        with exchanges(mosquitto.port, tmp_path, 1, PREFIX, "--stale-after", "3s") as (ex,):
+            def mill() -> dict[str, Any]:
+                found: dict[str, Any] = ex.get(f"/api/v1/offers/{PLANT}/pub-mill")
+                return found
+
+            await until(lambda: mill()["exchange"]["stale"], 15, "the mill's evidence to age")
+            seen = mill()
+            assert (seen["state"], seen["free_now"], seen["exchange"]["evidence_age_s"] > 3) == ("idle", False, True)
+            assert plant.capacity.record("pub-mill")["free_now"] is True  # the plant cannot tell
+            plant.set_state("pub-mill", exec="READY")  # the same state again: heard, so fresh evidence
+            await until(lambda: mill()["free_now"], 10, "the mill free again")

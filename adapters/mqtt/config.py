@@ -172,3 +172,11 @@ class MqttSource(SourceConfig):
 
     def stamps_at_source(self) -> bool:
         return any(s.timestamp is not None or s.payload == "sparkplug_b" for s in self.subscriptions)
+
+    def silence_detected_by(self) -> tuple[str, ...]:
+        # A status / last-will topic, or Sparkplug's NDEATH/DDEATH when every subscription is
+        # Sparkplug (with JSON ones too, a machine may be one of those: nothing to go by).
+        found: tuple[str, ...] = ("status_topic",) if self.status else ()
+        if self.subscriptions and all(s.payload == "sparkplug_b" for s in self.subscriptions):
+            found += ("sparkplug_death",)
+        return found

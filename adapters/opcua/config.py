@@ -71,3 +71,6 @@ class OpcUaSource(SourceConfig):
 
     def stamps_at_source(self) -> bool:
         return self.timestamps == "source"
+
+    def silence_detected_by(self) -> tuple[str, ...]:
+        return ("opcua_session",)  # subscription keep-alives: a lost session takes its machines offline

@@ -18,3 +18,6 @@ class SimulateSource(SourceConfig):
 
     def stamps_at_source(self) -> bool:
         return False  # samples are made at the moment they are handed over
+
+    def silence_detected_by(self) -> tuple[str, ...]:
+        return ("simulated",)  # in-process: it never goes silent

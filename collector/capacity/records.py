@@ -7,6 +7,7 @@ import datetime as dt
 from collections.abc import Mapping, Sequence
 from typing import Any
 
+from adapters.base import SourceConfig
 from collector.capacity.config import Capability, CapacitySettings
 from collector.capacity.forecast import Forecast, forecast
 from collector.capacity.profile import ProfileStore
@@ -22,10 +23,19 @@ def iso(ts_ns: int) -> str:
     return dt.datetime.fromtimestamp(ts_ns / NS_PER_S, dt.UTC).isoformat().replace("+00:00", "Z")
 
 
+def silence_detected_by(machine: ResolvedMachine, source: SourceConfig | None) -> list[str]:
+    """How the collector tells this machine gone silent from idle (the record's evidence); empty:
+    it cannot, and the machine's ``idle`` may be a machine that stopped sending long ago."""
+    found = list(source.silence_detected_by()) if source is not None else []
+    if machine.stale_after_s is not None:
+        found.append("stale_after")
+    return found
+
+
 def record(machine: ResolvedMachine, status: TrackerStatus, store: ProfileStore, settings: CapacitySettings,
-           now_ns: int, fc: Forecast | None = None) -> dict[str, Any]:
+           now_ns: int, fc: Forecast | None = None, silence: Sequence[str] = ()) -> dict[str, Any]:
     """``fc``: the machine's forecast if the caller keeps one (it changes only with the hour and
-    the profile); computed here otherwise."""
+    the profile); computed here otherwise. ``silence``: ``silence_detected_by`` of the machine."""
     info = machine.info
     if not info.public:  # the one gate every channel goes through
         raise ValueError(f"machine {info.id} is not public")
@@ -47,6 +57,8 @@ def record(machine: ResolvedMachine, status: TrackerStatus, store: ProfileStore,
             "windows": [{"start": w.start.isoformat(), "end": w.end.isoformat(),
                          "expected_free_hours": round(w.expected_free_hours, 3)} for w in fc.windows],
         },
+        "evidence": {"last_heard": None if status.last_reading_ns is None else iso(status.last_reading_ns),
+                     "silence_detected_by": list(silence)},
         "updated": iso(now_ns),
     }
 

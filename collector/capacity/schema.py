@@ -61,6 +61,24 @@ MACHINE: JSON = {
                 "windows": {"type": "array", "items": WINDOW},
             },
         },
+        "evidence": {
+            "type": "object", "additionalProperties": False, "required": ["last_heard", "silence_detected_by"],
+            "description": ("What the state rests on. Optional: feeds before it did not send it, and a reader "
+                            "treats its absence as a source that cannot tell silence from idle."),
+            "properties": {
+                "last_heard": {"anyOf": [_TIME, {"type": "null"}],
+                               "description": "When the collector last got a reading of the machine; null: none "
+                                              "since it started."},
+                "silence_detected_by": {
+                    "type": "array", "uniqueItems": True,
+                    "items": {"enum": ["status_topic", "sparkplug_death", "opcua_session", "simulated",
+                                       "stale_after"]},
+                    "description": ("How the collector tells a machine gone silent from an idle one (each takes it "
+                                    "offline). Empty: it cannot: an idle machine that stops sending stays idle, so "
+                                    "its free capacity is only as good as last_heard is recent."),
+                },
+            },
+        },
         "updated": _TIME | {"description": "When this record was made."},
     },
 }

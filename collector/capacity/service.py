@@ -13,7 +13,7 @@ from zoneinfo import ZoneInfo
 from collector.capacity.config import CapacitySettings
 from collector.capacity.forecast import Forecast, forecast
 from collector.capacity.profile import QUARTER_NS, ProfileStore
-from collector.capacity.records import record
+from collector.capacity.records import record, silence_detected_by
 from collector.core.model import NS_PER_S, Interval, Output, StateChange
 from collector.machines import ResolvedMachine
 
@@ -78,7 +78,9 @@ class Capacity:
         if self.engine is None:
             return []
         snapshot, now = self.engine.snapshot(), self.engine.clock()
-        recs = [record(m, snapshot[m.info.id], self.store, self.settings, now, self._forecast(m.info.id, now))
+        sources = {s.id: s for s in self.engine.config.sources}
+        recs = [record(m, snapshot[m.info.id], self.store, self.settings, now, self._forecast(m.info.id, now),
+                       silence_detected_by(m, sources.get(m.source)))
                 for m in self.public() if m.info.id in snapshot and (only is None or m.info.id in only)]
         return sorted(recs, key=lambda r: (not r["free_now"], r["idle_since"] or "", r["machine"]))
 

@@ -39,6 +39,8 @@ class Offer:
     received_ns: int  # when this exchange got it (a restart receives every retained offer anew)
     shares: tuple[float, ...]  # forecast.idle_share with null (never seen) as 0: never counted free
     prefix: tuple[float, ...]  # prefix[i] = sum(shares[:i]), so a window's free hours cost O(1)
+    heard_ns: int | None  # evidence.last_heard: the machine's last reading at the plant; None: none or not sent
+    silence_detected: bool  # the plant's source tells silence from idle (evidence.silence_detected_by not empty)
 
 
 @dataclass(frozen=True, slots=True)
@@ -101,15 +103,18 @@ class Index:
             return self._reject("plant_mismatch", topic, f"the payload says plant {rec['plant']!r}")
         if level(rec["machine"]) != machine:
             return self._reject("machine_mismatch", topic, f"the payload says machine {rec['machine']!r}")
+        evidence = rec.get("evidence") or {"last_heard": None, "silence_detected_by": []}  # older feeds: unknown
         try:
             times = [parse_time(t) for t in (rec["updated"], rec["forecast"]["start"], rec["since"])]
+            heard = None if evidence["last_heard"] is None else parse_time(evidence["last_heard"])
             for w in rec["forecast"]["windows"]:
                 parse_time(w["start"])
                 parse_time(w["end"])
         except ValueError as exc:
             return self._reject("time", topic, str(exc))
         shares = tuple(0.0 if s is None else float(s) for s in rec["forecast"]["idle_share"])
-        self.offers[(plant, machine)] = Offer(rec, times[0], times[1], received_ns, shares, _prefix(shares))
+        self.offers[(plant, machine)] = Offer(rec, times[0], times[1], received_ns, shares, _prefix(shares), heard,
+                                              bool(evidence["silence_detected_by"]))
         self.version += 1
         return "offer"
 

@@ -23,8 +23,12 @@ class ExchangeInfo(_Model):
     """What the exchange adds to a plant's record."""
 
     plant_online: bool | None = Field(description="The plant feed's last status; null: no status seen.")
-    evidence_age_s: float = Field(description="Seconds since the plant made the record (its `updated`).")
-    stale: bool = Field(description="The evidence is older than the exchange's bound: never free now.")
+    evidence_age_s: float | None = Field(description=(
+        "Seconds since the plant made the record (`updated`); when its source cannot tell silence from idle, "
+        "since the machine's last reading (`evidence.last_heard`) if that is older. Null: never heard."))
+    stale: bool = Field(description="The evidence is older than the exchange's bound (or unknown): never free now.")
+    silence_detected: bool = Field(description=(
+        "The plant's source tells a silent machine from an idle one (`evidence.silence_detected_by` not empty)."))
     received: str = Field(description="When this exchange received the record (UTC).")
     free_hours_next_24h: float = Field(description="Expected free hours in the next 24 hours, from the forecast.")
     free_hours_next_7d: float = Field(description="Expected free hours in the next 7 days, from the forecast.")
@@ -48,7 +52,7 @@ class SearchMachine(_Model):
     free_hours: float = Field(description="Expected free hours in the search window.")
     cumulative_free_hours: float = Field(description="Free hours of this machine and every one ranked above it.")
     windows: list[Window] = Field(description="Runs of hours at or above the plant's threshold, in the window.")
-    evidence_age_s: float
+    evidence_age_s: float | None
 
 
 class SearchResult(_Model):

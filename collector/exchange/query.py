@@ -173,14 +173,27 @@ class Shown:
     plant_online: bool | None
 
 
+def evidence_age_s(offer: Offer, now_ns: int) -> float | None:
+    """How old what the offer's state rests on is. The record's age (``updated``) always; and when
+    the plant's source cannot tell silence from idle, the age of the machine's last reading too
+    (an idle machine that stopped sending still says idle there). None: never heard."""
+    age = (now_ns - offer.updated_ns) / NS_PER_S
+    if not offer.silence_detected:
+        if offer.heard_ns is None:
+            return None
+        age = max(age, (now_ns - offer.heard_ns) / NS_PER_S)
+    return max(0.0, age)
+
+
 def show(index: Index, key: tuple[str, str], offer: Offer, now_ns: int, stale_after_s: float) -> Shown:
     """The record as published, but: a plant whose status says offline shows its machines offline
-    and not free; an offer whose evidence (the record's ``updated``) is older than ``stale_after_s``
-    is not free now (its plant stopped refreshing it: it cannot say what the machine does)."""
+    and not free; an offer whose evidence is older than ``stale_after_s`` (``evidence_age_s``) is
+    not free now: its plant stopped refreshing it, or its machine went quiet on a source that
+    cannot tell silence from idle."""
     rec = dict(offer.record)
     online = index.plant_online(key[0])
-    age_s = max(0.0, (now_ns - offer.updated_ns) / NS_PER_S)
-    stale = age_s > stale_after_s
+    age_s = evidence_age_s(offer, now_ns)
+    stale = age_s is None or age_s > stale_after_s
     if online is False:
         status = index.plants[key[0]]
         rec.update(state="offline", since=iso(max(status.updated_ns, offer.updated_ns)), free_now=False,
@@ -188,7 +201,8 @@ def show(index: Index, key: tuple[str, str], offer: Offer, now_ns: int, stale_af
     elif stale:
         rec.update(free_now=False, idle_since=None)
     rec["exchange"] = {
-        "plant_online": online, "evidence_age_s": round(age_s, 1), "stale": stale, "received": iso(offer.received_ns),
+        "plant_online": online, "evidence_age_s": None if age_s is None else round(age_s, 1), "stale": stale,
+        "silence_detected": offer.silence_detected, "received": iso(offer.received_ns),
         "free_hours_next_24h": round(free_hours(offer, now_ns, now_ns + 24 * HOUR_NS), 3),
         "free_hours_next_7d": round(free_hours(offer, now_ns, now_ns + HOURS * HOUR_NS), 3),
     }
