@@ -7,6 +7,7 @@ from __future__ import annotations
 import datetime as dt
 import json
 import re
+import socket
 from pathlib import Path
 from typing import Any
 
@@ -177,3 +178,14 @@ async def test_a_silent_machine_on_a_blind_source_is_not_free_at_the_exchange(mo
             assert plant.capacity.record("pub-mill")["free_now"] is True  # the plant cannot tell
             plant.set_state("pub-mill", exec="READY")  # the same state again: heard, so fresh evidence
             await until(lambda: mill()["free_now"], 10, "the mill free again")
+
+
+def test_the_server_refuses_an_oversized_request_head(mosquitto: Mosquitto, tmp_path: Path) -> None:
+    """Test the limit set on uvicorn: a request head that grows past 16 KiB before it ends is
+    refused with 400 and the connection closed; the next request is served."""
+    with exchanges(mosquitto.port, tmp_path) as (ex,):
+        with socket.create_connection(("127.0.0.1", ex.port), timeout=10) as conn:
+            conn.sendall(b"GET /healthz HTTP/1.1\r\nHost: x\r\nX-Big: " + b"a" * 20_000)
+            answer = conn.recv(200)
+        assert answer.startswith(b"HTTP/1.1 400"), answer
+        assert ex.get("/healthz")["ok"] is True

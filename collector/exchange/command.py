@@ -84,6 +84,7 @@ async def serve(settings: BrokerSettings, listen: tuple[str, int], stale_after_s
     subscriber = Subscriber(exchange, settings, asyncio.get_running_loop())
     config = uvicorn.Config(
         build_app(exchange), host=listen[0], port=listen[1], lifespan="off", access_log=False, log_level="warning",
+        http="h11",  # the pure-Python parser, where the size limit below applies (httptools has none)
         # Limits on the server, not in handlers: beyond max_connections uvicorn answers 503; a request
         # line and headers larger than 16 KiB are refused by h11; idle keep-alive connections close after 5 s.
         limit_concurrency=max_connections, h11_max_incomplete_event_size=16 * 1024, timeout_keep_alive=5,

@@ -146,7 +146,8 @@ def openapi() -> JSON:
                 "operationId": "search", "summary": "Machines ranked by expected free hours in a window",
                 "description": _CAPS, "parameters": [
                     *_FILTERS,
-                    _query("hours", "Machine-hours wanted.", {"type": "number", "exclusiveMinimum": 0}, True),
+                    _query("hours", "Machine-hours wanted.", {"type": "number", "exclusiveMinimum": 0, "maximum": 1e9},
+                           True),
                     _query("within_days", "Window from now, in days (default 7, at most 7).",
                            {"type": "number", "exclusiveMinimum": 0, "maximum": 7}),
                     _query("limit", "At most this many machines (default 50).",
