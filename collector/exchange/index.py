@@ -17,7 +17,7 @@ from collections import Counter
 from dataclasses import dataclass
 from typing import Any
 
-from jsonschema import Draft202012Validator
+import jsonschema_rs
 
 from collector.capacity.schema import FEED_STATUS, MACHINE
 from collector.capacity.topics import STATUS, level
@@ -77,8 +77,8 @@ class Index:
         self.rejected: Counter[str] = Counter()
         self.messages = 0
         self.version = 0  # bumped on every change, so a reader can tell whether to recompute
-        self._machine = Draft202012Validator(MACHINE)
-        self._status = Draft202012Validator(FEED_STATUS)
+        self._machine = jsonschema_rs.Draft202012Validator(MACHINE)
+        self._status = jsonschema_rs.Draft202012Validator(FEED_STATUS)
         self._logged: set[str] = set()
 
     def apply(self, topic: str, payload: bytes, received_ns: int) -> str:
@@ -136,16 +136,16 @@ class Index:
         self.version += 1
         return "status"
 
-    def _parse(self, topic: str, payload: bytes, validator: Draft202012Validator, why: str) -> dict[str, Any] | str:
+    def _parse(self, topic: str, payload: bytes, validator: Any, why: str) -> dict[str, Any] | str:
         if len(payload) > MAX_PAYLOAD:
             return self._reject("too_large", topic, f"{len(payload)} bytes")
         try:
             data = json.loads(payload, parse_constant=_no_constant)
         except (ValueError, UnicodeDecodeError) as exc:
             return self._reject("json", topic, str(exc))
-        error = next(iter(validator.iter_errors(data)), None)
-        if error is not None:
-            where = "/".join(str(p) for p in error.absolute_path) or "the message"
+        if not validator.is_valid(data):
+            error = next(iter(validator.iter_errors(data)))
+            where = "/".join(str(p) for p in error.instance_path) or "the message"
             return self._reject(why, topic, f"{where}: {error.message[:200]}")
         result: dict[str, Any] = data
         return result
