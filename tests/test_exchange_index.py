@@ -237,7 +237,8 @@ def test_any_message_is_taken_or_counted_never_raises(topic: str, body: bytes) -
     assert not index.offers  # random bytes are never a valid offer
 
 
-_JUNK = st.one_of(st.none(), st.text(max_size=5), st.integers(), st.floats(allow_nan=False), st.booleans(),
+_FINITE = st.floats(allow_nan=False, allow_infinity=False)  # JSON has no NaN or Infinity
+_JUNK = st.one_of(st.none(), st.text(max_size=5), st.integers(), _FINITE, st.booleans(),
                  st.lists(st.one_of(st.none(), st.floats(-1, 2, allow_nan=False)), max_size=3),
                  st.dictionaries(st.text(max_size=3), st.integers(), max_size=2))
 REFERENCE = Draft202012Validator(MACHINE)  # the pure-Python jsonschema: software we did not write either
@@ -249,7 +250,7 @@ REFERENCE = Draft202012Validator(MACHINE)  # the pure-Python jsonschema: softwar
                            _JUNK, max_size=3),
        forecast=st.dictionaries(st.sampled_from(["threshold", "start_hour_of_week", "idle_share", "windows",
                                                  "other"]), _JUNK, max_size=2),
-       share=st.one_of(st.none(), st.floats(allow_nan=False), st.text(max_size=2), st.integers()),
+       share=st.one_of(st.none(), _FINITE, st.text(max_size=2), st.integers()),
        drop=st.lists(st.sampled_from(["line", "since", "idle_since", "kind"]), max_size=2))
 def test_the_run_time_validator_agrees_with_jsonschema(top: dict[str, Any], forecast: dict[str, Any],
                                                         share: Any, drop: list[str]) -> None:

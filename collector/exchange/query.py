@@ -112,12 +112,12 @@ def _holds(have: Any, cond: Condition) -> bool:
     return bool(_COMPARE[cond.op](float(have), cond.number))
 
 
-def matches(shown: dict[str, Any], query: Query) -> bool:
-    if query.free_now is not None and shown["free_now"] is not query.free_now:
+def matches(rec: dict[str, Any], query: Query) -> bool:
+    """The fields and capability filters (the exchange never changes those: the published record
+    will do); ``free_now`` is checked on what is shown."""
+    if any(rec[k] != v for k, values in query.fields.items() for v in values):
         return False
-    if any(shown[k] != v for k, values in query.fields.items() for v in values):
-        return False
-    caps = shown["capabilities"]
+    caps = rec["capabilities"]
     return all(c.name in caps and _holds(caps[c.name], c) for c in query.capabilities)
 
 
@@ -211,8 +211,9 @@ def show(index: Index, key: tuple[str, str], offer: Offer, now_ns: int, stale_af
 
 def offers(index: Index, query: Query, now_ns: int, stale_after_s: float) -> list[dict[str, Any]]:
     """Every offer that matches, free now first, then by plant and machine."""
-    shown = [show(index, k, o, now_ns, stale_after_s).record for k, o in index.offers.items()]
-    found = [r for r in shown if matches(r, query)]
+    shown = [show(index, k, o, now_ns, stale_after_s).record for k, o in index.offers.items()
+             if matches(o.record, query)]
+    found = [r for r in shown if query.free_now is None or r["free_now"] is query.free_now]
     found.sort(key=lambda r: (not r["free_now"], r["plant"], r["machine"]))
     return found
 
@@ -242,24 +243,24 @@ def search(index: Index, query: Query, now_ns: int, stale_after_s: float) -> dic
     days = _positive(query, "within_days", 7.0, 7.0)
     limit = int(_positive(query, "limit", 50, 10_000))
     end_ns = now_ns + int(days * 24 * HOUR_NS)
-    ranked: list[tuple[float, Shown]] = []
+    ranked: list[tuple[float, tuple[str, str], Offer]] = []
     for key, offer in index.offers.items():
         if index.plant_online(key[0]) is False:
             continue  # its offers are no longer kept up: nothing to promise from them
-        shown = show(index, key, offer, now_ns, stale_after_s)
-        if matches(shown.record, query):
+        if matches(offer.record, query):
             h = free_hours(offer, now_ns, end_ns)
             if h > 0:
-                ranked.append((h, shown))
-    ranked.sort(key=lambda x: (-x[0], x[1].record["plant"], x[1].record["machine"]))
-    total = sum(h for h, _ in ranked)
+                ranked.append((h, key, offer))
+    ranked.sort(key=lambda x: (-x[0], x[2].record["plant"], x[2].record["machine"]))
+    total = sum(h for h, _, _ in ranked)
     machines: list[dict[str, Any]] = []
     cumulative = 0.0
     needed: int | None = None
-    for n, (h, shown) in enumerate(ranked[:limit], start=1):
+    for n, (h, key, offer) in enumerate(ranked[:limit], start=1):  # only the listed ones are shown
         cumulative += h
         if needed is None and cumulative >= hours:
             needed = n
+        shown = show(index, key, offer, now_ns, stale_after_s)
         rec = shown.record
         machines.append({
             "plant": rec["plant"], "machine": rec["machine"], "name": rec["name"], "kind": rec["kind"],
