@@ -19,7 +19,7 @@ from paho.mqtt.enums import CallbackAPIVersion
 from tests.capacity_helpers import PLANT, PREFIX, PRIVATE_STRINGS, PUBLIC, plant_running
 from tests.exchange_helpers import comparable, exchanges, offer, payload, status
 from tests.fixtures._mqtt import Publisher
-from tests.fixtures._ports import until
+from tests.fixtures._ports import until, wait_for
 from tests.fixtures.mosquitto import Mosquitto
 
 pytestmark = pytest.mark.integration
@@ -189,3 +189,26 @@ def test_the_server_refuses_an_oversized_request_head(mosquitto: Mosquitto, tmp_
             answer = conn.recv(200)
         assert answer.startswith(b"HTTP/1.1 400"), answer
         assert ex.get("/healthz")["ok"] is True
+
+
+def test_a_broker_restart_rebuilds_the_index(mosquitto: Mosquitto, tmp_path: Path) -> None:
+    """Test that while the broker is away /healthz says so (503), and that on reconnect the
+    exchange starts over from the retained offers: an offer deleted meanwhile is gone."""
+    now = dt.datetime.now(dt.UTC)
+    publisher = Publisher(mosquitto)
+    for machine in ("mill", "lathe"):
+        publisher.publish(f"capacity/north/{machine}", payload(offer("north", machine, now)), retain=True)
+    with exchanges(mosquitto.port, tmp_path) as (ex,):
+        wait_for(lambda: len(ex.get("/api/v1/offers")) == 2, 10, "two offers")
+        # Delete the lathe's retained offer where the exchange cannot see it: on a broker restart the
+        # persisted retained messages come back without it, and no deletion is ever sent.
+        mosquitto.stop()
+        wait_for(lambda: ex.status("/healthz") == 503, 10, "health to say the broker is away")
+        (mosquitto.dir / "mosquitto.db").unlink()  # a broker that lost its retained messages...
+        mosquitto.start()
+        refill = Publisher(mosquitto)
+        refill.publish("capacity/north/mill", payload(offer("north", "mill", now)), retain=True)  # ...and got one
+        wait_for(lambda: ex.status("/healthz") == 200, 40, "the exchange back (paho retries within 30 s)")
+        wait_for(lambda: [o["machine"] for o in ex.get("/api/v1/offers")] == ["mill"], 10, "the rebuilt index")
+        refill.close()
+    publisher.close()
