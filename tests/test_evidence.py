@@ -54,6 +54,7 @@ machines:
 """
 
 
+@pytest.mark.integration
 async def test_check_warns_about_a_source_that_cannot_tell_silence_from_idle(mosquitto: Mosquitto) -> None:
     """Test that a JSON publisher with no status topic and no stale_after is warned about, naming
     the machine, and that the machines with stale_after or a status topic are not."""

@@ -222,7 +222,7 @@ def test_search_ranks_by_free_hours_in_the_window_and_says_which_hours() -> None
 
 
 @pytest.mark.parametrize("raw", ["", "hours=0", "hours=-1", "hours=5&within_days=8", "hours=x",
-                                 "hours=5&free_now=true"])
+                                 "hours=5&free_now=true", "hours=5&limit=1.5", "hours=5&limit=0"])
 def test_a_bad_search_is_refused(raw: str) -> None:
     with pytest.raises(QueryError):
         search(Index(PREFIX), parse_query(raw, ("hours", "within_days", "limit")), NOW_NS, STALE)

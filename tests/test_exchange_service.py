@@ -172,6 +172,9 @@ async def test_a_silent_machine_on_a_blind_source_is_not_free_at_the_exchange(mo
                 found: dict[str, Any] = ex.get(f"/api/v1/offers/{PLANT}/pub-mill")
                 return found
 
+            # First the record the plant made once the mill was idle (the retained one may be older)...
+            await until(lambda: mill()["free_now"], 15, "the mill free at the exchange")
+            # ...then nothing more from the mill: its evidence ages past the bound.
             await until(lambda: mill()["exchange"]["stale"], 15, "the mill's evidence to age")
             seen = mill()
             assert (seen["state"], seen["free_now"], seen["exchange"]["evidence_age_s"] > 3) == ("idle", False, True)

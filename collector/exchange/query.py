@@ -241,7 +241,9 @@ def search(index: Index, query: Query, now_ns: int, stale_after_s: float) -> dic
         raise QueryError("free_now: not a search filter (the search is about the window ahead)")
     hours = _positive(query, "hours", None, 1e9)
     days = _positive(query, "within_days", 7.0, 7.0)
-    limit = int(_positive(query, "limit", 50, 10_000))
+    limit = _positive(query, "limit", 50, 10_000)
+    if limit != int(limit):
+        raise QueryError(f"limit: expected a whole number, got {query.params['limit']!r}")
     end_ns = now_ns + int(days * 24 * HOUR_NS)
     ranked: list[tuple[float, tuple[str, str], Offer]] = []
     for key, offer in index.offers.items():
@@ -256,7 +258,7 @@ def search(index: Index, query: Query, now_ns: int, stale_after_s: float) -> dic
     machines: list[dict[str, Any]] = []
     cumulative = 0.0
     needed: int | None = None
-    for n, (h, key, offer) in enumerate(ranked[:limit], start=1):  # only the listed ones are shown
+    for n, (h, key, offer) in enumerate(ranked[:int(limit)], start=1):  # only the listed ones are shown
         cumulative += h
         if needed is None and cumulative >= hours:
             needed = n
