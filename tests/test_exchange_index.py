@@ -221,6 +221,18 @@ def test_search_ranks_by_free_hours_in_the_window_and_says_which_hours() -> None
                   STALE)["enough"] is False
 
 
+def test_search_leaves_out_an_offer_its_plant_stopped_refreshing() -> None:
+    """Test that an offer made longer ago than the bound is not searched (its plant's feed is not
+    reaching the exchange), while one whose machine is merely quiet on a blind source is."""
+    index = Index(PREFIX)
+    old = NOW - dt.timedelta(seconds=STALE + 1)
+    index.apply(f"{PREFIX}/p/gone", payload(offer("p", "gone", NOW, updated=old)), NOW_NS)
+    index.apply(f"{PREFIX}/p/quiet", payload(offer("p", "quiet", NOW, heard=NOW - dt.timedelta(hours=3),
+                                                   silence=())), NOW_NS)
+    result = search(index, parse_query("hours=1", ("hours",)), NOW_NS, STALE)
+    assert [(m["machine"], m["free_now"]) for m in result["machines"]] == [("quiet", False)]
+
+
 @pytest.mark.parametrize("raw", ["", "hours=0", "hours=-1", "hours=5&within_days=8", "hours=x",
                                  "hours=5&free_now=true", "hours=5&limit=1.5", "hours=5&limit=0"])
 def test_a_bad_search_is_refused(raw: str) -> None:

@@ -235,7 +235,9 @@ SEARCH_PARAMS = ("hours", "within_days", "limit")
 
 def search(index: Index, query: Query, now_ns: int, stale_after_s: float) -> dict[str, Any]:
     """Who can give ``hours`` machine-hours within ``within_days`` (at most 7: the forecast's
-    reach): the matching machines of plants not offline, with expected free hours in the window,
+    reach): the matching machines of plants not offline whose record is fresher than the bound (a
+    machine merely quiet on a blind source stays: its plant's forecast is current), with expected
+    free hours in the window,
     most first; ``cumulative_free_hours`` says how far down the list the demand is met."""
     if query.free_now is not None:
         raise QueryError("free_now: not a search filter (the search is about the window ahead)")
@@ -249,6 +251,8 @@ def search(index: Index, query: Query, now_ns: int, stale_after_s: float) -> dic
     for key, offer in index.offers.items():
         if index.plant_online(key[0]) is False:
             continue  # its offers are no longer kept up: nothing to promise from them
+        if now_ns - offer.updated_ns > stale_after_s * NS_PER_S:
+            continue  # nor are these (the plant stopped refreshing it; a will may not have reached us)
         if matches(offer.record, query):
             h = free_hours(offer, now_ns, end_ns)
             if h > 0:
