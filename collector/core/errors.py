@@ -11,7 +11,6 @@ traceback (``collector.engine``).
     │   └── UntrustedServerCertificate
     ├── BadInputError (ValueError)   one message that cannot be decoded: counted, dropped
     │   ├── PathError                a JSON path that is not valid JMESPath
-    │   ├── SparkplugError           a Sparkplug B payload that cannot be decoded
     │   ├── AddressError             an OPC UA node address that does not parse
     │   └── FilterError              a capacity API filter it cannot use (answered 400)
     ├── WriteError                   InfluxDB refused a write or could not be reached
