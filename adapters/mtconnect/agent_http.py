@@ -15,9 +15,10 @@ The agent's buffer is kept like a persistent MQTT session: after each commit the
 stores (instanceId, nextSequence) in the data dir, so a reconnect or a collector restart goes
 on from there and reads what the agent kept meanwhile (``redelivers``). The session rules:
 
-- instanceId changed (the agent restarted, its buffer is gone): probe again, read /current,
-  go on from its nextSequence. After a stored session of an older instance, the machines are
-  offline from the last answer of that instance (what they did in between is not known).
+- instanceId changed (the agent restarted, its buffer is gone): probe again and read the new
+  instance from its oldest observation on (as after a gap, uncounted), so every change since
+  its start that it still holds is read. After a stored session of an older instance (a
+  collector restart), the machines are offline from the last answer of that instance on.
 - ``from`` older than firstSequence (the agent's buffer went round: OUT_OF_RANGE): counted as
   bad input ``sequence_gap`` and logged; the state at firstSequence (``/current?at=``) and the
   samples after it are read, so nothing the agent still has is lost. An agent that refuses
@@ -86,10 +87,12 @@ class MtConnectHttpAdapter:
                 log.info("source %s: resuming agent instance %s at sequence %d", self.config.id, self.instance,
                          self.next)
             else:
-                if isinstance(heard, int):
+                if isinstance(heard, int):  # a session of an instance that is gone: read the new one whole
                     events.append(Connectivity(self.config.id, False, heard,
                                                "agent restarted (new instanceId): its history meanwhile is gone"))
-                events += await self._current(floor_ns=opened)
+                    events += await self._from_oldest()
+                else:  # the first start: how things stand now (what came before is not ours)
+                    events += await self._current(floor_ns=opened)
         except BaseException:
             await self._close()
             raise
@@ -122,7 +125,9 @@ class MtConnectHttpAdapter:
                 self.restarts += 1
                 log.warning("source %s: the agent restarted (instanceId changed); probing it again", self.config.id)
                 self.decoder.restarted()
-                events, more = await self._probe() + await self._current(), False
+                events = await self._probe()
+                events += await self._from_oldest()
+                more = True
             if events:
                 yield self._batch(events)
             if not more:
@@ -145,14 +150,20 @@ class MtConnectHttpAdapter:
         return events, doc.header.last is not None and self.next <= doc.header.last
 
     async def _gap(self, message: str) -> list[Event]:
-        """``from`` fell out of the agent's buffer: the state at its oldest observation, then on."""
+        """``from`` fell out of the agent's buffer: counted, then on from the oldest it has."""
         self.gaps += 1
         self.context.bad_input.report(self.config.id, "sequence_gap", (
             f"sequence {self.next} is no longer in the agent's buffer ({message}); reading on from the oldest "
             "it still has (raise the agent's BufferSize or lower `interval`)"))
+        return await self._from_oldest()
+
+    async def _from_oldest(self) -> list[Event]:
+        """The state at the oldest observation the agent has (``/current?at=firstSequence``), then
+        the samples after it: nothing the agent still holds is skipped. An agent that refuses
+        ``at`` gives its /current, and the changes between are lost (logged)."""
         now = await self._get("/current")
         if not isinstance(now, Streams):
-            raise SourceError(f"{self.url}/current: no MTConnectStreams after a sequence gap")
+            raise SourceError(f"{self.url}/current: not an MTConnectStreams document")
         self._same_instance(now.header.instance_id)
         first = now.header.first
         if first is not None:
