@@ -252,7 +252,7 @@ class MtConnectDecoder:
         if obs.type not in self.types:
             return None, None
         owner = dev.owners.setdefault(obs.type, obs.data_item_id)
-        if owner == obs.data_item_id:
+        if owner == obs.data_item_id and snake(obs.type) not in dev.overrides.values():  # not if configured
             return snake(obs.type), value
         return f"{snake(obs.type)}_{_UNSAFE.sub('_', obs.data_item_id)}", value
 

@@ -136,7 +136,7 @@ def _parse_xml(body: bytes) -> Document:
         raise DocumentError("xml_dtd", "a document with a DTD or entity declarations (never sent by an agent)")
     try:
         root = ET.fromstring(body)
-    except ET.ParseError as exc:
+    except (ET.ParseError, LookupError, ValueError) as exc:  # LookupError: an unknown declared encoding
         raise DocumentError("malformed_xml", f"XML: {exc}") from exc
     kind = _local(root.tag)
     header_el = next((c for c in root if _local(c.tag) == "Header"), None)
