@@ -52,8 +52,9 @@ log = logging.getLogger(__name__)
 SESSION_FILE = "mtconnect-session.json"
 
 
-class _Restarted(Exception):
-    """The agent answered with another instanceId."""
+class _Restarted(SourceError):
+    """The agent answered with another instanceId (caught by the adapter: probed again; were it ever
+    to escape, the supervisor would reconnect, which reads the new instance all the same)."""
 
 
 class MtConnectHttpAdapter:

@@ -56,7 +56,7 @@ class MtConnectSource(SourceConfig):
                                "across agents) or `{name}` (unique within one agent), with any fixed text around them."),
         examples=["cell-a-{name}"])
     types: list[str] = Field(
-        default_factory=lambda: list(STATE_TYPES),
+        STATE_TYPES,
         description=("Data item types read as signals, each named in snake case (`EXECUTION` -> `execution`); every "
                      "Condition is read into one signal `condition` (the worst active level). Add e.g. `PART_COUNT` or "
                      "`SPINDLE_SPEED` for rules of your own."))
