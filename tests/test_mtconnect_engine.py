@@ -159,6 +159,47 @@ async def test_http_agent_outage_within_the_hold_is_filled_from_its_buffer(influ
     assert got[:3] == ms([(0, "idle"), (1000, "busy"), (1500, "idle")])
 
 
+async def test_http_collector_restart_reads_what_the_agent_kept_meanwhile(influxd: InfluxD, tmp_path: Path) -> None:
+    """Test that a collector stopped and started again goes on from the stored session: the changes
+    the agent took while the collector was away land at their own times (after the stop's offline)."""
+    agent = MtConnectAgent([vmc()])
+    with agent.serving() as url:
+        text = config(tmp_path, influxd, {"url": url, "interval": 0.1})
+        async with collector(text):
+            t0 = soon()
+            agent.script([("vmc_avail", "AVAILABLE", t0), ("vmc_exec", "READY", t0)])
+            await settled(influxd, t0, ms([(0, "idle")]))
+            await until(lambda: time.time_ns() > t0 + 100 * MS, 5, "the idle stamp in the past")
+        stopped = time.time_ns()
+        away = (stopped // MS + 300) * MS
+        agent.script([("vmc_exec", "ACTIVE", away), ("vmc_exec", "READY", away + 500 * MS)])
+        async with collector(text):
+            got = await settled(influxd, t0, ms([(0, "idle"), (0, "offline"), (0, "busy"), (0, "idle")]))
+    assert [s for _, s in got[:4]] == ["idle", "offline", "busy", "idle"]
+    assert t0 + got[1][0] >= stopped - 1000 * MS and [t0 + t for t, _ in got[2:4]] == [away, away + 500 * MS]
+    second = agent.requests.index("/probe", 1)
+    assert agent.requests[second + 1] == "/sample?from=10&count=1000"  # resumed where the last commit was, no /current
+
+
+async def test_http_agent_gone_past_the_hold_is_offline_from_the_loss(influxd: InfluxD, tmp_path: Path,
+                                                                      monkeypatch: pytest.MonkeyPatch) -> None:
+    """Test that an agent that stays unreachable past the engine's hold takes its machines offline
+    from the moment it was lost, with the reason saying so."""
+    monkeypatch.setattr("collector.engine.HOLD_MAX_S", 0.5)
+    agent = MtConnectAgent([vmc()])
+    with agent.serving() as url:
+        async with collector(config(tmp_path, influxd, {"url": url, "interval": 0.1, "timeout": 1})):
+            t0 = soon()
+            agent.script([("vmc_avail", "AVAILABLE", t0), ("vmc_exec", "ACTIVE", t0)])
+            await settled(influxd, t0, ms([(0, "busy")]))
+            await until(lambda: time.time_ns() > t0 + 100 * MS, 5, "the busy stamp in the past")
+            lost = time.time_ns()
+            agent.stop()
+            await settled(influxd, t0, ms([(0, "busy"), (0, "offline")]))
+    row = influxd.rows(f"SELECT state, reason FROM machine_state WHERE machine = '{MACHINE}' AND time > {t0}", DB)[0]
+    assert row["state"] == "offline" and "unreachable" in row["reason"] and row["time"] >= lost
+
+
 # -- MQTT: cppagent's MQTT sink (documents, JSON version 2), through mosquitto ----------------------
 
 async def test_mqtt_documents_and_last_will_land_as_the_state_history(mosquitto: Mosquitto, influxd: InfluxD,
