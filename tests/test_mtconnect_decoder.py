@@ -44,6 +44,19 @@ def test_probe_announces_every_device_but_the_agent() -> None:
     assert [f.machine for f in named if isinstance(f, MachineFound)] == ["cell-Lathe-2"]
 
 
+def test_the_agents_own_device_is_no_machine() -> None:
+    """Test that the Agent device (cppagent 2.x streams its availability like a device's) is no machine."""
+    agent = MtConnectAgent([vmc()])
+    d = decoder()
+    d.devices(parse(xml(agent, "/probe")))  # type: ignore[arg-type]
+    stream = ('<MTConnectStreams xmlns="urn:mtconnect.org:MTConnectStreams:2.0"><Header instanceId="1" '
+              'nextSequence="3" firstSequence="1" lastSequence="2"/><Streams>'
+              '<DeviceStream name="Agent" uuid="test-agent-uuid"><ComponentStream component="Agent" componentId="a">'
+              '<Events><Availability dataItemId="agent_avail" sequence="2" timestamp="2027-01-15T08:00:00Z">'
+              "AVAILABLE</Availability></Events></ComponentStream></DeviceStream></Streams></MTConnectStreams>")
+    assert d.streams(parse(stream.encode())) == []  # type: ignore[arg-type]
+
+
 def test_samples_come_out_in_sequence_order_at_source_time() -> None:
     """Test that a document grouped by component and category yields readings in sequence order,
     stamped with the observations' own times to the microsecond, UNAVAILABLE passed as it is."""

@@ -108,6 +108,7 @@ class MtConnectDecoder:
         """A probe: every matching device becomes a machine; data items in probe order decide
         which of several of one type is the signal."""
         events: list[Event] = []
+        self.ignored.update(doc.agents)  # the agent's own device streams its availability too: no machine
         for device in doc.devices:
             dev = self._device(device.uuid, device.name, events)
             if dev is None:

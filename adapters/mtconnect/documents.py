@@ -79,6 +79,7 @@ class Observation:
 class Devices:
     header: Header
     devices: list[Device]
+    agents: list[str] = field(default_factory=list)  # uuids of the agents' own devices (never machines)
 
 
 @dataclass(frozen=True, slots=True)
@@ -157,7 +158,8 @@ def _parse_xml(body: bytes) -> Document:
     if kind == "MTConnectStreams":
         return Streams(header, _sorted(_xml_observations(root)))
     if kind == "MTConnectDevices":
-        return Devices(header, [_xml_device(d) for d in root.iter() if _local(d.tag) == "Device"])
+        return Devices(header, [_xml_device(d) for d in root.iter() if _local(d.tag) == "Device"],
+                       [a.get("uuid", "") for a in root.iter() if _local(a.tag) == "Agent"])
     raise DocumentError("malformed_document", f"unexpected document {kind[:60]!r}")
 
 
@@ -215,7 +217,8 @@ def _parse_json(body: bytes) -> Document:
         if "MTConnectDevices" in doc:
             root = doc["MTConnectDevices"]
             devices = [_json_device(d) for d in _entries(root.get("Devices"), "Device")]
-            return Devices(_json_header(root["Header"]), devices)
+            agents = [str(a.get("uuid", "")) for _, a in _entries(root.get("Devices"), "Agent")]
+            return Devices(_json_header(root["Header"]), devices, agents)
         if "MTConnectError" in doc:
             root = doc["MTConnectError"]
             header = _json_header(root["Header"]) if "Header" in root else None
