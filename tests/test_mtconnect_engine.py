@@ -161,24 +161,27 @@ async def test_http_agent_outage_within_the_hold_is_filled_from_its_buffer(influ
 
 async def test_http_collector_restart_reads_what_the_agent_kept_meanwhile(influxd: InfluxD, tmp_path: Path) -> None:
     """Test that a collector stopped and started again goes on from the stored session: the changes
-    the agent took while the collector was away land at their own times (after the stop's offline)."""
+    the agent took while the collector was away land at their own times (after the stop's offline),
+    weighed against the alarms still active (a warning does not end a fault)."""
     agent = MtConnectAgent([vmc()])
     with agent.serving() as url:
         text = config(tmp_path, influxd, {"url": url, "interval": 0.1})
         async with collector(text):
             t0 = soon()
             agent.script([("vmc_avail", "AVAILABLE", t0), ("vmc_exec", "READY", t0)])
-            await settled(influxd, t0, ms([(0, "idle")]))
-            await until(lambda: time.time_ns() > t0 + 100 * MS, 5, "the idle stamp in the past")
+            agent.set("vmc_system", "FAULT", t0 + 100 * MS, code="E1")
+            await settled(influxd, t0, ms([(0, "idle"), (100, "down")]))
+            await until(lambda: time.time_ns() > t0 + 200 * MS, 5, "the fault's stamp in the past")
         stopped = time.time_ns()
         away = (stopped // MS + 300) * MS
-        agent.script([("vmc_exec", "ACTIVE", away), ("vmc_exec", "READY", away + 500 * MS)])
+        agent.set("vmc_system", "WARNING", away, code="W2")
+        agent.set("vmc_system", "NORMAL", away + 500 * MS, code="E1")
         async with collector(text):
-            got = await settled(influxd, t0, ms([(0, "idle"), (0, "offline"), (0, "busy"), (0, "idle")]))
-    assert [s for _, s in got[:4]] == ["idle", "offline", "busy", "idle"]
-    assert t0 + got[1][0] >= stopped - 1000 * MS and [t0 + t for t, _ in got[2:4]] == [away, away + 500 * MS]
+            got = await settled(influxd, t0, ms([(0, "idle"), (0, "down"), (0, "offline"), (0, "down"), (0, "idle")]))
+    assert [s for _, s in got[:5]] == ["idle", "down", "offline", "down", "idle"]
+    assert t0 + got[2][0] >= stopped - 1000 * MS and [t0 + t for t, _ in got[3:5]] == [away, away + 500 * MS]
     second = agent.requests.index("/probe", 1)
-    assert agent.requests[second + 1] == "/sample?from=10&count=1000"  # resumed where the last commit was, no /current
+    assert agent.requests[second + 1:second + 3] == ["/current?at=10", "/sample?from=11&count=1000"]  # resumed
 
 
 async def test_http_agent_gone_past_the_hold_is_offline_from_the_loss(influxd: InfluxD, tmp_path: Path,

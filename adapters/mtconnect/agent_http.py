@@ -85,6 +85,7 @@ class MtConnectHttpAdapter:
             if stored is not None and stored.get("instance") == self.instance and isinstance(resume, int):
                 self.next = resume
                 self._catching_up = True  # what the agent kept while we were away comes first
+                await self._seed()
                 log.info("source %s: resuming agent instance %s at sequence %d", self.config.id, self.instance,
                          self.next)
             else:
@@ -176,6 +177,17 @@ class MtConnectHttpAdapter:
         if now.header.next is not None:
             self.next = now.header.next
         return self.decoder.streams(now, snapshot=True)
+
+    async def _seed(self) -> None:
+        """A resumed session: the decoder learns the active alarms as they stood at the stored
+        position (``/current?at=``), without handing anything over (the trackers have those
+        values), so a new alarm is weighed against the ones still active. Past the buffer, the
+        sample that follows is a gap, and the gap's snapshot does it."""
+        if self.next < 2:
+            return
+        doc = await self._get(f"/current?at={self.next - 1}")
+        if isinstance(doc, Streams) and doc.header.instance_id == self.instance:
+            self.decoder.streams(doc, snapshot=True)
 
     async def _probe(self) -> list[Event]:
         doc = await self._get("/probe")
