@@ -243,6 +243,33 @@ async def test_mqtt_documents_and_last_will_land_as_the_state_history(mosquitto:
         pub.close()
 
 
+async def test_mqtt_entity_topics_land_as_the_state_history(mosquitto: Mosquitto, influxd: InfluxD,
+                                                            tmp_path: Path) -> None:
+    """Test the scripted cycle published one observation per topic, as cppagent's MqttEntitySink
+    does (no documents, no probe): the same history, the machine named by its uuid."""
+    agent = MtConnectAgent([vmc()])
+    device = agent.devices[0]
+    pub = Publisher(mosquitto)
+    try:
+        source = {"transport": "mqtt", "mqtt": {"host": mosquitto.host, "port": mosquitto.port,
+                                                "client_id": "collector-mtc-entity"}}
+        loaded = config(tmp_path, influxd, source)
+        pub.publish("MTConnect/Probe/Agent_test-agent-uuid/Availability", "AVAILABLE", retain=True)
+        first = agent.buffer[0]  # the device's first UNAVAILABLE: announces it before the engine waits for it
+        pub.publish(f"MTConnect/Devices/{device.uuid}/Observations/{first.item.id}", agent.entity_json(first),
+                    retain=True)
+        async with collector(loaded):
+            t0 = soon()
+            start = agent.next_seq
+            agent.script([(item, value, t0 + off * MS) for off, item, value in CYCLE])
+            for o in agent.sample_since(start)[0]:
+                pub.publish(f"MTConnect/Devices/{device.uuid}/Observations/{o.item.id}", agent.entity_json(o))
+            got = await settled(influxd, t0, ms(CYCLE_STATES))
+    finally:
+        pub.close()
+    assert got[:len(CYCLE_STATES)] == ms(CYCLE_STATES)
+
+
 def test_config_needs_the_transport_it_names() -> None:
     """Test that `transport: http` without `url` and a machine_id without a device field are refused."""
     from adapters.mtconnect.config import MtConnectSource
