@@ -261,14 +261,16 @@ class MtConnectDecoder:
 
     def _device(self, uuid: str, name: str, events: list[Event]) -> _Device | None:
         """The device of an observation or probe, announced as a machine the first time."""
+        if not uuid:
+            if name in self.by_name:
+                return self.by_uuid.get(self.by_name[name])
+            uuid = name  # old agents' devices may lack a uuid: the name (unique within the agent) stands in
         dev = self.by_uuid.get(uuid)
         if dev is not None:
             if name and not dev.name:
                 dev.name = name
             return dev
-        if not uuid and name in self.by_name:
-            return self.by_uuid.get(self.by_name[name])
-        key = uuid or name
+        key = uuid
         if key in self.ignored:
             return None
         patterns = self.config.devices
@@ -280,7 +282,7 @@ class MtConnectDecoder:
                                           f"machine_id {self.config.machine_id!r} needs it")
             return None
         if not uuid:
-            self.report("malformed_document", f"device {name!r} without a uuid")
+            self.report("malformed_document", "a device with neither uuid nor name")
             return None
         machine = self.config.machine_id.replace("{uuid}", uuid).replace("{name}", name)
         if machine not in self.known:
