@@ -270,6 +270,20 @@ async def test_mqtt_entity_topics_land_as_the_state_history(mosquitto: Mosquitto
     assert got[:len(CYCLE_STATES)] == ms(CYCLE_STATES)
 
 
+def test_readme_example_is_valid_config(monkeypatch: pytest.MonkeyPatch) -> None:
+    """Test that the YAML example in adapters/mtconnect/README.md loads as config (with a site added)."""
+    import re
+
+    from adapters.mtconnect.config import MtConnectSource
+
+    monkeypatch.setenv("MQTT_PASSWORD", "from-the-environment")
+    readme = (Path(__file__).resolve().parent.parent / "adapters" / "mtconnect" / "README.md").read_text()
+    blocks = re.findall(r"```yaml\n(.*?)```", readme, re.S)
+    assert len(blocks) == 1
+    loaded = load_config_text("site: {plant: p}\n" + blocks[0], "README.md")
+    assert [s.transport for s in loaded.config.sources if isinstance(s, MtConnectSource)] == ["http", "mqtt"]
+
+
 def test_config_needs_the_transport_it_names() -> None:
     """Test that `transport: http` without `url` and a machine_id without a device field are refused."""
     from adapters.mtconnect.config import MtConnectSource
