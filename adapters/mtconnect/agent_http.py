@@ -147,9 +147,12 @@ class MtConnectHttpAdapter:
             return [], False  # counted by the decoder; asked again after the interval
         self._same_instance(doc.header.instance_id)
         events = self.decoder.streams(doc)
+        before = self.next
         if doc.header.next is not None:
             self.next = doc.header.next
-        return events, doc.header.last is not None and self.next <= doc.header.last
+        # More is waiting when the agent holds sequences past the answer; an answer that did not
+        # move on (an agent's bug) waits for the interval all the same rather than ask at once again.
+        return events, doc.header.last is not None and before < self.next <= doc.header.last
 
     async def _gap(self, message: str) -> list[Event]:
         """``from`` fell out of the agent's buffer: counted, then on from the oldest it has."""
