@@ -3,12 +3,15 @@
 from __future__ import annotations
 
 import json
+from pathlib import Path
 from typing import Any
 
+import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from adapters.base import BoundMachine
+from adapters.base import AdapterContext, BoundMachine, SourceError
+from adapters.mtconnect.agent_http import MtConnectHttpAdapter
 from adapters.mtconnect.config import MtConnectSource
 from adapters.mtconnect.decoder import MtConnectDecoder
 from adapters.mtconnect.documents import Devices, Streams, parse, parse_time
@@ -207,3 +210,30 @@ def test_any_mqtt_message_never_raises(messages: list[tuple[str, bytes]]) -> Non
     d = decoder(transport="mqtt", url=None, mqtt={"host": "b"})
     for topic, payload in messages:
         d.feed_mqtt(topic, payload, T)
+
+
+# -- the HTTP adapter on its own (no engine): what it hands over ------------------------------------
+
+async def test_http_adapter_without_current_at_falls_back_to_current(tmp_path: Path) -> None:
+    """Test that after a gap an agent refusing `/current?at=` is read from its /current (the gap
+    counted once), and that an agent that is not there fails the open with SourceError."""
+    agent = MtConnectAgent([vmc()], buffer_size=8)
+    agent.supports_at = False
+    bad = BadInput()
+    with agent.serving() as url:
+        source = MtConnectSource.model_validate({"id": "s", "type": "mtconnect", "url": url, "interval": 0.05})
+        adapter = MtConnectHttpAdapter(source, [], AdapterContext(tmp_path, bad))
+        readings: list[Reading] = []
+        async with adapter:  # probed, /current read; then 20 changes: its next `from` is gone
+            first = agent.script([("vmc_exec", "ACTIVE" if i % 2 else "READY", T + i * 1000) for i in range(20)])[0]
+            async for batch in adapter:
+                readings += [e for e in batch.events if isinstance(e, Reading)]
+                if bad.counts[("s", "sequence_gap")]:
+                    break
+    assert bad.counts[("s", "sequence_gap")] == 1
+    assert f"/current?at={first + 20 - 8}" in agent.requests  # asked, refused
+    assert readings[-1].signal == "execution" and readings[-1].value == "ACTIVE"
+    assert readings[-1].ts_ns == T + 19_000  # the /current's value, at its own time
+    with pytest.raises(SourceError, match="unreachable"):
+        async with MtConnectHttpAdapter(source, [], AdapterContext(tmp_path, bad)):
+            pass
