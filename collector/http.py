@@ -1,21 +1,27 @@
-"""The small status HTTP server: /healthz, /readyz, /metrics (Prometheus text) and
-/api/v1/machines (JSON). Plain asyncio streams: four read-only GET routes do not justify a
-web framework on a small gateway."""
+"""The collector's HTTP routes, in one table: status (/healthz, /readyz, /metrics), the operator
+API (/api/v1/machines, POST /api/v1/reload), and the capacity page and API
+(collector.capacity.api). Starlette routes handlers a few lines each; bearer auth for /api/* is
+one middleware; the server and its limits are in collector.httpserver."""
 
 from __future__ import annotations
 
-import asyncio
 import contextlib
 import hmac
-import json
 import logging
-import urllib.parse
 from collections.abc import AsyncIterator, Awaitable, Callable
 from typing import TYPE_CHECKING, Any
+
+from starlette.applications import Starlette
+from starlette.middleware import Middleware
+from starlette.middleware.base import BaseHTTPMiddleware, RequestResponseEndpoint
+from starlette.requests import Request
+from starlette.responses import JSONResponse, PlainTextResponse, Response
+from starlette.routing import Route
 
 from collector.capacity import api as capacity_api
 from collector.core.figures import availability, idle_hours, utilization
 from collector.core.model import NS_PER_S, State
+from collector.httpserver import serve
 from collector.metrics import CONTENT_TYPE as METRICS_CONTENT_TYPE
 from collector.metrics import metrics_text
 
@@ -31,6 +37,7 @@ ReloadHook = Callable[[], Awaitable[tuple[bool, list[str]]]]
 # `/api/v1/machines?state=idle&line=turning`: the fields a query may filter on (exact match; a
 # field given several times matches any of its values).
 MACHINE_FILTERS = ("machine", "plant", "line", "cell", "state")
+NOT_FOUND = "not found: try /healthz /readyz /metrics /api/v1/machines /api/v1/machines/{id}\n"
 
 
 def machines_json(engine: Engine) -> list[dict[str, Any]]:
@@ -46,30 +53,12 @@ def machines_json(engine: Engine) -> list[dict[str, Any]]:
     return out
 
 
-def machines_route(engine: Engine, path: str, query: str) -> tuple[str, Any]:
-    """``/api/v1/machines`` (filtered by the query) and ``/api/v1/machines/{id}``: (status, JSON body)."""
-    machines = machines_json(engine)
-    if path != "/api/v1/machines":
-        mid = urllib.parse.unquote(path.removeprefix("/api/v1/machines/"))
-        found = [m for m in machines if m["machine"] == mid]
-        return ("200 OK", found[0]) if found else ("404 Not Found", {"error": f"no machine {mid!r}"})
-    filters = urllib.parse.parse_qs(query, keep_blank_values=True)
-    unknown = sorted(set(filters) - set(MACHINE_FILTERS))
-    if unknown:
-        return "400 Bad Request", {"error": f"unknown filter(s) {', '.join(unknown)}; "
-                                            f"known: {', '.join(MACHINE_FILTERS)}"}
-    return "200 OK", [m for m in machines if all(m[k] in values for k, values in filters.items())]
-
-
-async def _reload_route(method: str, reload: ReloadHook | None) -> tuple[str, Any]:
-    if reload is None:
-        return "404 Not Found", {"error": "reload is not available here"}
-    if method != "POST":
-        return "405 Method Not Allowed", {"error": "use POST"}
-    taken, lines = await reload()
-    if taken:
-        return "200 OK", {"reloaded": True, "changes": lines}
-    return "422 Unprocessable Entity", {"reloaded": False, "errors": lines}
+def readiness(engine: Engine) -> tuple[int, str]:
+    """``/readyz``: ready once every source is connected."""
+    down = [s for s, up in engine.stats.source_online.items() if not up]
+    if down or not engine.stats.source_online:
+        return 503, f"sources not connected: {', '.join(down) or 'none yet'}\n"
+    return 200, "ok\n"
 
 
 def authorized(settings: HttpSettings, authorization: str | None) -> bool:
@@ -82,70 +71,82 @@ def authorized(settings: HttpSettings, authorization: str | None) -> bool:
     return scheme.lower() == "bearer" and hmac.compare_digest(given.strip().encode(), expected.encode())
 
 
-async def _handle(engine: Engine, settings: HttpSettings, capacity: Capacity | None,
-                  reader: asyncio.StreamReader, writer: asyncio.StreamWriter,
-                  reload: ReloadHook | None = None) -> None:
-    try:
-        request = await asyncio.wait_for(reader.readline(), 5)
-        authorization: str | None = None
-        while (line := await asyncio.wait_for(reader.readline(), 5)) not in (b"\r\n", b"\n", b""):
-            name, _, value = line.decode("latin-1").partition(":")
-            if name.strip().lower() == "authorization":  # the only header a route needs
-                authorization = value.strip()
-        parts = request.decode("latin-1").split()
-        path = parts[1].split("?")[0] if len(parts) >= 2 else ""
-        query = parts[1].partition("?")[2] if len(parts) >= 2 else ""
-        status, ctype, body = "200 OK", "text/plain; charset=utf-8", b"ok\n"
-        extra: dict[str, str] = {}
-        if path.startswith("/api/") and not authorized(settings, authorization):
-            status, body = "401 Unauthorized", b"a bearer token is required\n"
-            extra = {"WWW-Authenticate": 'Bearer realm="collector"'}
-        elif capacity is not None and capacity_api.handles(path):
-            status, ctype, body, extra = capacity_api.respond(capacity, parts[0], parts[1],
-                                                              token=settings.token is not None)
-        elif path == "/healthz":
-            pass
-        elif path == "/readyz":
-            down = [s for s, up in engine.stats.source_online.items() if not up]
-            if down or not engine.stats.source_online:
-                status = "503 Service Unavailable"
-                body = f"sources not connected: {', '.join(down) or 'none yet'}\n".encode()
-        elif path == "/metrics":
-            ctype, body = METRICS_CONTENT_TYPE, metrics_text(engine)
-        elif path == "/api/v1/machines" or path.startswith("/api/v1/machines/"):
-            status, doc = machines_route(engine, path, query)
-            ctype, body = "application/json", json.dumps(doc).encode()
-        elif path == "/api/v1/reload":
-            status, doc = await _reload_route(parts[0], reload)
-            ctype, body = "application/json", json.dumps(doc).encode()
-        else:
-            status, body = "404 Not Found", (b"not found: try /healthz /readyz /metrics /api/v1/machines "
-                                             b"/api/v1/machines/{id}\n")
-        headers = "".join(f"{k}: {v}\r\n" for k, v in extra.items())
-        head_only = bool(parts) and parts[0] == "HEAD"
-        writer.write(f"HTTP/1.1 {status}\r\nContent-Type: {ctype}\r\nContent-Length: {len(body)}\r\n{headers}"
-                     "Connection: close\r\n\r\n".encode() + (b"" if head_only else body))
-        await writer.drain()
-    except (TimeoutError, ConnectionError):
-        pass
-    finally:
-        writer.close()
+class _BearerAuth(BaseHTTPMiddleware):
+    """Every /api/* request needs the bearer token when ``http.token`` is set."""
+
+    def __init__(self, app: Any, settings: HttpSettings) -> None:
+        super().__init__(app)
+        self.settings = settings
+
+    async def dispatch(self, request: Request, call_next: RequestResponseEndpoint) -> Response:
+        if request.url.path.startswith("/api/") and not authorized(self.settings, request.headers.get("authorization")):
+            return PlainTextResponse("a bearer token is required\n", 401,
+                                     headers={"WWW-Authenticate": 'Bearer realm="collector"'})
+        return await call_next(request)
+
+
+def app(engine: Engine, settings: HttpSettings, *, reload: ReloadHook | None = None,
+        capacity: Capacity | None = None) -> Starlette:
+    """The route table. ``reload`` serves ``POST /api/v1/reload``; ``capacity`` the capacity
+    page and API."""
+
+    async def healthz(_: Request) -> Response:
+        return PlainTextResponse("ok\n")
+
+    async def readyz(_: Request) -> Response:
+        status, text = readiness(engine)
+        return PlainTextResponse(text, status)
+
+    async def metrics(_: Request) -> Response:
+        return Response(metrics_text(engine), media_type=METRICS_CONTENT_TYPE)
+
+    async def machines(request: Request) -> Response:
+        unknown = sorted(set(request.query_params) - set(MACHINE_FILTERS))
+        if unknown:
+            return JSONResponse({"error": f"unknown filter(s) {', '.join(unknown)}; "
+                                          f"known: {', '.join(MACHINE_FILTERS)}"}, 400)
+        filters = {k: request.query_params.getlist(k) for k in request.query_params}
+        return JSONResponse([m for m in machines_json(engine) if all(m[k] in v for k, v in filters.items())])
+
+    async def machine(request: Request) -> Response:
+        mid = request.path_params["machine"]
+        found = [m for m in machines_json(engine) if m["machine"] == mid]
+        return JSONResponse(found[0]) if found else JSONResponse({"error": f"no machine {mid!r}"}, 404)
+
+    async def reloaded(_: Request) -> Response:
+        assert reload is not None
+        taken, lines = await reload()
+        if taken:
+            return JSONResponse({"reloaded": True, "changes": lines})
+        return JSONResponse({"reloaded": False, "errors": lines}, 422)
+
+    routes = [
+        Route("/healthz", healthz),
+        Route("/readyz", readyz),
+        Route("/metrics", metrics),
+        Route("/api/v1/machines", machines),
+        Route("/api/v1/machines/{machine:path}", machine),
+    ]
+    if reload is not None:
+        routes.append(Route("/api/v1/reload", reloaded, methods=["POST"]))
+    if capacity is not None:
+        routes += capacity_api.routes(capacity, token=settings.token is not None)
+
+    async def not_found(_: Request, __: Exception) -> Response:
+        return PlainTextResponse(NOT_FOUND, 404)
+
+    return Starlette(routes=routes, middleware=[Middleware(_BearerAuth, settings=settings)],
+                     exception_handlers={404: not_found})
 
 
 @contextlib.asynccontextmanager
 async def serve_status(engine: Engine, settings: HttpSettings, *, reload: ReloadHook | None = None,
                        capacity: Capacity | None = None) -> AsyncIterator[int | None]:
-    """Serve while the block runs; yields the bound port (None when disabled). ``reload``
-    serves ``POST /api/v1/reload``; ``capacity`` the capacity page and API (collector.capacity.api)."""
+    """Serve while the block runs; yields the bound port (None when disabled)."""
     if not settings.enabled:
         yield None
         return
-    server = await asyncio.start_server(lambda r, w: _handle(engine, settings, capacity, r, w, reload),
-                                        settings.host, settings.port)
-    port: int = server.sockets[0].getsockname()[1]
-    log.info("status HTTP on http://%s:%d (/healthz /readyz /metrics /api/v1/machines)", settings.host, port)
-    try:
+    async with serve(app(engine, settings, reload=reload, capacity=capacity), settings.host, settings.port) as port:
+        log.info("HTTP on http://%s:%d (/healthz /readyz /metrics /api/v1/machines%s)", settings.host, port,
+                 " /capacity /api/v1/capacity" if capacity is not None else "")
         yield port
-    finally:
-        server.close()
-        await server.wait_closed()
