@@ -1,5 +1,5 @@
 """``collector exchange``: subscribe to every plant's offers on the platform's broker and serve
-them (uvicorn running the Starlette app, limits set on the server)."""
+them (the Starlette app on the collector's HTTP server, uvicorn with its limits set)."""
 
 from __future__ import annotations
 
@@ -55,8 +55,6 @@ def register(sub: argparse._SubParsersAction) -> None:  # type: ignore[type-arg]
     ex.add_argument("--stale-after", type=_duration, default=600.0, metavar="DURATION",
                     help="an offer made longer ago than this is never free now (default: 10m; the feed "
                          "republishes every 2m by default)")
-    ex.add_argument("--max-connections", type=int, default=200,
-                    help="HTTP connections and requests at once; more get 503 (default: 200)")
     ex.set_defaults(func=cmd_exchange)
 
 
@@ -69,31 +67,32 @@ def cmd_exchange(args: argparse.Namespace) -> int:
     settings = BrokerSettings(host=args.broker[0], port=args.broker[1], prefix=args.prefix.strip("/"),
                               username=args.username, password=password, ca_file=args.ca_file,
                               cert_file=args.cert_file, key_file=args.key_file, protocol=args.mqtt_protocol)
-    asyncio.run(serve(settings, args.listen, args.stale_after, args.max_connections))
+    asyncio.run(serve(settings, args.listen, args.stale_after))
     return 0
 
 
-async def serve(settings: BrokerSettings, listen: tuple[str, int], stale_after_s: float, max_connections: int) -> None:
-    import uvicorn
+async def serve(settings: BrokerSettings, listen: tuple[str, int], stale_after_s: float) -> None:
+    """Until SIGINT or SIGTERM: the subscriber feeding the index, and the app on the collector's own
+    HTTP server (collector/httpserver.py: the same limits on connections, request heads, bodies and
+    the time to send a request as the collector's)."""
+    import signal
 
     from collector.exchange.app import Exchange, build_app
     from collector.exchange.index import Index
     from collector.exchange.subscriber import Subscriber
+    from collector.httpserver import serve as serve_http
 
+    loop = asyncio.get_running_loop()
+    stop = asyncio.Event()
+    for sig in (signal.SIGINT, signal.SIGTERM):
+        loop.add_signal_handler(sig, stop.set)
     exchange = Exchange(Index(settings.prefix), stale_after_s)
-    subscriber = Subscriber(exchange, settings, asyncio.get_running_loop())
-    config = uvicorn.Config(
-        build_app(exchange), host=listen[0], port=listen[1], lifespan="off", access_log=False, log_level="warning",
-        http="h11",  # the pure-Python parser, where the size limit below applies (httptools has none)
-        # Limits on the server, not in handlers: beyond max_connections uvicorn answers 503; a request
-        # line and headers larger than 16 KiB are refused by h11; idle keep-alive connections close after 5 s.
-        limit_concurrency=max_connections, h11_max_incomplete_event_size=16 * 1024, timeout_keep_alive=5,
-        timeout_graceful_shutdown=5)
-    server = uvicorn.Server(config)
+    subscriber = Subscriber(exchange, settings, loop)
     subscriber.start()
-    log.info("exchange on http://%s:%d/ (offers from mqtt://%s:%d/%s/+/+)", listen[0], listen[1], settings.host,
-             settings.port, settings.prefix)
     try:
-        await server.serve()  # until SIGINT/SIGTERM (uvicorn's handlers)
+        async with serve_http(build_app(exchange), listen[0], listen[1]) as port:
+            log.info("exchange on http://%s:%d/ (offers from mqtt://%s:%d/%s/+/+)", listen[0], port, settings.host,
+                     settings.port, settings.prefix)
+            await stop.wait()
     finally:
         await asyncio.to_thread(subscriber.stop)
