@@ -21,6 +21,7 @@ CONFIG = Path(__file__).resolve().parent.parent / "config"
     ("mqtt-json-line.yaml", {"status_topic", "stale_after"}),
     ("sparkplug-plant.yaml", {"sparkplug_death"}),
     ("opcua-cnc-cell.yaml", {"opcua_session"}),
+    ("mtconnect-agent.yaml", {"mtconnect_availability"}),
 ])
 def test_the_examples_sources_tell_silence_from_idle(file: str, expected: set[str]) -> None:
     loaded = load_config(CONFIG / file)

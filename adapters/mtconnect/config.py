@@ -73,6 +73,11 @@ class MtConnectSource(SourceConfig):
         self.types = [t.upper() for t in self.types]
         return self
 
+    def silence_detected_by(self) -> tuple[str, ...]:
+        # The agent marks a device's data UNAVAILABLE when it loses the machine, and the agent's own
+        # loss (HTTP unreachable, its MQTT last will) takes the source's machines offline.
+        return ("mtconnect_availability",)
+
     def redelivers(self) -> bool:
         # HTTP: the agent's buffer is the kept session (the next sequence is stored after each
         # commit); MQTT: the broker's persistent session.

@@ -71,8 +71,8 @@ MACHINE: JSON = {
                                               "since it started."},
                 "silence_detected_by": {
                     "type": "array", "uniqueItems": True,
-                    "items": {"enum": ["status_topic", "sparkplug_death", "opcua_session", "simulated",
-                                       "stale_after"]},
+                    "items": {"enum": ["status_topic", "sparkplug_death", "opcua_session", "mtconnect_availability",
+                                       "simulated", "stale_after"]},
                     "description": ("How the collector tells a machine gone silent from an idle one (each takes it "
                                     "offline). Empty: it cannot: an idle machine that stops sending stays idle, so "
                                     "its free capacity is only as good as last_heard is recent."),
