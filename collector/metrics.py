@@ -8,7 +8,7 @@ backslashes, newlines: all legal in an MQTT topic level).
     collector_machines{source}                  machines tracked per source (discovered included)
     collector_events_total                      events the engine processed
     collector_state_changes_total, collector_intervals_total, collector_lines_written_total
-    collector_bad_input_total{source, kind}     bad input per source and kind (see README)
+    collector_bad_input_total{source, kind}     bad input per source and kind (see docs/RELIABILITY.md)
     collector_late_readings_total{why}          readings clamped, out of order or replayed
     collector_commits_total, collector_other_shard_total, collector_adapter_errors_total{source}
     collector_source_up{source}                 1 while the source is connected
