@@ -200,6 +200,11 @@ class OutboxStore:
         old = self.cursor[output]
         if upto <= old:
             return
+        # never past the last row appended: a later row would count as passed before it was read
+        row = self.db.execute("SELECT seq FROM sqlite_sequence WHERE name = 'outbox'").fetchone()
+        upto = min(upto, int(row[0]) if row else 0)
+        if upto <= old:
+            return
         self.db.execute("BEGIN")
         try:
             points, size = self.db.execute(

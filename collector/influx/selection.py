@@ -24,25 +24,53 @@ class Point:
     ts: str
 
 
-def _split(text: str, sep: str, *, quotes: bool = False, limit: int = -1) -> list[str]:
-    """``text`` split at each ``sep`` that is neither escaped nor (with ``quotes``) inside a
-    double-quoted string."""
+def _split(text: str, sep: str, *, limit: int = -1) -> list[str]:
+    """``text`` split at each ``sep`` that is not escaped (at most ``limit`` times)."""
     parts: list[str] = []
-    start, i, quoted, n = 0, 0, False, len(text)
+    start, i, n = 0, 0, len(text)
     while i < n:
         c = text[i]
         if c == "\\":
             i += 2
             continue
-        if quotes and c == '"':
-            quoted = not quoted
-        elif c == sep and not quoted and limit != 0:
+        if c == sep and limit != 0:
             parts.append(text[start:i])
             start = i + 1
             limit -= 1
         i += 1
     parts.append(text[start:])
     return parts
+
+
+def _fields(text: str) -> tuple[list[tuple[str, str]], str] | None:
+    """The fields (unescaped key, ``key=value`` as written) and what follows them (the time).
+    A double quote opens a string only as a value's first character: a key may hold one."""
+    fields: list[tuple[str, str]] = []
+    i, n = 0, len(text)
+    while True:
+        start = i
+        while i < n and text[i] != "=":  # the key
+            i += 2 if text[i] == "\\" else 1
+        if i >= n or i == start:
+            return None
+        key = unescape(text[start:i])
+        i += 1
+        if i < n and text[i] == '"':  # a string value: up to the closing quote
+            i += 1
+            while i < n and text[i] != '"':
+                i += 2 if text[i] == "\\" else 1
+            if i >= n:
+                return None
+            i += 1
+        else:
+            while i < n and text[i] not in ", ":
+                i += 1
+        fields.append((key, text[start:i]))
+        if i >= n:
+            return None  # no time after the fields
+        if text[i] == " ":
+            return fields, text[i + 1:]
+        i += 1  # a comma: the next field
 
 
 def unescape(text: str) -> str:
@@ -61,23 +89,22 @@ def unescape(text: str) -> str:
 
 def parse(line: str) -> Point | None:
     """One line of line protocol, or None when it does not split into head, fields and time."""
-    parts = _split(line, " ", quotes=True)
-    # the head has no quotes, but a quote inside it is escaped: the quoted split is safe
-    if len(parts) != 3 or not parts[0] or not parts[1]:
+    first = _split(line, " ", limit=1)
+    if len(first) != 2 or not first[0]:
         return None
-    head, body, ts = parts
+    head = first[0]
+    read = _fields(first[1])
+    if read is None:
+        return None
+    fields, ts = read
+    if not ts or " " in ts:
+        return None
     tags: dict[str, str] = {}
     for pair in _split(head, ",")[1:]:
         kv = _split(pair, "=", limit=1)
         if len(kv) != 2:
             return None
         tags[unescape(kv[0])] = unescape(kv[1])
-    fields: list[tuple[str, str]] = []
-    for field in _split(body, ",", quotes=True):
-        kv = _split(field, "=", limit=1)
-        if len(kv) != 2 or not kv[0]:
-            return None
-        fields.append((unescape(kv[0]), field))
     return Point(tags, fields, head, ts)
 
 
