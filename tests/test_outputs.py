@@ -252,3 +252,94 @@ def test_a_single_output_file_is_migrated_and_drains_to_every_output(tmp_path: P
         assert store.points == 0
     finally:
         store.close()
+
+
+# -- a reload that makes a machine private ---------------------------------------------------
+
+class FakeWriter:
+    """A stand-in server: refuses while ``down``, records every accepted body."""
+
+    def __init__(self) -> None:
+        self.down = False
+        self.bodies: list[bytes] = []
+
+    async def write(self, body: bytes) -> None:
+        from collector.influx.writers import WriteError
+
+        if self.down:
+            raise WriteError("retry", "down")
+        self.bodies.append(body)
+
+    async def check(self) -> str:
+        return "fake"
+
+    async def close(self) -> None:
+        return None
+
+    def machines(self) -> set[str]:
+        return {parse(line).tags["machine"] for b in self.bodies for line in b.decode().split("\n")}  # type: ignore[union-attr]
+
+
+def reload_plant(path: Path, private: set[str]) -> Path:
+    rows = "\n".join(f"  - {{id: {m}, source: sim, profile: cnc, public: {str(m not in private).lower()}}}"
+                     for m in ("a", "b"))
+    path.write_text(f"""
+site: {{plant: p}}
+sources:
+  - {{id: sim, type: simulate, seed: 3, publish_every: 100ms, speed: 0.01}}
+profiles:
+  cnc:
+    signals: {{execution: execution, alarm: alarm}}
+    rules:
+      - {{state: down, when: "alarm"}}
+      - {{state: busy, when: "execution == 'ACTIVE'"}}
+      - {{state: idle}}
+machines:
+{rows}
+tracker: {{interval: 1s}}
+outputs:
+  - {{name: plant, url: "http://127.0.0.1:1", api: v1, database: d}}
+  - {{name: platform, url: "http://127.0.0.1:1", api: victoriametrics, machines: {{public: true}}}}
+outbox: {{path: {path.parent / "outbox.sqlite"}, flush_interval: 0.05, commit_delay: 0,
+          retry_initial: 0.05, retry_max: 0.1}}
+http: {{enabled: false}}
+""")
+    return path
+
+
+async def test_a_reload_that_makes_a_machine_private_keeps_its_queued_points_off_the_platform(tmp_path: Path) -> None:
+    """Test that points of a public machine queued for the platform while it is down never reach
+    it once a reload made the machine private, while the plant gets every point throughout."""
+    import asyncio
+
+    from collector.configfile import load_config
+    from collector.engine import Engine
+    from collector.influx import public_machines
+    from collector.influx.sink import OutboxSink
+    from collector.reload import Reloader
+    from tests.fixtures._ports import until
+
+    cfg = reload_plant(tmp_path / "c.yaml", private=set())
+    loaded = load_config(cfg)
+    plant, platform = FakeWriter(), FakeWriter()
+    platform.down = True
+    sink = OutboxSink(loaded.config.output_list(), loaded.config.outbox, writers={"plant": plant, "platform": platform},
+                      public=public_machines(loaded.config))
+    engine = Engine(loaded, sink)
+    stop = asyncio.Event()
+    runner = asyncio.create_task(engine.run(stop))
+    try:
+        await until(lambda: plant.bodies and plant.machines() == {"a", "b"}, 20, "both machines' points in the plant")
+        await until(lambda: sink.output_stats()["platform"]["depth_points"] > 4, 20, "a queue for the platform")
+        reload_plant(cfg, private={"b"})
+        taken, lines = await Reloader(engine, cfg).reload()
+        assert taken, lines
+        assert "outputs" not in " ".join(lines)  # the outputs did not change: no restart needed
+        platform.down = False
+        await until(lambda: platform.bodies and sink.output_stats()["platform"]["depth_points"] == 0, 20,
+                    "the platform drained")
+        assert platform.machines() == {"a"}
+        assert sink.output_stats()["platform"]["points_filtered_total"] > 0
+    finally:
+        stop.set()
+        await runner

@@ -93,5 +93,8 @@ def as_output(influx: InfluxSettings, name: str = "influx") -> OutputSettings:
 
 
 def keyed(output: OutputSettings, key: str) -> OutputSettings:
-    output._config_key = key
-    return output
+    """A copy of ``output`` that knows its YAML key (the config's own stays as loaded: pydantic
+    compares private attributes too, and a reload compares the outputs)."""
+    copy = output.model_copy()
+    copy._config_key = key
+    return copy
