@@ -343,3 +343,36 @@ async def test_a_reload_that_makes_a_machine_private_keeps_its_queued_points_off
     finally:
         stop.set()
         await runner
+
+
+async def test_each_output_has_its_own_bound(tmp_path: Path) -> None:
+    """Test that an output down past its `max_mb` drops its own oldest points (counted for it
+    alone) while the output that is up receives every point, and that the file keeps only what
+    some output still needs."""
+    from collector.influx.config import OutboxSettings
+    from collector.influx.sink import OutboxSink
+    from tests.fixtures._ports import until
+
+    plant, platform = FakeWriter(), FakeWriter()
+    platform.down = True
+    outputs = [output(name="plant"), output(name="platform", max_mb=0.01)]
+    settings = OutboxSettings.model_validate({"path": tmp_path / "o.sqlite", "flush_interval": 0.02,
+                                              "commit_delay": 0, "retry_initial": 0.5, "retry_max": 0.5})
+    lines = [change(f"m{i % 7}", reason=f"r{i} " + "x" * (i % 50)).replace(" 1700000000000000000", f" {i}")
+             for i in range(4_000)]
+    async with OutboxSink(outputs, settings, writers={"plant": plant, "platform": platform}) as sink:
+        for i in range(0, len(lines), 50):
+            await sink.write(lines[i:i + 50])
+        await until(lambda: sink.output_stats()["plant"]["depth_points"] == 0, 20, "the plant drained")
+        stats = sink.output_stats()
+        assert stats["platform"]["dropped_total"] > 0 and stats["plant"]["dropped_total"] == 0
+        assert stats["platform"]["depth_bytes"] <= 0.01 * 1024 * 1024
+        assert sink.stats()["depth_points"] == stats["platform"]["depth_points"]  # the file holds the largest backlog
+        platform.down = False
+        await until(lambda: sink.stats()["depth_points"] == 0, 20, "the platform drained")
+        kept, dropped = stats["platform"]["depth_points"], stats["platform"]["dropped_total"]
+        assert sink.output_stats()["platform"]["points_written_total"] == kept == 4_000 - dropped
+    sent = [line for b in plant.bodies for line in b.decode().split("\n")]
+    assert sent == lines
+    tail = [line for b in platform.bodies for line in b.decode().split("\n")]
+    assert tail == lines[-len(tail):]  # the platform lost its oldest, and only those
