@@ -8,9 +8,10 @@ from __future__ import annotations
 
 from adapters.base import AdapterSpec
 from adapters.mqtt import SPEC as MQTT
+from adapters.mtconnect import SPEC as MTCONNECT
 from adapters.opcua import SPEC as OPCUA
 from adapters.simulate import SPEC as SIMULATE
 
-REGISTRY: dict[str, AdapterSpec] = {spec.type: spec for spec in (SIMULATE, OPCUA, MQTT)}
+REGISTRY: dict[str, AdapterSpec] = {spec.type: spec for spec in (SIMULATE, OPCUA, MQTT, MTCONNECT)}
 
 __all__ = ["REGISTRY", "AdapterSpec"]

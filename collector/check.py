@@ -6,9 +6,11 @@ problem: a node that does not exist, a certificate refused, a payload path with 
 topic no subscription matches, a machine that sent nothing. The exit status is 1 when a
 configured machine sent no data, so a script can gate an install on it.
 
-It never writes: no outbox, no InfluxDB, no tracker state. An MQTT source is read with a
-throw-away client id and a clean session, outside any shared-subscription group, so a running
-collector's persistent session and its queued messages are left alone. OPC UA sources use the
+It never writes: no outbox, no InfluxDB, no tracker state. An MQTT source (and MTConnect over
+MQTT) is read with a throw-away client id and a clean session, outside any shared-subscription
+group, so a running collector's persistent session and its queued messages are left alone; an
+MTConnect agent's stored session (its next sequence) stays in the data dir untouched, as check
+keeps its own in a temp dir. OPC UA sources use the
 data dir's certificates (made there on first use, as ``run`` would) so the server admin can
 trust the client before the first run.
 """
@@ -29,6 +31,7 @@ from typing import Any, TextIO
 from adapters import REGISTRY
 from adapters.base import AdapterContext, SourceConfig, SourceError
 from adapters.mqtt.config import MqttSource
+from adapters.mtconnect.config import MtConnectSource
 from collector.check_mqtt import TopicSpy
 from collector.configfile import LoadedConfig
 from collector.core.backoff import Backoff
@@ -252,6 +255,10 @@ def _read_only(source: SourceConfig) -> SourceConfig:
     if isinstance(source, MqttSource):
         return source.model_copy(update={"client_id": f"collector-check-{os.getpid()}-{source.id}",
                                          "clean_start": True, "shared_group": None, "host_id": None})
+    if isinstance(source, MtConnectSource) and source.mqtt is not None:
+        broker = source.mqtt.model_copy(update={"client_id": f"collector-check-{os.getpid()}-{source.id}",
+                                                "clean_start": True})
+        return source.model_copy(update={"mqtt": broker})
     return source
 
 

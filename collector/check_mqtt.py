@@ -11,10 +11,9 @@ import threading
 from typing import Any
 
 import paho.mqtt.client as paho
-from paho.mqtt.enums import CallbackAPIVersion
 
+from adapters.mqtt.client import Broker, make_client
 from adapters.mqtt.config import MqttSource
-from adapters.mqtt.credentials import secure
 from adapters.mqtt.topics import TopicTemplate
 
 MAX_TOPICS = 10_000  # a busy broker's topic tree is not kept whole; a few names make the point
@@ -27,16 +26,15 @@ class TopicSpy:
         self.topics: set[str] = set()
         self._lock = threading.Lock()
         self._subscribed = threading.Event()
-        client = self._client = paho.Client(CallbackAPIVersion.VERSION2, client_id=f"collector-check-spy-{os.getpid()}",
-                                            protocol=paho.MQTTv311, clean_session=True)
-        secure(client, source.username, source.password, source.tls, f"check of source {source.id}")
+        self._broker = Broker.of(source)
+        client = self._client = make_client(self._broker, f"collector-check-spy-{os.getpid()}",
+                                            f"check of source {source.id}", protocol="3.1.1", clean_session=True)
         client.on_connect = lambda c, *_: c.subscribe("#", qos=0)
         client.on_subscribe = lambda *_: self._subscribed.set()
         client.on_message = self._on_message
 
     async def start(self, wait_s: float = 5.0) -> None:
-        port = self.source.port or (8883 if self.source.tls is not None else 1883)
-        self._client.connect_async(self.source.host, port, keepalive=30)
+        self._client.connect_async(*self._broker.address, keepalive=30)
         self._client.loop_start()
         await asyncio.to_thread(self._subscribed.wait, wait_s)
 

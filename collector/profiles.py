@@ -12,7 +12,9 @@ them like their own and a user profile can ``extends:`` one and only add signal 
 - ``woodworking`` (OPC 40550): ``unit_state`` is WwUnitStateEnumeration, ``unit_mode``
   WwUnitModeEnumeration, both of the machine's ``State/Machine/Overview``.
 - ``packml``: ``state`` is the ISA-TR88 state number; ``unit_mode`` the unit mode (number or name).
-- ``mtconnect``: ``execution``, ``availability`` and ``condition`` as MTConnect names them.
+- ``mtconnect``: ``availability``, ``execution``, ``controller_mode``, ``functional_mode``,
+  ``emergency_stop`` (the data item types in snake case) and ``condition`` (the worst active
+  Condition level), with MTConnect's controlled vocabulary as values.
 """
 
 from __future__ import annotations
@@ -101,13 +103,21 @@ PACKML = (
     BuiltinRule(State.OFFLINE, None, "unknown PackML state"),
 )
 
+# MTConnect controlled vocabulary (SYSTEM.md's row; docs in adapters/mtconnect/README.md). STOPPED is
+# idle, not down: the standard's STOPPED is a program stopped by the operator or the control, and
+# faults are Conditions; WAIT (suspended on an external signal) is not producing either.
+_MTC_IDLE = ["READY", "INTERRUPTED", "FEED_HOLD", "STOPPED", "WAIT", "OPTIONAL_STOP", "PROGRAM_STOPPED",
+             "PROGRAM_COMPLETED", "PROGRAM_OPTIONAL_STOP"]
+
 MTCONNECT = (
-    BuiltinRule(State.OFFLINE, "availability == 'UNAVAILABLE' or execution == 'UNAVAILABLE'", "unavailable"),
+    BuiltinRule(State.OFFLINE, "availability == 'UNAVAILABLE'", "unavailable"),
     BuiltinRule(State.DOWN, "condition == 'FAULT'", "fault condition"),
-    BuiltinRule(State.DOWN, "execution == 'STOPPED'", "stopped"),
-    BuiltinRule(State.BUSY, "execution in ['ACTIVE', 'WAIT']", None),
-    BuiltinRule(State.IDLE, "execution in ['READY', 'INTERRUPTED', 'FEED_HOLD', 'OPTIONAL_STOP', "
-                "'PROGRAM_STOPPED', 'PROGRAM_COMPLETED']", None),
+    BuiltinRule(State.DOWN, "emergency_stop == 'TRIGGERED'", "emergency stop"),
+    BuiltinRule(State.DOWN, "functional_mode == 'MAINTENANCE'", "maintenance"),
+    BuiltinRule(State.SETUP, "functional_mode in ['SETUP', 'TEARDOWN']", "setup"),
+    BuiltinRule(State.SETUP, "controller_mode in ['MANUAL', 'EDIT']", "manual or edit mode"),
+    BuiltinRule(State.BUSY, "execution == 'ACTIVE'", "active"),
+    BuiltinRule(State.IDLE, "execution in " + repr(_MTC_IDLE), "not executing"),
     BuiltinRule(State.OFFLINE, None, "no execution state"),
 )
 

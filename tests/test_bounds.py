@@ -7,7 +7,7 @@ import pytest
 
 from adapters.mqtt import decoder as decoder_module
 from adapters.mqtt import sparkplug
-from adapters.mqtt.sparkplug import SparkplugError, SparkplugSession
+from adapters.mqtt.sparkplug import SparkplugSession
 from collector.core import badinput
 from collector.core.badinput import BadInput
 from tests.fixtures._sparkplug import INT64, STRING, M, payload
@@ -36,31 +36,29 @@ def test_sparkplug_nodes_aliases_and_devices_are_bounded(monkeypatch: pytest.Mon
     monkeypatch.setattr(sparkplug, "MAX_ALIASES", 10)
     monkeypatch.setattr(sparkplug, "MAX_DEVICES", 2)
     reports: list[str] = []
-    session = SparkplugSession("s", lambda kind, detail: reports.append(kind))
+    session = SparkplugSession("s")
 
-    def handle(kind: str, node: str, data: bytes, device: str = "") -> None:
-        session.handle("G", kind, node, device, data, 1, None, lambda devices: ())
+    def handle(kind: str, node: str, data: bytes, device: str = "") -> list[str]:
+        problems = [kind for kind, _ in session.handle("G", kind, node, device, data, 1, None).problems]
+        reports.extend(problems)
+        return problems
 
     for i in range(5):
-        with pytest.raises(SparkplugError) as junk:
-            handle("NBIRTH", f"junk-{i}", b"\x0a\xff\xff\xff")
-        assert junk.value.kind == "malformed_sparkplug"
+        assert handle("NBIRTH", f"junk-{i}", b"\x0a\xff\xff\xff") == ["malformed_sparkplug"]
     assert session.nodes == {}
+    reports.clear()
     handle("NBIRTH", "n0", nbirth(6))
     handle("NBIRTH", "n1", nbirth(6))  # 4 of its 6 aliases fit
     assert session.aliases == 10 and reports == ["too_many_aliases"]
     handle("NBIRTH", "n0", nbirth(2))  # a rebirth replaces n0's table: 4 aliases free again
     assert session.aliases == 6
     handle("NBIRTH", "n2", nbirth())
-    with pytest.raises(SparkplugError) as full:
-        handle("NBIRTH", "n3", nbirth())
-    assert full.value.kind == "too_many_nodes" and len(session.nodes) == 3
+    assert handle("NBIRTH", "n3", nbirth()) == ["too_many_nodes"] and len(session.nodes) == 3
     data = payload([M("x", None, STRING, "1")], seq=1, timestamp=2)
     handle("DBIRTH", "n2", data, "d0")
     handle("DBIRTH", "n2", payload([M("x", None, STRING, "1")], seq=2, timestamp=2), "d1")
-    with pytest.raises(SparkplugError) as too_many:
-        handle("DBIRTH", "n2", payload([M("x", None, STRING, "1")], seq=3, timestamp=2), "d2")
-    assert too_many.value.kind == "too_many_devices"
+    assert handle("DBIRTH", "n2", payload([M("x", None, STRING, "1")], seq=3, timestamp=2), "d2") == \
+        ["too_many_devices"]
 
 
 def test_route_cache_is_bounded(monkeypatch: pytest.MonkeyPatch) -> None:

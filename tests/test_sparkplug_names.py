@@ -50,14 +50,15 @@ def test_captured_foreign_payloads_decode_to_signals() -> None:
     gateway's own metrics become nothing."""
     golden = json.loads(GOLDEN.read_text())
     bad: list[tuple[str, str]] = []
-    session = SparkplugSession("spb", lambda kind, detail: bad.append((kind, detail)))
+    session = SparkplugSession("spb")
     names = signal_names(PLANT_SIGNALS)
     out: dict[str, list[Any]] = {}
     for msg in golden["messages"]:
         device = "" if msg["type"].startswith("N") else golden["device"]
-        out[msg["type"]] = session.handle(golden["group"], msg["type"], golden["edge_node"], device,
-                                          bytes.fromhex(msg["hex"]), 0, device or golden["edge_node"],
-                                          lambda devices: (), names)
+        outcome = session.handle(golden["group"], msg["type"], golden["edge_node"], device,
+                                 bytes.fromhex(msg["hex"]), 0, device or golden["edge_node"], names)
+        out[msg["type"]] = outcome.events
+        bad += outcome.problems
     stamp = 1_764_000_000_000 * MS
     # Firmware, Uptime, Node Control: no machine signal on the gateway (the adapter then drops its
     # online event too: a node without readings is not registered, see the next test).

@@ -32,16 +32,16 @@ from typing import Any, Self, cast
 
 import paho.mqtt.client as paho
 from paho.mqtt import _packet as paho_packet
-from paho.mqtt.enums import CallbackAPIVersion, MQTTErrorCode
+from paho.mqtt.enums import MQTTErrorCode
 from paho.mqtt.packettypes import PacketTypes
 from paho.mqtt.properties import Properties
 from paho.mqtt.subscribeoptions import SubscribeOptions
 
 from adapters.base import AdapterContext, Batch, BoundMachine, SourceConfig, SourceError, horizon
 from adapters.mqtt._lean_properties import install as install_lean_properties
+from adapters.mqtt.client import Broker, make_client
 from adapters.mqtt.commands import Publish
 from adapters.mqtt.config import MqttSource
-from adapters.mqtt.credentials import secure
 from adapters.mqtt.decoder import MqttDecoder
 from collector.core.model import Event
 
@@ -160,7 +160,7 @@ class MqttAdapter:
         self._loop = asyncio.get_running_loop()
         self._loop_thread = threading.get_ident()
         client = self._client = self._make_client()
-        port = cfg.port or (8883 if cfg.tls is not None else 1883)
+        _, port = Broker.of(cfg).address
         self._connack = self._loop.create_future()
         properties = None
         clean_start: Any = paho.MQTT_CLEAN_START_FIRST_ONLY
@@ -351,12 +351,10 @@ class MqttAdapter:
     def _make_client(self) -> _Client:
         cfg = self.config
         v5 = cfg.protocol == "5"
-        client = _Client(CallbackAPIVersion.VERSION2, client_id=self.client_id,
-                         clean_session=None if v5 else cfg.clean_start,
-                         protocol=paho.MQTTv5 if v5 else paho.MQTTv311, reconnect_on_failure=False,
-                         manual_ack=True)
+        client = make_client(Broker.of(cfg), self.client_id, f"source {self.source_id}", factory=_Client,
+                             clean_session=None if v5 else cfg.clean_start, reconnect_on_failure=False,
+                             manual_ack=True)
         client.connect_timeout = cfg.connect_timeout
-        secure(client, cfg.username, cfg.password, cfg.tls, f"source {self.source_id}")
         client.on_connect = self._on_connect
         client.on_disconnect = self._on_disconnect
         client.on_subscribe = self._on_subscribe

@@ -28,7 +28,6 @@ from adapters.mqtt.payloads import MISSING, Getter, compile_path, parse_timestam
 from adapters.mqtt.sparkplug import (
     NAMESPACE,
     SignalNames,
-    SparkplugError,
     SparkplugSession,
     rebirth_payload,
     signal_names,
@@ -199,14 +198,19 @@ class _Sparkplug(_Route):
             self.machine, self.found, found = found.machine, None, None
         if self.unknown is not None and found is None:
             decoder.report("unknown_machine", self.unknown)
-        try:
-            events = decoder.sparkplug.handle(
-                self.group, self.kind, self.edge_node, self.device, payload, arrival_ns,
-                self.machine if found is None else found.machine,
-                lambda devices: decoder.sparkplug_machines(self.group, self.edge_node, devices), self.names)
-        except SparkplugError as exc:
-            decoder.report(exc.kind, str(exc))
-            return
+        outcome = decoder.sparkplug.handle(self.group, self.kind, self.edge_node, self.device, payload, arrival_ns,
+                                           self.machine if found is None else found.machine, self.names)
+        for kind, detail in outcome.problems:
+            decoder.report(kind, detail)
+        if outcome.rebirth:
+            decoder.rebirth(self.group, self.edge_node)
+        events = outcome.events
+        if outcome.node_death is not None:
+            death = outcome.node_death
+            machines = decoder.sparkplug_machines(self.group, self.edge_node, set(death.devices))
+            if not machines:  # a node that is no machine and has none (a gateway): nothing goes offline
+                return  # (a Connectivity without machines would mean the whole source)
+            events = [Connectivity(decoder.source_id, False, death.ts_ns, death.reason, machines)]
         if found is not None:
             mid = found.machine
             if any(type(e) is Reading and e.machine == mid for e in events) and decoder.admit(found):
@@ -227,8 +231,8 @@ class MqttDecoder:
         self.subs = [(s, TopicTemplate(s.topic)) for s in config.subscriptions]
         self.statuses = [(s, TopicTemplate(s.topic)) for s in config.status]
         # A primary host asks for rebirths (the spec's host does); so does `rebirth: true` without one.
-        rebirth = config.rebirth or config.host_id is not None
-        self.sparkplug = (SparkplugSession(config.id, self.report, self._rebirth if rebirth else None)
+        self.rebirths = config.rebirth or config.host_id is not None
+        self.sparkplug = (SparkplugSession(config.id)
                           if any(s.payload == "sparkplug_b" for s in config.subscriptions) else None)
         self.host = None if config.host_id is None else PrimaryHost(config.host_id, config.sparkplug_version)
         self.events: list[Event] = []  # of the message being fed
@@ -390,6 +394,10 @@ class MqttDecoder:
                 out += self.sparkplug_machines(group, node, state.devices)
         return out or [edge_node]
 
-    def _rebirth(self, group: str, edge_node: str) -> None:
-        self.commands.append(Publish(f"{NAMESPACE}/{group}/NCMD/{edge_node}",
-                                     rebirth_payload(self._now_ns // 1_000_000)))
+    def rebirth(self, group: str, edge_node: str) -> None:
+        """Ask an edge node for its births again (a seq gap, an unknown alias), where the source
+        may: ``rebirth: true``, or as the primary host (``host_id``)."""
+        if self.rebirths:
+            log.info("source %s: requesting a rebirth of Sparkplug edge node %s/%s", self.source_id, group, edge_node)
+            self.commands.append(Publish(f"{NAMESPACE}/{group}/NCMD/{edge_node}",
+                                         rebirth_payload(self._now_ns // 1_000_000)))

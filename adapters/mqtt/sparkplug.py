@@ -1,5 +1,10 @@
 """Sparkplug B: decoding payloads and keeping each edge node's session state.
 
+Pure, like the decoder around it: ``SparkplugSession.handle`` takes one message and returns an
+``Outcome`` (its events, the bad input it held, whether the node should be asked for a rebirth,
+an NDEATH's dead devices); it never calls back into its owner. Each message kind has its own
+method (node birth, node death, metrics of births and data, the seq check).
+
 Topics are ``spBv1.0/<group>/<type>/<edge_node>[/<device>]``. Per edge node this keeps what the
 spec asks a host application to keep: the ``bdSeq`` of the current NBIRTH (an NDEATH carrying
 another one is stale: the node already came back, so it is ignored), the message ``seq``
@@ -28,14 +33,13 @@ changes.
 from __future__ import annotations
 
 import logging
-from collections.abc import Callable, Mapping
+from collections.abc import Mapping
 from dataclasses import dataclass, field
 from typing import Any
 
 from google.protobuf.message import DecodeError
 
 from adapters.mqtt import sparkplug_b_pb2
-from collector.core.errors import BadInputError
 from collector.core.model import Connectivity, Event, Reading
 
 log = logging.getLogger(__name__)
@@ -68,12 +72,25 @@ Payload: Any = vars(sparkplug_b_pb2)["Payload"]
 _SIGNED_BITS = {1: 8, 2: 16, 3: 32, 4: 64}
 
 
-class SparkplugError(BadInputError):
-    """A payload that cannot be decoded; ``kind`` is the bad-input kind."""
+@dataclass(frozen=True, slots=True)
+class NodeDeath:
+    """An NDEATH that counts: the node and these devices of it went away at ``ts_ns``. The
+    session does not know which machines they are; its owner does."""
 
-    def __init__(self, kind: str, detail: str) -> None:
-        super().__init__(detail)
-        self.kind = kind
+    devices: frozenset[str]
+    ts_ns: int
+    reason: str
+
+
+@dataclass(slots=True)
+class Outcome:
+    """What one message means: its events, the bad input in it (kind, detail), whether the edge
+    node should be asked for its births again, and an NDEATH's dead devices."""
+
+    events: list[Event] = field(default_factory=list)
+    problems: list[tuple[str, str]] = field(default_factory=list)
+    rebirth: bool = False
+    node_death: NodeDeath | None = None
 
 
 @dataclass(slots=True)
@@ -107,80 +124,82 @@ def metric_value(metric: Any) -> Any:
 
 
 class SparkplugSession:
-    """The state of every edge node seen by one source, and the decoding of its messages.
+    """The state of every edge node seen by one source, and the decoding of its messages. Pure:
+    a message in, an ``Outcome`` out; it calls nothing of its owner."""
 
-    ``machine_of(edge_node, device, group)`` names the machine (or ``None`` when it is not
-    tracked); ``rebirth(group, edge_node)`` is called (if set) to request a rebirth.
-    """
-
-    def __init__(self, source: str, report: Callable[[str, str], None],
-                 rebirth: Callable[[str, str], None] | None = None) -> None:
+    def __init__(self, source: str) -> None:
         self.source = source
-        self.report = report
-        self.rebirth = rebirth
         self.nodes: dict[tuple[str, str], _Node] = {}
         self.aliases = 0  # across all nodes, bounded by MAX_ALIASES
 
     def handle(self, group: str, kind: str, edge_node: str, device: str, payload: bytes | bytearray, arrival_ns: int,
-               machine: str | None, node_machines: Callable[[set[str]], tuple[str, ...]],
-               names: SignalNames | None = None) -> list[Event]:
-        """Decode one message; ``machine`` is the machine of this topic (device or node),
-        ``node_machines(devices)`` the machines of the node and the given devices, ``names``
-        the subscription's metric -> signals mapping (``None``: metrics keep their names)."""
+               machine: str | None, names: SignalNames | None = None) -> Outcome:
+        """Decode one message; ``machine`` is the machine of this topic (device or node, None
+        when it is not tracked), ``names`` the subscription's metric -> signals mapping
+        (``None``: metrics keep their names)."""
         msg = Payload()
+        topic = f"{NAMESPACE}/{group}/{kind}/{edge_node}" + (f"/{device}" if device else "")
         try:
             msg.ParseFromString(payload)
         except (DecodeError, RecursionError) as exc:
-            raise SparkplugError("malformed_sparkplug", f"{kind} {group}/{edge_node}/{device}: {exc}") from exc
-        key = (group, edge_node)
-        node = self.nodes.get(key)
+            return Outcome(problems=[("malformed_sparkplug", f"{topic}: {exc}")])
+        node = self.nodes.get((group, edge_node))
         if node is None:  # only for a payload that decoded: garbage leaves no trace
             if len(self.nodes) >= MAX_NODES:
-                raise SparkplugError("too_many_nodes", f"{kind} {group}/{edge_node}: already {MAX_NODES} edge nodes")
-            node = self.nodes[key] = _Node()
-        topic = f"{NAMESPACE}/{group}/{kind}/{edge_node}" + (f"/{device}" if device else "")
-        payload_ts = msg.timestamp * MS if msg.HasField("timestamp") else arrival_ns
-
+                return Outcome(problems=[("too_many_nodes", f"{topic}: already {MAX_NODES} edge nodes")])
+            node = self.nodes[(group, edge_node)] = _Node()
+        message = _Message(topic, msg, msg.timestamp * MS if msg.HasField("timestamp") else arrival_ns, arrival_ns)
         if kind == "NDEATH":
-            bdseq = _bdseq(msg)
-            if node.bdseq is not None and bdseq is not None and bdseq != node.bdseq:
-                log.info("ignoring stale NDEATH of %s/%s (bdSeq %s, current birth has %s)",
-                         group, edge_node, bdseq, node.bdseq)
-                return []
-            node.born = False
-            node.seq = None
-            machines = node_machines(node.devices)
-            if not machines:  # a node that is no machine and has none (a gateway): nothing goes offline
-                return []  # (a Connectivity without machines would mean the whole source)
-            return [Connectivity(self.source, False, arrival_ns, f"Sparkplug NDEATH of {edge_node}", machines)]
-
+            return self._node_death(node, message)
+        out = Outcome()
         if kind == "NBIRTH":
-            node.bdseq = _bdseq(msg)
-            self.aliases -= len(node.aliases)
-            node.aliases.clear()
-            node.born = True
-            node.gap_logged = False
-            node.seq = msg.seq if msg.HasField("seq") else None
+            self._node_birth(node, msg)
         else:
-            self._check_seq(group, edge_node, node, msg, topic)
-
-        if device and kind in ("DBIRTH", "DDATA", "DDEATH") and device not in node.devices:
+            self._check_seq(node, message, out)
+        if device and device not in node.devices:  # DBIRTH, DDATA, DDEATH
             if len(node.devices) >= MAX_DEVICES:
-                raise SparkplugError("too_many_devices", f"{topic}: edge node has {MAX_DEVICES} devices already")
+                return Outcome(problems=[("too_many_devices", f"{topic}: edge node has {MAX_DEVICES} devices already")])
             node.devices.add(device)
         if kind == "DDEATH":
-            return [] if machine is None else [
-                Connectivity(self.source, False, payload_ts, f"Sparkplug DDEATH of {device}", (machine,))]
-
+            if machine is not None:
+                out.events.append(Connectivity(self.source, False, message.ts_ns, f"Sparkplug DDEATH of {device}",
+                                               (machine,)))
+            return out
         birth = kind in ("NBIRTH", "DBIRTH")
-        events: list[Event] = []
         if birth and machine is not None:
-            events.append(Connectivity(self.source, True, payload_ts, f"Sparkplug {kind}", (machine,)))
-        unknown_alias = full = False
-        for metric in msg.metrics:
+            out.events.append(Connectivity(self.source, True, message.ts_ns, f"Sparkplug {kind}", (machine,)))
+        self._metrics(node, message, birth, machine, names, out)
+        return out
+
+    def _node_death(self, node: _Node, message: _Message) -> Outcome:
+        """The node's will (the broker sends it when it notices the loss: its arrival is the best
+        time there is), unless it carries another birth's bdSeq: then the node is back already."""
+        bdseq = _bdseq(message.msg)
+        if node.bdseq is not None and bdseq is not None and bdseq != node.bdseq:
+            log.info("ignoring stale NDEATH %s (bdSeq %s, current birth has %s)", message.topic, bdseq, node.bdseq)
+            return Outcome()
+        node.born = False
+        node.seq = None
+        edge_node = message.topic.split("/")[3]
+        return Outcome(node_death=NodeDeath(frozenset(node.devices), message.arrival_ns,
+                                            f"Sparkplug NDEATH of {edge_node}"))
+
+    def _node_birth(self, node: _Node, msg: Any) -> None:
+        node.bdseq = _bdseq(msg)
+        self.aliases -= len(node.aliases)
+        node.aliases.clear()
+        node.born = True
+        node.gap_logged = False
+        node.seq = msg.seq if msg.HasField("seq") else None
+
+    def _metrics(self, node: _Node, message: _Message, birth: bool, machine: str | None,
+                 names: SignalNames | None, out: Outcome) -> None:
+        """A birth's or data message's metrics: aliases learnt or looked up, readings made."""
+        full = False
+        for metric in message.msg.metrics:
             name = metric.name if metric.HasField("name") else None
             if name is not None and type(name) is not str:  # protobuf hands over invalid UTF-8 as bytes
-                self.report("malformed_sparkplug", f"{topic}: a metric name that is not UTF-8")
+                out.problems.append(("malformed_sparkplug", f"{message.topic}: a metric name that is not UTF-8"))
                 continue
             if metric.HasField("alias"):
                 if birth and name is not None:
@@ -194,49 +213,54 @@ class SparkplugSession:
                 elif name is None:
                     name = node.aliases.get(metric.alias)
                     if name is None:
-                        unknown_alias = True
-                        self.report("unknown_alias", f"{topic}: alias {metric.alias} not in any birth certificate")
+                        out.rebirth = True
+                        out.problems.append(("unknown_alias",
+                                             f"{message.topic}: alias {metric.alias} not in any birth certificate"))
                         continue
             if name is None or machine is None or name == "bdSeq" or name.startswith("Node Control/"):
                 continue  # session bookkeeping and writable controls, not machine signals
             value = metric_value(metric)
             if value is None:
                 continue
-            ts = metric.timestamp * MS if metric.HasField("timestamp") else payload_ts
+            ts = metric.timestamp * MS if metric.HasField("timestamp") else message.ts_ns
             if names is None:
-                events.append(Reading(machine, name[len(DATA_PREFIX):] if name.startswith(DATA_PREFIX) else name,
-                                      value, ts))
+                out.events.append(Reading(machine, name[len(DATA_PREFIX):] if name.startswith(DATA_PREFIX) else name,
+                                          value, ts))
             else:
                 for signal in names.get(name, ()):
-                    events.append(Reading(machine, signal, value, ts))
+                    out.events.append(Reading(machine, signal, value, ts))
         if full:
-            self.report("too_many_aliases", f"{topic}: {MAX_ALIASES} aliases kept already; metrics beyond skipped")
-        if unknown_alias:
-            self._request_rebirth(group, edge_node)
-        return events
+            out.problems.append(("too_many_aliases",
+                                 f"{message.topic}: {MAX_ALIASES} aliases kept already; metrics beyond skipped"))
 
-    def _check_seq(self, group: str, edge_node: str, node: _Node, msg: Any, topic: str) -> None:
-        if not msg.HasField("seq"):
+    def _check_seq(self, node: _Node, message: _Message, out: Outcome) -> None:
+        """A seq gap means lost messages: ask for the births again, once until the next one."""
+        if not message.msg.HasField("seq"):
             return
-        seq = msg.seq
+        seq = message.msg.seq
         expected = None if node.seq is None else (node.seq + 1) % 256
         node.seq = seq
         if not node.born:
             if not node.gap_logged:
                 node.gap_logged = True
-                log.warning("Sparkplug %s before the node's NBIRTH: metrics may lack names", topic)
-                self._request_rebirth(group, edge_node)
+                log.warning("Sparkplug %s before the node's NBIRTH: metrics may lack names", message.topic)
+                out.rebirth = True
             return
         if expected is not None and seq != expected:
-            self.report("sparkplug_seq_gap", f"{topic}: seq {seq}, expected {expected} (messages lost)")
+            out.problems.append(("sparkplug_seq_gap",
+                                 f"{message.topic}: seq {seq}, expected {expected} (messages lost)"))
             if not node.gap_logged:
                 node.gap_logged = True
-                self._request_rebirth(group, edge_node)
+                out.rebirth = True
 
-    def _request_rebirth(self, group: str, edge_node: str) -> None:
-        if self.rebirth is not None:
-            log.info("requesting a rebirth of Sparkplug edge node %s/%s", group, edge_node)
-            self.rebirth(group, edge_node)
+
+@dataclass(frozen=True, slots=True)
+class _Message:
+    topic: str
+    msg: Any
+    ts_ns: int
+    """The payload's timestamp, else the arrival time."""
+    arrival_ns: int
 
 
 def _bdseq(msg: Any) -> int | None:

@@ -37,7 +37,7 @@ TYPES = {
     "machine_tool_monitoring": Spec(MACHINE_TOOL, 26, "MachineOperationMonitoringType"),
     "channel": Spec(MACHINE_TOOL, 16, "ChannelMonitoringType"),
     "active_program": Spec(MACHINE_TOOL, 32, "ProductionActiveProgramType"),
-    "stacklight": Spec(IA, 1002, "StacklightType"),
+    "stacklight": Spec(IA, 1002, "BasicStacklightType"),  # and its subtype StacklightType
     "woodworking_machine": Spec(WOODWORKING, 2, "WwMachineType"),
 }
 KIND_OF_TYPE = {"MachineToolType": "machine tool", "WwMachineType": "woodworking machine"}

@@ -18,7 +18,7 @@ class FeedSettings(Strict):
     enabled: bool = Field(False, description="Publish one retained JSON message per public machine on `<topic_prefix>/<plant>/<machine>`.")
     broker: str | None = Field(None, description="Id of an `mqtt` source whose broker (host, port, credentials, TLS) the feed uses. Without it: `host`/`port` below.", examples=["line-2"])
     host: str = Field("127.0.0.1", description="Broker host when `broker` is not set.")
-    port: int = Field(1883, ge=1, le=65535, description="Broker port when `broker` is not set.")
+    port: int | None = Field(None, ge=1, le=65535, description="Broker port when `broker` is not set; default 1883.")
     username: str | None = Field(None, description="User name when `broker` is not set.")
     password: SecretStr | None = Field(None, description="Password when `broker` is not set. Use `${MQTT_PASSWORD}`.")
     topic_prefix: str = Field("capacity", description="First topic level(s) of the feed; no wildcards.")

@@ -20,9 +20,8 @@ from collections.abc import AsyncIterator
 from typing import Any
 
 import paho.mqtt.client as paho
-from paho.mqtt.enums import CallbackAPIVersion
 
-from adapters.mqtt.credentials import secure
+from adapters.mqtt.client import Broker, make_client
 from collector.capacity.records import iso
 from collector.capacity.service import Capacity
 from collector.config import Config
@@ -52,18 +51,13 @@ def _status(plant: str, online: bool) -> bytes:
 
 def _client(config: Config, client_id: str) -> tuple[paho.Client, str, int]:
     feed = config.capacity.feed
-    host, port, username, password, tls = feed.host, feed.port, feed.username, feed.password, None
-    protocol = paho.MQTTv5
-    if feed.broker is not None:
-        source: Any = next(s for s in config.sources if s.id == feed.broker)  # checked by the config
-        host, username, password, tls = source.host, source.username, source.password, source.tls
-        port = source.port or (8883 if tls is not None else 1883)
-        protocol = paho.MQTTv311 if source.protocol == "3.1.1" else paho.MQTTv5  # what that broker speaks
-    client = paho.Client(CallbackAPIVersion.VERSION2, client_id=client_id, protocol=protocol)
-    secure(client, username, password, tls, "capacity feed")
+    broker = Broker(feed.host, feed.port, feed.username, feed.password)
+    if feed.broker is not None:  # that source's broker, credentials, TLS and protocol
+        broker = Broker.of(next(s for s in config.sources if s.id == feed.broker))  # type: ignore[arg-type]
+    client = make_client(broker, client_id, "capacity feed")
     client.reconnect_delay_set(1, 30)
     client.max_queued_messages_set(QUEUE_MAX)
-    return client, host, port
+    return client, *broker.address
 
 
 class Feed:

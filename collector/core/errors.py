@@ -8,11 +8,12 @@ traceback (``collector.engine``).
     ├── ResolveError (ValueError)    a machine whose profile or signals do not resolve
     ├── SourceError                  a source unreachable or lost: the supervisor reconnects
     │   ├── UnknownNodes             OPC UA: configured nodes the server does not have
-    │   └── UntrustedServerCertificate
+    │   ├── UntrustedServerCertificate
+    │   └── _Restarted               MTConnect: the agent's instanceId changed (handled in the adapter)
     ├── BadInputError (ValueError)   one message that cannot be decoded: counted, dropped
     │   ├── PathError                a JSON path that is not valid JMESPath
-    │   ├── SparkplugError           a Sparkplug B payload that cannot be decoded
     │   ├── AddressError             an OPC UA node address that does not parse
+    │   ├── DocumentError            an MTConnect document that cannot be read
     │   └── FilterError              a capacity API filter it cannot use (answered 400)
     ├── WriteError                   InfluxDB refused a write or could not be reached
     ├── SchemaError                  an outbox file written by a newer release

@@ -14,8 +14,8 @@ from typing import Any
 
 import orjson
 import paho.mqtt.client as paho
-from paho.mqtt.enums import CallbackAPIVersion
 
+from adapters.mqtt.client import Broker, make_client
 from adapters.mqtt.sparkplug import NAMESPACE, REBIRTH_METRIC, Payload
 from collector.core.model import MachineInfo, Sample
 from collector.simulate.plant import QUANTITIES, Plant
@@ -61,8 +61,8 @@ class MqttPublisher:
         self._seq = 0
         self._bdseq = 0
         self._last: dict[str, dict[str, Any]] = {}
-        self._client = paho.Client(CallbackAPIVersion.VERSION2, client_id=f"collector-simulate-{plant.name}",
-                                   protocol=paho.MQTTv311)
+        self._client = make_client(Broker(host, port, protocol="3.1.1"), f"collector-simulate-{plant.name}",
+                                   "simulator")
         self._connected = threading.Event()
         self._client.on_connect = self._on_connect
         self._client.on_message = self._on_command

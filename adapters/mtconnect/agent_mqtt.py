@@ -1,0 +1,71 @@
+"""MTConnect over MQTT: what cppagent's MQTT sinks publish, read with the MQTT adapter's client.
+
+The connection, its TLS and credentials, the persistent session, acknowledgements after the
+commit, backpressure and catching up are the MQTT adapter's (``adapters/mqtt/adapter.py``),
+unchanged: this subclass only subscribes to ``<topic_prefix>/#`` and hands each message to the
+MTConnect decoder instead of the topic-template one. Topics (cppagent 2.x):
+
+- ``<prefix>/Probe/<uuid>``: the device's MTConnectDevices (JSON): announces the machine.
+- ``<prefix>/Current/<uuid>`` (every 10 s) and ``<prefix>/Sample/<uuid>`` (every 500 ms):
+  MTConnectStreams (JSON, version 1 or 2). Each observation counts once, by its sequence.
+- ``<prefix>/Devices/<uuid>/Observations/<dataItemId>``: one observation (MqttEntitySink).
+- ``<prefix>/Probe/Agent_<uuid>/Availability``: the agent's last will: ``UNAVAILABLE`` takes
+  every machine of the source offline, ``AVAILABLE`` brings the source back.
+"""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Sequence
+from typing import Self
+
+from adapters.base import AdapterContext, BoundMachine, SourceConfig
+from adapters.mqtt.adapter import MqttAdapter
+from adapters.mqtt.config import MqttSource, Subscription
+from adapters.mtconnect.config import MtConnectSource
+from adapters.mtconnect.decoder import MtConnectDecoder
+
+
+def broker_source(config: MtConnectSource) -> MqttSource:
+    """The MQTT source the MQTT adapter connects with: the broker settings of ``config.mqtt``."""
+    b = config.mqtt
+    assert b is not None
+    return MqttSource(
+        id=config.id, type="mqtt", max_machines=config.max_machines, host=b.host, port=b.port, protocol=b.protocol,
+        client_id=b.client_id, clean_start=b.clean_start, session_expiry=b.session_expiry, qos=b.qos,
+        keepalive=b.keepalive, connect_timeout=b.connect_timeout, username=b.username, password=b.password,
+        tls=b.tls, max_payload=config.max_document,
+        # Subscribed to as it is (`<prefix>/#`), never used to decode (see _on_publish).
+        subscriptions=[Subscription(topic=f"{b.topic_prefix.rstrip('/')}/#", payload="value", signal="mtconnect",
+                                    machine_id="agent")])
+
+
+class MtConnectMqttAdapter(MqttAdapter):
+    def __init__(self, config: SourceConfig, machines: Sequence[BoundMachine], context: AdapterContext) -> None:
+        if not isinstance(config, MtConnectSource) or config.mqtt is None:
+            raise TypeError("MtConnectMqttAdapter needs an MtConnectSource with `mqtt`")
+        super().__init__(broker_source(config), machines, context)
+        self.mtconnect = MtConnectDecoder(config, machines, context.bad_input)
+        self.prefix = config.mqtt.topic_prefix.rstrip("/")
+
+    async def __aenter__(self) -> Self:
+        self.mtconnect.opened_ns = time.time_ns()
+        await super().__aenter__()
+        return self
+
+    def _on_publish(self, topic_bytes: bytes, payload: bytes, qos: int, mid: int) -> None:
+        self.received += 1
+        if qos:  # acknowledged after the commit that holds its effect, bad input included
+            self._unacked.append((mid, qos))
+        self._quiet_since = None
+        try:
+            topic = topic_bytes.decode()
+        except UnicodeDecodeError:
+            self.mtconnect.report("bad_topic", "a topic that is not UTF-8")
+            return
+        if len(payload) > self.config.max_payload:
+            self.mtconnect.report("payload_too_large", f"{topic}: {len(payload)} bytes")
+            return
+        events = self.mtconnect.feed_mqtt(topic, bytes(payload), time.time_ns())
+        if events:
+            self.events.extend(events)
