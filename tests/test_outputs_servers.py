@@ -5,6 +5,7 @@ outage of one delays nothing on the other; a poison point is the refusing output
 from __future__ import annotations
 
 import logging
+import statistics
 import time
 from pathlib import Path
 from types import SimpleNamespace
@@ -142,7 +143,8 @@ async def test_an_outage_of_one_output_delays_nothing_on_the_other(down: str, in
     it is back every point lands on both, once."""
     outputs = [plant(influxd), platform(victoria_metrics.url)]
     acked = {o.name: Acknowledged(make_writer(o)) for o in outputs}
-    sink = OutboxSink(outputs, outbox(tmp_path), writers=acked, public=PUBLIC)
+    # a backoff of 1 to 2 s: were the up output ever held by the down one's, its latency would show it
+    sink = OutboxSink(outputs, outbox(tmp_path, retry_initial=1.0, retry_max=2.0), writers=acked, public=PUBLIC)
     servers: dict[str, Any] = {"plant": influxd, "platform": victoria_metrics}
     up = "platform" if down == "plant" else "plant"
     all_lines: list[str] = []
@@ -175,7 +177,8 @@ async def test_an_outage_of_one_output_delays_nothing_on_the_other(down: str, in
         assert sink.output_stats()[down]["depth_points"] > 0 and sink.output_stats()[down]["link_up"] == 0
         servers[down].start()
         await until(lambda: sink.stats()["depth_points"] == 0, 60, "both outputs drained after the outage")
-    assert max(during) <= max(before) + 0.5, (before, during)
+    assert statistics.median(during) <= statistics.median(before) + 0.3, (before, during)
+    assert max(during) <= max(before) + 0.8, (before, during)
     # delivered by each output (acknowledged by its server), then stored by the server
     assert want(acked["plant"].lines) == want(all_lines)
     assert want(acked["platform"].lines) == want(all_lines, PUBLIC)
