@@ -1,4 +1,4 @@
-"""The outbox store: points on disk in SQLite (WAL mode) until InfluxDB accepted them.
+"""The outbox store: points on disk in SQLite (WAL mode) until every output is done with them.
 
 Each ``append`` is one row holding a chunk of line protocol, zlib-compressed (one row per
 chunk keeps appends and drains to one statement each, and compression keeps hours of outage
