@@ -21,7 +21,7 @@ from collector.capacity.config import Capability, CapacitySettings
 from collector.core.durations import Duration
 from collector.core.model import State
 from collector.core.strict import Strict
-from collector.influx.config import InfluxSettings, OutboxSettings
+from collector.influx.config import InfluxSettings, OutboxSettings, OutputSettings, as_output, keyed
 from dashboards.config import DashboardSettings
 
 # The `type` field discriminates the registered source models (see adapters/__init__.py).
@@ -157,7 +157,8 @@ class Config(BaseSettings):
     profiles: dict[str, Profile] = Field(default_factory=dict, description="Named signal->state mappings, written once, used by many machines.")
     machines: list[Machine] = Field(default_factory=list, description="The machines to track.")
     tracker: TrackerSettings = Field(default_factory=TrackerSettings, description="State tracking defaults.")
-    influx: InfluxSettings | None = Field(None, description="InfluxDB to write to; without it `run` needs `--print`.")
+    influx: InfluxSettings | None = Field(None, description="InfluxDB to write to: the shorthand for one output named `influx` that gets every point. Without it or `outputs`, `run` needs `--print`.")
+    outputs: list[OutputSettings] = Field(default_factory=list, description="InfluxDB-compatible destinations (InfluxDB 1.x/2.x, VictoriaMetrics), each with a machine filter, a field policy and its own queue in the outbox: one commit stores a point once and each output drains it at its own pace. Instead of `influx`.")
     outbox: OutboxSettings = Field(default_factory=OutboxSettings, description="The durable on-disk buffer in front of InfluxDB.")
     http: HttpSettings = Field(default_factory=HttpSettings, description="The status HTTP server.")
     dashboards: DashboardSettings = Field(default_factory=DashboardSettings,
@@ -173,6 +174,12 @@ class Config(BaseSettings):
         if "path" not in self.outbox.model_fields_set:
             self.outbox.path = self.data_dir / "outbox.sqlite"
         return self
+
+    def output_list(self) -> list[OutputSettings]:
+        """The outputs to write to: ``outputs``, or ``influx`` as one output named ``influx``."""
+        if self.outputs:
+            return [keyed(o, f"outputs[{i}]") for i, o in enumerate(self.outputs)]
+        return [as_output(self.influx)] if self.influx is not None else []
 
     @model_validator(mode="after")
     def _references(self) -> Config:
@@ -201,6 +208,13 @@ class Config(BaseSettings):
             if m.profile not in known_profiles:
                 problems.append(f"machines[{i}].profile: unknown profile {m.profile!r}"
                                 f"{_did_you_mean(m.profile, known_profiles)}; known: {', '.join(known_profiles)}")
+        if self.influx is not None and self.outputs:
+            problems.append("outputs: set together with `influx`; use one (`influx` is the shorthand for one output "
+                            "named influx with no filter: move it into `outputs`)")
+        names = [o.name for o in self.outputs]
+        for i, name in enumerate(names):
+            if name in names[:i]:
+                problems.append(f"outputs[{i}].name: duplicate output name {name!r}")
         broker = self.capacity.feed.broker
         if broker is not None and not any(s.id == broker and s.type == "mqtt" for s in self.sources):
             mqtt_ids = [s.id for s in self.sources if s.type == "mqtt"]
@@ -223,6 +237,7 @@ __all__ = [
     "InfluxSettings",
     "Machine",
     "OutboxSettings",
+    "OutputSettings",
     "Profile",
     "Rule",
     "Site",
