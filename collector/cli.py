@@ -17,6 +17,7 @@ from collector.configfile import load_or_report
 
 if TYPE_CHECKING:
     from collector.configfile import LoadedConfig
+    from collector.influx.config import OutputSettings
     from collector.sinks import Sink
 
 log = logging.getLogger("collector")
@@ -198,11 +199,25 @@ def cmd_validate(args: argparse.Namespace) -> int:
     for m in loaded.machines:
         signals = ", ".join(m.bound.signals) or "-"
         print(f"  {m.info.id:<16} source={m.source:<12} profile={m.profile:<12} signals: {signals}")
-    if config.influx is None:
+    outputs = config.output_list()
+    if not outputs:
         print("influx: not configured (use `collector run --print`)")
-    else:
-        print(f"influx: {config.influx.url} (api {config.influx.api})")
+    for output in outputs:
+        print(f"output {output.name}: {output.url} (api {output.api}){_selection_text(output)}")
     return 0
+
+
+def _selection_text(output: OutputSettings) -> str:
+    rule, parts = output.machines, []
+    if rule.public:
+        parts.append("public machines")
+    if rule.ids:
+        parts.append("ids " + ", ".join(rule.ids))
+    if rule.tags:
+        parts.append("tags " + ", ".join(f"{k}={v}" for k, v in rule.tags.items()))
+    if output.drop_fields:
+        parts.append("without " + ", ".join(output.drop_fields))
+    return f"; {'; '.join(parts)}" if parts else ""
 
 
 def cmd_schema(args: argparse.Namespace) -> int:
@@ -246,8 +261,8 @@ def cmd_run(args: argparse.Namespace) -> int:
     sink: Sink
     if args.print_lines:
         sink = PrintSink()
-    elif loaded.config.influx is None:
-        print(f"{args.config}: no `influx:` section; add one or use --print", file=sys.stderr)
+    elif not loaded.config.output_list():
+        print(f"{args.config}: no `influx:` or `outputs:` section; add one or use --print", file=sys.stderr)
         return 2
     else:
         from collector.influx import make_sink

@@ -21,7 +21,7 @@ from collector.capacity.config import Capability, CapacitySettings
 from collector.core.durations import Duration
 from collector.core.model import State
 from collector.core.strict import Strict
-from collector.influx.config import InfluxSettings, OutboxSettings
+from collector.influx.config import InfluxSettings, OutboxSettings, OutputSettings, as_output, keyed
 from dashboards.config import DashboardSettings
 
 # The `type` field discriminates the registered source models (see adapters/__init__.py).
@@ -103,7 +103,7 @@ class TrackerSettings(Strict):
         None, description="No reading for this long makes a machine `offline` from its last reading on. Off by default: OPC UA subscriptions only report changes; set it for sources that publish periodically.")
     interval: Duration = Field(60.0, gt=0, description="Roll-up interval of `machine_availability`, aligned to the wall clock.")
     lateness: Duration = Field(2.0, ge=0, description="How late a reading stamped by its source (payload `timestamp`, Sparkplug, OPC UA source time) may arrive and still count at its own time: for such sources, debounce, staleness and roll-ups wait this long behind the clock (state changes are written at once). Covers transit and clock skew; a later reading is placed at the time already rolled up and counted as `clamped`.")
-    max_future: Duration = Field(300.0, ge=0, description="A source timestamp further ahead of the collector's clock than this is bad input `future_timestamp`: the reading is taken at arrival time (a gateway whose clock runs ahead stays tracked; see README, Reliability).")
+    max_future: Duration = Field(300.0, ge=0, description="A source timestamp further ahead of the collector's clock than this is bad input `future_timestamp`: the reading is taken at arrival time (a gateway whose clock runs ahead stays tracked; see docs/RELIABILITY.md).")
     max_past: Duration | None = Field(604800.0, gt=0, description="A source timestamp older than this (default 7 days) is bad input `too_old` and dropped: the tracker has moved past it. `null`: no bound.")
     max_gap: Duration = Field(86400.0, gt=0, description="Time without any tracking longer than this (a long stop, a clock jump) is bridged in one step: the machine goes `offline` at the gap's start and roll-ups are written only for the gap's last `max_gap`, so no gap costs work or memory in proportion to its length.")
 
@@ -157,7 +157,8 @@ class Config(BaseSettings):
     profiles: dict[str, Profile] = Field(default_factory=dict, description="Named signal->state mappings, written once, used by many machines.")
     machines: list[Machine] = Field(default_factory=list, description="The machines to track.")
     tracker: TrackerSettings = Field(default_factory=TrackerSettings, description="State tracking defaults.")
-    influx: InfluxSettings | None = Field(None, description="InfluxDB to write to; without it `run` needs `--print`.")
+    influx: InfluxSettings | None = Field(None, description="InfluxDB to write to: the shorthand for one output named `influx` that gets every point. Without it or `outputs`, `run` needs `--print`.")
+    outputs: list[OutputSettings] = Field(default_factory=list, description="InfluxDB-compatible destinations (InfluxDB 1.x/2.x, VictoriaMetrics), each with a machine filter, a field policy and its own queue in the outbox: one commit stores a point once and each output drains it at its own pace. Instead of `influx`.")
     outbox: OutboxSettings = Field(default_factory=OutboxSettings, description="The durable on-disk buffer in front of InfluxDB.")
     http: HttpSettings = Field(default_factory=HttpSettings, description="The status HTTP server.")
     dashboards: DashboardSettings = Field(default_factory=DashboardSettings,
@@ -173,6 +174,12 @@ class Config(BaseSettings):
         if "path" not in self.outbox.model_fields_set:
             self.outbox.path = self.data_dir / "outbox.sqlite"
         return self
+
+    def output_list(self) -> list[OutputSettings]:
+        """The outputs to write to: ``outputs``, or ``influx`` as one output named ``influx``."""
+        if self.outputs:
+            return [keyed(o, f"outputs[{i}]") for i, o in enumerate(self.outputs)]
+        return [as_output(self.influx)] if self.influx is not None else []
 
     @model_validator(mode="after")
     def _references(self) -> Config:
@@ -201,6 +208,13 @@ class Config(BaseSettings):
             if m.profile not in known_profiles:
                 problems.append(f"machines[{i}].profile: unknown profile {m.profile!r}"
                                 f"{_did_you_mean(m.profile, known_profiles)}; known: {', '.join(known_profiles)}")
+        if self.influx is not None and self.outputs:
+            problems.append("outputs: set together with `influx`; use one (`influx` is the shorthand for one output "
+                            "named influx with no filter: move it into `outputs`)")
+        names = [o.name for o in self.outputs]
+        for i, name in enumerate(names):
+            if name in names[:i]:
+                problems.append(f"outputs[{i}].name: duplicate output name {name!r}")
         broker = self.capacity.feed.broker
         if broker is not None and not any(s.id == broker and s.type == "mqtt" for s in self.sources):
             mqtt_ids = [s.id for s in self.sources if s.type == "mqtt"]
@@ -223,6 +237,7 @@ __all__ = [
     "InfluxSettings",
     "Machine",
     "OutboxSettings",
+    "OutputSettings",
     "Profile",
     "Rule",
     "Site",

@@ -8,7 +8,7 @@ backslashes, newlines: all legal in an MQTT topic level).
     collector_machines{source}                  machines tracked per source (discovered included)
     collector_events_total                      events the engine processed
     collector_state_changes_total, collector_intervals_total, collector_lines_written_total
-    collector_bad_input_total{source, kind}     bad input per source and kind (see README)
+    collector_bad_input_total{source, kind}     bad input per source and kind (see docs/RELIABILITY.md)
     collector_late_readings_total{why}          readings clamped, out of order or replayed
     collector_commits_total, collector_other_shard_total, collector_adapter_errors_total{source}
     collector_source_up{source}                 1 while the source is connected
@@ -17,6 +17,9 @@ backslashes, newlines: all legal in an MQTT topic level).
     collector_outbox_*                          the sink's figures (depth, oldest age, retries, ...)
     collector_outbox_write_latency_seconds      the last write's duration
     collector_outbox_write_duration_seconds     histogram of the writes' durations
+    collector_output_*{output}                  per output: depth, oldest age, points written,
+                                                filtered, retries, dead-lettered, dropped, last
+                                                write duration, link up
 """
 
 from __future__ import annotations
@@ -102,6 +105,7 @@ class EngineCollector(Collector):
                                               value=value)
                 else:
                     yield GaugeMetricFamily(f"collector_outbox_{key}", f"Outbox: {key}.", value=value)
+        yield from _per_output(engine)
         durations = getattr(engine.sink, "write_durations", None)
         if callable(durations):
             buckets, total = durations()
@@ -109,6 +113,23 @@ class EngineCollector(Collector):
                                         "Durations of the successful writes to InfluxDB.",
                                         buckets=[("+Inf" if math.isinf(le) else repr(le), n) for le, n in buckets],
                                         sum_value=total)
+
+
+def _per_output(engine: Engine) -> Iterator[Metric]:
+    """One family per figure, one sample per output (label ``output``)."""
+    output_stats = getattr(engine.sink, "output_stats", None)
+    if not callable(output_stats):
+        return
+    per: dict[str, dict[str, float]] = output_stats()
+    keys = sorted({k for figures in per.values() for k in figures})
+    for key in keys:
+        total = key.endswith("_total")
+        name = f"collector_output_{key[:-len('_total')] if total else key}"
+        family = (CounterMetricFamily if total else GaugeMetricFamily)(name, f"Per output: {key}.", labels=["output"])
+        for output, figures in sorted(per.items()):
+            if key in figures:
+                family.add_metric([output], figures[key])
+        yield family
 
 
 def metrics_text(engine: Engine) -> bytes:

@@ -5,9 +5,10 @@ The new file is loaded and validated exactly as at start-up; an invalid one is r
 errors logged (and returned to the HTTP caller) and the running config stays. A valid one is
 handed to ``Engine.apply``: machines added or removed take effect, unchanged machines keep
 their state, since-time and durations, and only the sources whose settings or machines changed
-are reopened. Settings read once at start-up (``influx``, ``outbox``, ``http``, ``data_dir``,
-``shard``, ``tracker.interval``) keep their running values until the next restart; the reload
-says so.
+are reopened. Settings read once at start-up (``influx``, ``outputs``, ``outbox``, ``http``,
+``data_dir``, ``shard``, ``tracker.interval``) keep their running values until the next restart;
+the reload says so. Which machines are public is not one of them: an output filtered on
+``public`` follows the new config at once, for the points already stored too.
 
 The pid file ``<data_dir>/collector.pid`` lets ``collector reload`` find the process.
 """
@@ -36,7 +37,7 @@ log = logging.getLogger(__name__)
 PID_FILE = "collector.pid"
 # Settings a running collector cannot switch: read once at start-up. A reload keeps the running
 # values (so every tracker keeps one interval length) and says a restart is needed.
-RESTART_ONLY = ("influx", "outbox", "http", "data_dir", "shard", "tracker.interval")
+RESTART_ONLY = ("influx", "outputs", "outbox", "http", "data_dir", "shard", "tracker.interval")
 KINDS = ("machines_added", "machines_removed", "machines_changed", "sources_added", "sources_removed",
          "sources_restarted", "needs_restart")
 
@@ -125,6 +126,11 @@ class Reloader:
             mask_secrets(secrets_of(new.config))
             restart = keep_running_settings(self.engine.config, new.config)
             changes = await self.engine.apply(new)
+            set_public = getattr(self.engine.sink, "set_public", None)
+            if set_public is not None:  # the outputs filtered on `public` follow the new config at once
+                from collector.influx import public_machines
+
+                set_public(public_machines(new.config))
             changes["needs_restart"] = restart
             lines = describe(changes)
             log.info("reloaded %s: %s", self.path, "; ".join(lines))

@@ -100,7 +100,10 @@ def cmd_push(args: argparse.Namespace) -> int:
     if config is None:
         return 2
     boards = build_boards(config)
-    influx = None if args.no_datasource else config.influx
+    # the plant's InfluxDB: `influx`, or the first InfluxDB of `outputs` (a VictoriaMetrics output
+    # is no InfluxQL/Flux data source)
+    influx = None if args.no_datasource else next(
+        (o for o in config.output_list() if o.api != "victoriametrics"), None)
     try:
         result = push(Pusher(args.grafana_url, token, args.timeout), boards, config.dashboards, influx,
                       share=args.share)

@@ -236,7 +236,7 @@ def test_store_survives_reopen_and_counts(tmp_path: Path) -> None:
     store.close()
     again = OutboxStore(tmp_path / "o.sqlite")
     assert (again.points, [c.lines for c in again.peek(10)]) == (3, [["a 1", "b 2"], ["c 3"]])
-    again.ack([again.peek(1)[0].id])
+    again.advance("influx", again.peek(1)[0].id)
     assert again.points == 1 and again.bytes > 0
 
 
@@ -296,7 +296,7 @@ def test_an_outbox_file_of_release_0_1_is_migrated_and_keeps_its_points(tmp_path
     store = OutboxStore(path)
     try:
         assert store.db.execute("PRAGMA user_version").fetchone()[0] == SCHEMA_VERSION
-        assert store.points == 3 and store.dead == 1
+        assert store.points == 3 and store.dead == {"influx": 1}
         lines = [line for chunk in store.peek(100) for line in chunk.lines]
         assert lines[0].startswith("machine_state,machine=cnc-07") and lines[2].startswith("machine_availability")
         store.append(["m v=1i 1"], {"cnc-07": b'{"state": "idle"}'})

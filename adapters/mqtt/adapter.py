@@ -254,6 +254,11 @@ class MqttAdapter:
         except UnicodeDecodeError:
             self.decoder.report("bad_topic", "a topic that is not UTF-8")
             return
+        self._feed(topic, payload)
+
+    def _feed(self, topic: str, payload: bytes) -> None:
+        """One message's meaning: the decoder's events and the commands it returns (a subclass
+        that reads another protocol over MQTT decodes here instead)."""
         events, commands = self.decoder.feed(topic, payload, time.time_ns())
         if events:
             self.events.extend(events)

@@ -109,8 +109,9 @@ class StatusTopic(Strict):
     offline: list[str] = Field(["offline", "OFFLINE", "0", "false"], description="Payloads that mean offline (the machine goes `offline` at once). A Sparkplug 3.0 STATE payload (`{\"online\": false, ...}`) is understood as well.")
 
 
-class MqttSource(SourceConfig):
-    type: Literal["mqtt"] = Field(description="An MQTT broker: JSON, plain-value and Sparkplug B topics.")
+class MqttBroker(Strict):
+    """Where and how to connect to an MQTT broker: every source that reads one has these."""
+
     host: str = Field(description="Broker host name or address.", examples=["broker.local"])
     port: int | None = Field(None, ge=1, le=65535, description="Broker port; default 1883, or 8883 with `tls`.")
     protocol: Literal["3.1.1", "5"] = Field("5", description="MQTT protocol version.")
@@ -123,6 +124,10 @@ class MqttSource(SourceConfig):
     username: str | None = Field(None, description="User name.")
     password: SecretStr | None = Field(None, description="Password. Use `${MQTT_PASSWORD}` or `${file:/run/secrets/mqtt}`.")
     tls: Tls | None = Field(None, description="TLS settings; without them the connection is plain TCP.")
+
+
+class MqttSource(MqttBroker, SourceConfig):
+    type: Literal["mqtt"] = Field(description="An MQTT broker: JSON, plain-value and Sparkplug B topics.")
     shared_group: str | None = Field(
         None, description="Refused: a shared subscription splits each machine's messages across collectors (the broker hands the messages of one topic to the members in turn). Scale out with the top-level `shard:` instead.")
     max_payload: int = Field(262_144, gt=0, description="Payloads larger than this many bytes are dropped as bad input `payload_too_large`.")

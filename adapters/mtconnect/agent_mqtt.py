@@ -21,7 +21,7 @@ from typing import Self
 
 from adapters.base import AdapterContext, BoundMachine, SourceConfig
 from adapters.mqtt.adapter import MqttAdapter
-from adapters.mqtt.config import MqttSource, Subscription
+from adapters.mqtt.config import MqttBroker, MqttSource, Subscription
 from adapters.mtconnect.config import MtConnectSource
 from adapters.mtconnect.decoder import MtConnectDecoder
 
@@ -31,10 +31,8 @@ def broker_source(config: MtConnectSource) -> MqttSource:
     b = config.mqtt
     assert b is not None
     return MqttSource(
-        id=config.id, type="mqtt", max_machines=config.max_machines, host=b.host, port=b.port, protocol=b.protocol,
-        client_id=b.client_id, clean_start=b.clean_start, session_expiry=b.session_expiry, qos=b.qos,
-        keepalive=b.keepalive, connect_timeout=b.connect_timeout, username=b.username, password=b.password,
-        tls=b.tls, max_payload=config.max_document,
+        id=config.id, type="mqtt", max_machines=config.max_machines, max_payload=config.max_document,
+        **{name: getattr(b, name) for name in MqttBroker.model_fields},
         # Subscribed to as it is (`<prefix>/#`), never used to decode (see _on_publish).
         subscriptions=[Subscription(topic=f"{b.topic_prefix.rstrip('/')}/#", payload="value", signal="mtconnect",
                                     machine_id="agent")])
@@ -53,16 +51,8 @@ class MtConnectMqttAdapter(MqttAdapter):
         await super().__aenter__()
         return self
 
-    def _on_publish(self, topic_bytes: bytes, payload: bytes, qos: int, mid: int) -> None:
-        self.received += 1
-        if qos:  # acknowledged after the commit that holds its effect, bad input included
-            self._unacked.append((mid, qos))
-        self._quiet_since = None
-        try:
-            topic = topic_bytes.decode()
-        except UnicodeDecodeError:
-            self.mtconnect.report("bad_topic", "a topic that is not UTF-8")
-            return
+    def _feed(self, topic: str, payload: bytes) -> None:
+        """Each message to the MTConnect decoder, not the topic templates."""
         if len(payload) > self.config.max_payload:
             self.mtconnect.report("payload_too_large", f"{topic}: {len(payload)} bytes")
             return

@@ -5,30 +5,19 @@ from __future__ import annotations
 import re
 from typing import Literal
 
-from pydantic import Field, SecretStr, model_validator
+from pydantic import Field, model_validator
 
 from adapters.base import SourceConfig
-from adapters.mqtt.config import Tls
+from adapters.mqtt.config import MqttBroker
 from collector.core.durations import Duration
-from collector.core.strict import Strict
 
 STATE_TYPES = ["AVAILABILITY", "EXECUTION", "CONTROLLER_MODE", "FUNCTIONAL_MODE", "EMERGENCY_STOP"]
 _TEMPLATE = re.compile(r"\{([^}]*)\}")
 
 
-class MtConnectBroker(Strict):
-    host: str = Field(description="Broker host name or address.", examples=["broker.local"])
-    port: int | None = Field(None, ge=1, le=65535, description="Broker port; default 1883, or 8883 with `tls`.")
-    protocol: Literal["3.1.1", "5"] = Field("5", description="MQTT protocol version.")
-    client_id: str | None = Field(None, description="Client id; stable, so the broker keeps the session across restarts. Default `collector-<source id>`.")
-    clean_start: bool = Field(False, description="Start a fresh session. Off: the broker keeps QoS 1 messages while the collector is away.")
-    session_expiry: Duration = Field(86400.0, description="MQTT 5: how long the broker keeps the session after a disconnect.")
-    qos: Literal[0, 1, 2] = Field(1, description="Subscription QoS.")
-    keepalive: Duration = Field(30.0, ge=5, description="Keepalive; a broker silent for 1.5x this long counts as lost.")
-    connect_timeout: Duration = Field(10.0, gt=0, description="Time allowed to connect and be acknowledged.")
-    username: str | None = Field(None, description="User name.")
-    password: SecretStr | None = Field(None, description="Password. Use `${MQTT_PASSWORD}` or `${file:/run/secrets/mqtt}`.")
-    tls: Tls | None = Field(None, description="TLS settings; without them the connection is plain TCP.")
+class MtConnectBroker(MqttBroker):
+    """The broker an agent's MQTT sink publishes to: an MQTT source's connection settings."""
+
     topic_prefix: str = Field(
         "MTConnect", description=("First topic level of the agent's MQTT sink: `<prefix>/Probe/<uuid>`, `<prefix>/Current/<uuid>`, "
                                   "`<prefix>/Sample/<uuid>` (JSON documents), `<prefix>/Devices/<uuid>/Observations/<id>` "

@@ -1,10 +1,14 @@
-"""The outbox store: points on disk in SQLite (WAL mode) until InfluxDB accepted them.
+"""The outbox store: points on disk in SQLite (WAL mode) until every output is done with them.
 
 Each ``append`` is one row holding a chunk of line protocol, zlib-compressed (one row per
 chunk keeps appends and drains to one statement each, and compression keeps hours of outage
-small on a gateway's flash). Rows leave oldest-first: ``ack`` deletes what InfluxDB accepted,
-``dead_letter`` keeps what it refused for a data reason, ``enforce_bound`` drops the oldest
-rows past the size bound. Not thread-safe: the sink drives it from one worker thread.
+small on a gateway's flash). A row is stored once for every output: each output has a
+**cursor**, the id of the last row it is done with (delivered, filtered out, dead-lettered
+or dropped by its bound), and reads the rows after it. ``advance`` moves one output's cursor;
+a row is deleted once every configured output's cursor has passed it. ``dead_letter`` keeps
+what an output's server refused for a data reason, under that output's name;
+``enforce_bound`` moves an output's cursor past its oldest rows when its backlog outgrows
+its bound. Not thread-safe: the sink drives it from one worker thread.
 
 The same file is the trackers' checkpoint: ``append`` stores the points and the state of the
 trackers that produced them in one transaction, so after a crash the collector resumes from
@@ -17,7 +21,7 @@ from __future__ import annotations
 import sqlite3
 import time
 import zlib
-from collections.abc import Mapping, Sequence
+from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -39,7 +43,8 @@ CREATE TABLE IF NOT EXISTS dead_letter (
 );
 """
 
-SCHEMA_VERSION = 1
+SCHEMA_VERSION = 2
+DEFAULT_OUTPUT = "influx"  # the output of `influx:`, and the owner of a single-output file's rows
 # Each step takes a file from version N to N+1 (index N). Version 0: the outbox and dead-letter
 # tables of release 0.1, without a version mark.
 _MIGRATIONS = [
@@ -48,6 +53,14 @@ _MIGRATIONS = [
         saved_ns INTEGER NOT NULL,
         snapshot BLOB NOT NULL
     );""",
+    # 1 -> 2: outputs. A file of one output has no cursor: its stored rows are undelivered, so
+    # every output starts before them (cursor 0) and `influx:` drains them as before. Its dead
+    # letters were the one output's: they belong to `influx`.
+    """CREATE TABLE IF NOT EXISTS output_cursor (
+        output TEXT PRIMARY KEY,
+        acked INTEGER NOT NULL
+    );
+    ALTER TABLE dead_letter ADD COLUMN output TEXT NOT NULL DEFAULT 'influx';""",
 ]
 
 
@@ -68,20 +81,32 @@ class Chunk:
 
 
 class OutboxStore:
-    def __init__(self, path: Path, *, sync: str = "full") -> None:
+    def __init__(self, path: Path, *, sync: str = "full", outputs: Iterable[str] = (DEFAULT_OUTPUT,)) -> None:
         path.parent.mkdir(parents=True, exist_ok=True)
         self.path = path
+        self.outputs = list(dict.fromkeys(outputs))
+        if not self.outputs:
+            raise ValueError("an outbox needs at least one output")
         self.db = sqlite3.connect(path, check_same_thread=False, isolation_level=None)
         self._check_version()  # before anything writes: a newer release's file is left as it is
         self.db.execute("PRAGMA journal_mode=WAL")
         self.db.execute(f"PRAGMA synchronous={'FULL' if sync == 'full' else 'NORMAL'}")
         self._migrate()
+        self.removed = self._own_cursors()
+        # stored rows (not yet passed by every output), and per output its backlog: kept here so
+        # other threads read figures, never the database
         self.points: int = 0
         self.bytes: int = 0
-        # append time of the oldest stored point, kept here so other threads never query
-        self.oldest: float | None = None
+        self.oldest: float | None = None  # append time of the oldest stored point
+        self.cursor: dict[str, int] = {}
+        self.pending_points: dict[str, int] = {}
+        self.pending_bytes: dict[str, int] = {}
+        self.pending_oldest: dict[str, float | None] = {}
         self._recount()
-        self.dead: int = self.db.execute("SELECT COUNT(*) FROM dead_letter").fetchone()[0]
+        self._delete_passed()
+        self.dead: dict[str, int] = {o: 0 for o in self.outputs}
+        for output, n in self.db.execute("SELECT output, COUNT(*) FROM dead_letter GROUP BY output"):
+            self.dead[output] = n
 
     def close(self) -> None:
         self.db.close()
@@ -99,13 +124,28 @@ class OutboxStore:
         self.db.executescript(_SCHEMA)
         for step in range(version, SCHEMA_VERSION):
             self.db.execute("BEGIN")
-            self.db.execute(_MIGRATIONS[step])
+            for statement in _MIGRATIONS[step].split(";"):
+                if statement.strip():
+                    self.db.execute(statement)
             self.db.execute(f"PRAGMA user_version = {step + 1}")
             self.db.execute("COMMIT")
 
+    def _own_cursors(self) -> list[str]:
+        """A cursor for each configured output (a new one starts before every stored row); the
+        cursors of outputs no longer configured are removed, so they hold no row back. Returns
+        the removed outputs' names."""
+        self.db.execute("BEGIN")
+        known = {name for (name,) in self.db.execute("SELECT output FROM output_cursor")}
+        self.db.executemany("INSERT OR IGNORE INTO output_cursor (output, acked) VALUES (?, 0)",
+                            [(o,) for o in self.outputs])
+        removed = sorted(known - set(self.outputs))
+        self.db.executemany("DELETE FROM output_cursor WHERE output = ?", [(o,) for o in removed])
+        self.db.execute("COMMIT")
+        return removed
+
     def append(self, lines: Sequence[str], state: Mapping[str, bytes] | None = None) -> None:
-        """Store ``lines`` and the trackers' ``state`` (machine id -> snapshot) durably, in one
-        transaction; returns once committed."""
+        """Store ``lines`` (once, for every output) and the trackers' ``state`` (machine id ->
+        snapshot) durably, in one transaction; returns once committed."""
         if not lines and not state:
             return
         now = time.time()
@@ -129,81 +169,125 @@ class OutboxStore:
             self.bytes += len(payload)
             if self.oldest is None:
                 self.oldest = now
+            for o in self.outputs:
+                self.pending_points[o] += len(lines)
+                self.pending_bytes[o] += len(payload)
+                if self.pending_oldest[o] is None:
+                    self.pending_oldest[o] = now
 
     def load_state(self) -> dict[str, tuple[bytes, int]]:
         """Every machine's last committed tracker snapshot and when it was committed (ns)."""
         return {mid: (snap, saved) for mid, saved, snap in
                 self.db.execute("SELECT machine, saved_ns, snapshot FROM tracker_state")}
 
-    def peek(self, max_points: int) -> list[Chunk]:
-        """The oldest chunks, up to ``max_points`` points (at least one chunk)."""
+    def peek(self, max_points: int, output: str | None = None) -> list[Chunk]:
+        """The oldest chunks ``output`` has not passed (without it: the oldest stored), up to
+        ``max_points`` points (at least one chunk)."""
+        after = self.cursor[output] if output is not None else 0
         chunks: list[Chunk] = []
         total = 0
         for row_id, created, points, payload in self.db.execute(
-                "SELECT id, created, points, payload FROM outbox ORDER BY id LIMIT 1000"):
+                "SELECT id, created, points, payload FROM outbox WHERE id > ? ORDER BY id LIMIT 1000", (after,)):
             if chunks and total + points > max_points:
                 break
             chunks.append(Chunk(row_id, created, points, zlib.decompress(payload)))
             total += points
         return chunks
 
-    def ack(self, ids: Sequence[int]) -> None:
-        """Delete delivered chunks."""
-        self._delete(ids)
-
-    def dead_letter(self, lines: Sequence[str], error: str) -> None:
-        now = time.time()
-        self.db.executemany("INSERT INTO dead_letter (created, line, error) VALUES (?, ?, ?)",
-                            [(now, line, error) for line in lines])
-        self.dead += len(lines)
-
-    def enforce_bound(self, max_bytes: int) -> int:
-        """Drop the oldest chunks until the stored bytes fit ``max_bytes``; the points dropped."""
-        dropped = 0
-        while self.bytes > max_bytes:
-            rows = self.db.execute("SELECT id, points, bytes FROM outbox ORDER BY id LIMIT 64").fetchall()
-            if not rows:
-                break
-            ids, excess = [], self.bytes - max_bytes
-            for row_id, points, size in rows:
-                ids.append(row_id)
-                dropped += points
-                excess -= size
-                if excess <= 0:
-                    break
-            self._delete(ids)
-        return dropped
-
-    def dead_lines(self) -> list[tuple[str, str]]:
-        return [(line, error) for line, error in self.db.execute("SELECT line, error FROM dead_letter ORDER BY id")]
-
-    def file_bytes(self) -> int:
-        return sum(p.stat().st_size for p in self.path.parent.glob(self.path.name + "*"))
-
-    def _delete(self, ids: Sequence[int]) -> None:
-        if not ids:
+    def advance(self, output: str, upto: int) -> None:
+        """``output`` is done with every row up to id ``upto``: move its cursor (never back) and
+        delete the rows every output has passed, in one transaction."""
+        old = self.cursor[output]
+        if upto <= old:
+            return
+        # never past the last row appended: a later row would count as passed before it was read
+        row = self.db.execute("SELECT seq FROM sqlite_sequence WHERE name = 'outbox'").fetchone()
+        upto = min(upto, int(row[0]) if row else 0)
+        if upto <= old:
             return
         self.db.execute("BEGIN")
         try:
-            for start in range(0, len(ids), 500):
-                part = list(ids[start:start + 500])
-                marks = ",".join("?" * len(part))
-                points, size = self.db.execute(
-                    f"SELECT COALESCE(SUM(points), 0), COALESCE(SUM(bytes), 0) FROM outbox WHERE id IN ({marks})",
-                    part).fetchone()
-                self.db.execute(f"DELETE FROM outbox WHERE id IN ({marks})", part)
-                self.points -= points
-                self.bytes -= size
+            points, size = self.db.execute(
+                "SELECT COALESCE(SUM(points), 0), COALESCE(SUM(bytes), 0) FROM outbox WHERE id > ? AND id <= ?",
+                (old, upto)).fetchone()
+            self.db.execute("UPDATE output_cursor SET acked = ? WHERE output = ?", (upto, output))
+            floor = min(upto if o == output else self.cursor[o] for o in self.outputs)
+            gone = self._delete_upto(floor)
             self.db.execute("COMMIT")
-            row = self.db.execute("SELECT created FROM outbox ORDER BY id LIMIT 1").fetchone()
-            self.oldest = None if row is None else float(row[0])
         except BaseException:
             self.db.execute("ROLLBACK")
             self._recount()
             raise
+        self.cursor[output] = upto
+        self.pending_points[output] -= points
+        self.pending_bytes[output] -= size
+        self.pending_oldest[output] = self._oldest_after(upto)
+        if gone:
+            self.points -= gone[0]
+            self.bytes -= gone[1]
+            self.oldest = self._oldest_after(0)
+
+    def dead_letter(self, lines: Sequence[str], error: str, output: str = DEFAULT_OUTPUT) -> None:
+        now = time.time()
+        self.db.executemany("INSERT INTO dead_letter (created, line, error, output) VALUES (?, ?, ?, ?)",
+                            [(now, line, error, output) for line in lines])
+        self.dead[output] = self.dead.get(output, 0) + len(lines)
+
+    def enforce_bound(self, max_bytes: int, output: str = DEFAULT_OUTPUT) -> int:
+        """Move ``output``'s cursor past its oldest rows until its backlog fits ``max_bytes``;
+        the points it dropped (the rows stay while another output still needs them)."""
+        excess = self.pending_bytes[output] - max_bytes
+        if excess <= 0:
+            return 0
+        dropped, upto = 0, self.cursor[output]
+        for row_id, points, size in self.db.execute(
+                "SELECT id, points, bytes FROM outbox WHERE id > ? ORDER BY id", (upto,)):
+            upto = row_id
+            dropped += points
+            excess -= size
+            if excess <= 0:
+                break
+        self.advance(output, upto)
+        return dropped
+
+    def dead_lines(self, output: str | None = None) -> list[tuple[str, str]]:
+        if output is None:
+            return list(self.db.execute("SELECT line, error FROM dead_letter ORDER BY id"))
+        return list(self.db.execute("SELECT line, error FROM dead_letter WHERE output = ? ORDER BY id", (output,)))
+
+    def file_bytes(self) -> int:
+        return sum(p.stat().st_size for p in self.path.parent.glob(self.path.name + "*"))
+
+    def _delete_upto(self, floor: int) -> tuple[int, int] | None:
+        """Delete the rows up to id ``floor`` (inside the caller's transaction); their points and bytes."""
+        points, size = self.db.execute(
+            "SELECT COALESCE(SUM(points), 0), COALESCE(SUM(bytes), 0) FROM outbox WHERE id <= ?", (floor,)).fetchone()
+        if not points and not size:
+            return None
+        self.db.execute("DELETE FROM outbox WHERE id <= ?", (floor,))
+        return points, size
+
+    def _delete_passed(self) -> None:
+        """On open: the rows every configured output passed (those an output no longer
+        configured held back)."""
+        self.db.execute("BEGIN")
+        gone = self._delete_upto(min(self.cursor.values()))
+        self.db.execute("COMMIT")
+        if gone:
+            self._recount()
+
+    def _oldest_after(self, after: int) -> float | None:
+        row = self.db.execute("SELECT created FROM outbox WHERE id > ? ORDER BY id LIMIT 1", (after,)).fetchone()
+        return None if row is None else float(row[0])
 
     def _recount(self) -> None:
         self.points, self.bytes = self.db.execute(
             "SELECT COALESCE(SUM(points), 0), COALESCE(SUM(bytes), 0) FROM outbox").fetchone()
-        row = self.db.execute("SELECT created FROM outbox ORDER BY id LIMIT 1").fetchone()
-        self.oldest = None if row is None else float(row[0])
+        self.oldest = self._oldest_after(0)
+        cursors = dict(self.db.execute("SELECT output, acked FROM output_cursor"))
+        for o in self.outputs:
+            self.cursor[o] = int(cursors.get(o, 0))
+            self.pending_points[o], self.pending_bytes[o] = self.db.execute(
+                "SELECT COALESCE(SUM(points), 0), COALESCE(SUM(bytes), 0) FROM outbox WHERE id > ?",
+                (self.cursor[o],)).fetchone()
+            self.pending_oldest[o] = self._oldest_after(self.cursor[o])

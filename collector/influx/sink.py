@@ -1,83 +1,110 @@
-"""The outbox sink: the engine appends, a sender task drains to InfluxDB.
+"""The outbox sink: the engine appends once, each output's sender drains its own cursor.
 
-- ``write`` returns once the lines are committed to SQLite (acknowledge only what is stored).
-- The sender drains oldest-first at least every ``flush_interval`` (at once when a full batch
-  is waiting); a delivered batch is deleted, a failed one stays and is retried after a capped,
-  jittered exponential backoff (or the server's Retry-After). A batch refused for its data is
-  bisected so the good points land and only the bad ones go to the dead-letter table.
-- On stop it keeps draining for up to ``stop_deadline``, then leaves the rest on disk.
+- ``write`` returns once the lines are committed to SQLite (acknowledge only what is stored);
+  a point is stored once, whatever the number of outputs.
+- Each output (``outputs:``, or ``influx:`` as one output named ``influx``) has a sender task
+  (collector/influx/sender.py) with its own cursor, retries, dead letter, bound and metrics,
+  so an output that is down delays no other.
+- On stop every sender keeps draining for up to ``stop_deadline``, then leaves the rest on disk.
 """
 
 from __future__ import annotations
 
 import asyncio
-import bisect
-import itertools
 import json
 import logging
-import math
 import time
-from collections.abc import Awaitable, Callable, Mapping, Sequence
+from collections.abc import Awaitable, Callable, Iterable, Mapping, Sequence
 from concurrent.futures import ThreadPoolExecutor
-from typing import Any, Self, TypeVar
+from typing import Any, Self
 
 import orjson
 
-from collector.core.backoff import Backoff
-from collector.influx.config import InfluxSettings, OutboxSettings
-from collector.influx.outbox import Chunk, OutboxStore
-from collector.influx.writers import WriteError, Writer, make_writer
+from collector.influx.config import InfluxSettings, OutboxSettings, OutputSettings, as_output
+from collector.influx.outbox import OutboxStore
+from collector.influx.selection import Selection
+from collector.influx.sender import COUNTERS, IN_FLIGHT, WRITE_BUCKETS_S, OutputSender
+from collector.influx.writers import Writer, make_writer
 
-WRITE_BUCKETS_S = (0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0)
-"""Upper bounds of the write-duration histogram (prometheus-client's default buckets)."""
+__all__ = ["IN_FLIGHT", "WRITE_BUCKETS_S", "OutboxSink"]
 
 log = logging.getLogger(__name__)
-T = TypeVar("T")
-IN_FLIGHT = 3  # requests on the wire at once: InfluxDB parses one while the next arrives
 
 
 class OutboxSink:
-    def __init__(self, influx: InfluxSettings, outbox: OutboxSettings, writer: Writer | None = None) -> None:
-        self.influx = influx
+    def __init__(self, outputs: InfluxSettings | Sequence[OutputSettings], outbox: OutboxSettings,
+                 writer: Writer | None = None, *, writers: Mapping[str, Writer] | None = None,
+                 public: Iterable[str] = ()) -> None:
+        if isinstance(outputs, InfluxSettings) and not isinstance(outputs, OutputSettings):
+            outputs = [as_output(outputs)]
+        elif isinstance(outputs, OutputSettings):
+            outputs = [outputs]
+        if not outputs:
+            raise ValueError("no output: set `influx` or `outputs`")
+        self.outputs = list(outputs)
         self.settings = outbox
-        self.writer = writer or make_writer(influx)
+        self.public: frozenset[str] = frozenset(public)
         self._db = ThreadPoolExecutor(1, thread_name_prefix="outbox")  # SQLite: one thread owns it
         self.store: OutboxStore | None = None
-        self._wake = asyncio.Event()
-        self._before_send: Callable[[], Awaitable[None]] | None = None
-        self._sender: asyncio.Task[None] | None = None
-        self._stopping = False
-        self._logged: set[str] = set()
-        self.counters = {"written": 0, "retries": 0, "dead_lettered": 0, "dropped": 0, "requests": 0}
-        self.last_latency_s = 0.0
-        self._durations = [0] * (len(WRITE_BUCKETS_S) + 1)  # writes per bucket of WRITE_BUCKETS_S, then +Inf
-        self._durations_sum = 0.0
-        self.link_up: bool | None = None
+        self.senders: dict[str, OutputSender] = {}
+        for i, output in enumerate(self.outputs):
+            chosen = (writers or {}).get(output.name) or (writer if i == 0 and writer is not None else None)
+            self.senders[output.name] = OutputSender(
+                output, outbox, chosen or make_writer(output), Selection(output, self._is_public),
+                self._require, self._run)
+        self._tasks: list[asyncio.Task[None]] = []
+
+    def _is_public(self, machine: str) -> bool:
+        return machine in self.public
+
+    def set_public(self, machines: Iterable[str]) -> None:
+        """The running config's public machines (at start and after each reload): outputs
+        filtered on ``public`` send only these machines' points from now on, stored ones included."""
+        self.public = frozenset(machines)
+
+    @property
+    def influx(self) -> OutputSettings:
+        return self.outputs[0]
+
+    @property
+    def counters(self) -> dict[str, int]:
+        """Every output's counters, summed."""
+        return {key: sum(s.counters[key] for s in self.senders.values()) for key in COUNTERS}
 
     # -- Sink -----------------------------------------------------------------------------
 
     async def __aenter__(self) -> Self:
-        self.store = await self._run(OutboxStore, self.settings.path, sync=self.settings.sync)
-        if self.store.points:
-            log.info("outbox %s: resuming with %d point(s) not yet delivered", self.settings.path, self.store.points)
-        self._sender = asyncio.create_task(self._send_forever(), name="outbox-sender")
+        self.store = await self._run(OutboxStore, self.settings.path, sync=self.settings.sync,
+                                     outputs=list(self.senders))
+        if self.store.removed:
+            log.warning("outbox %s: output(s) %s no longer configured: their cursors are removed",
+                        self.settings.path, ", ".join(self.store.removed))
+        for name in self.senders:
+            if self.store.pending_points[name]:
+                log.info("outbox %s: output %s resumes with %d point(s) not yet delivered", self.settings.path,
+                         name, self.store.pending_points[name])
+        self._tasks = [asyncio.create_task(s.send_forever(), name=f"outbox-sender-{s.name}")
+                       for s in self.senders.values()]
         return self
 
     async def __aexit__(self, *exc: object) -> None:
-        self._stopping = True
-        self._wake.set()
-        if self._sender is not None:
+        for s in self.senders.values():
+            s.wake.set()
+        if self._tasks:
             try:
-                await asyncio.wait_for(asyncio.shield(self._drain_for_stop()), self.settings.stop_deadline)
+                drains = asyncio.gather(*(s.drain_for_stop() for s in self.senders.values()))
+                await asyncio.wait_for(asyncio.shield(drains), self.settings.stop_deadline)
             except TimeoutError:
                 pass
-            self._sender.cancel()
-            await asyncio.gather(self._sender, return_exceptions=True)
-        await self.writer.close()
+            for task in self._tasks:
+                task.cancel()
+            await asyncio.gather(*self._tasks, return_exceptions=True)
+        await asyncio.gather(*(s.writer.close() for s in self.senders.values()))
         if self.store is not None:
-            left = self.store.points
-            if left:
-                log.info("outbox: %d point(s) left on disk for the next start", left)
+            for name in self.senders:
+                left = self.store.pending_points[name]
+                if left:
+                    log.info("outbox: %d point(s) of output %s left on disk for the next start", left, name)
             await self._run(self.store.close)
         self._db.shutdown()
 
@@ -85,20 +112,17 @@ class OutboxSink:
         store = self._require()
         encoded = {mid: _encode(snap) for mid, snap in state.items()} if state else None
         await self._run(store.append, list(lines), encoded)
-        max_bytes = int(self.settings.max_mb * 1024 * 1024)
-        if store.bytes > max_bytes:
-            dropped = await self._run(store.enforce_bound, max_bytes)
-            if dropped:
-                self.counters["dropped"] += dropped
-                log.warning("outbox over its bound of %g MB: dropped the %d oldest point(s) (%d so far)",
-                            self.settings.max_mb, dropped, self.counters["dropped"])
-        if store.points >= self.settings.batch_size:
-            self._wake.set()
+        for s in self.senders.values():
+            if store.pending_bytes[s.name] > s.max_bytes:
+                s.dropped(await self._run(store.enforce_bound, s.max_bytes, s.name))
+            if store.pending_points[s.name] >= self.settings.batch_size:
+                s.wake.set()
 
     def pace(self, before_send: Callable[[], Awaitable[None]]) -> None:
-        """The engine holds commits back for the sender: it awaits ``before_send`` (which
-        commits them) before each send."""
-        self._before_send = before_send
+        """The engine holds commits back for the senders: each awaits ``before_send`` (which
+        commits them) before it sends; an output that is down does not, the others still do."""
+        for s in self.senders.values():
+            s.before_send = before_send
 
     async def load_state(self) -> dict[str, tuple[dict[str, Any], int]]:
         """The trackers' last committed state: machine id -> (snapshot, when it was committed)."""
@@ -108,141 +132,32 @@ class OutboxSink:
     # -- figures for /metrics -----------------------------------------------------------------
 
     def stats(self) -> dict[str, Any]:
+        """The outbox as a whole: what it stores (not yet passed by every output) and every
+        output's figures summed; ``output_stats`` has them per output."""
         store = self.store
         oldest = store.oldest if store is not None else None
+        counters = self.counters
         return {
             "depth_points": store.points if store else 0,
             "depth_bytes": store.bytes if store else 0,
             "oldest_age_seconds": 0.0 if oldest is None else max(0.0, time.time() - oldest),
-            "points_written_total": self.counters["written"],
-            "retries_total": self.counters["retries"],
-            "dead_lettered_total": self.counters["dead_lettered"],
-            "dropped_total": self.counters["dropped"],
-            "write_latency_seconds": self.last_latency_s,
-            "link_up": int(bool(self.link_up)),
+            "points_written_total": counters["written"],
+            "retries_total": counters["retries"],
+            "dead_lettered_total": counters["dead_lettered"],
+            "dropped_total": counters["dropped"],
+            "write_latency_seconds": max(s.last_latency_s for s in self.senders.values()),
+            "link_up": int(all(s.link_up for s in self.senders.values())),
         }
 
+    def output_stats(self) -> dict[str, dict[str, Any]]:
+        return {name: s.stats() for name, s in self.senders.items()} if self.store is not None else {}
+
     def write_durations(self) -> tuple[list[tuple[float, int]], float]:
-        """Durations of the successful writes to InfluxDB, for a Prometheus histogram: the
+        """Durations of the successful writes (every output), for a Prometheus histogram: the
         cumulative count per upper bound (the last one ``inf``) and the sum in seconds."""
-        return list(zip((*WRITE_BUCKETS_S, math.inf), itertools.accumulate(self._durations), strict=True)), \
-            self._durations_sum
-
-    # -- the sender ---------------------------------------------------------------------------
-
-    async def _send_forever(self) -> None:
-        await self._startup_check()
-        backoff = Backoff(self.settings.retry_initial, self.settings.retry_max)
-        while True:
-            try:
-                if self._before_send is not None:
-                    await self._before_send()
-                sent = await self._send_one()
-            except WriteError as exc:
-                self.counters["retries"] += 1
-                self._link(False, exc)
-                # the server's Retry-After wins and does not count as a backoff step
-                delay = exc.retry_after if exc.retry_after is not None else backoff.next_delay()
-                await self._sleep(delay)
-                continue
-            backoff.reset()
-            if not sent:
-                self._wake.clear()
-                await self._sleep(self.settings.flush_interval)
-
-    async def _send_one(self) -> bool:
-        """Deliver the oldest batches, several requests in flight (InfluxDB parses one while the
-        next is on the wire); False when the outbox is empty."""
-        store = self._require()
-        size = self.settings.batch_size
-        chunks: list[Chunk] = await self._run(store.peek, size * IN_FLIGHT)
-        if not chunks:
-            return False
-        groups: list[list[Chunk]] = [[]]
-        for chunk in chunks:
-            if groups[-1] and sum(c.points for c in groups[-1]) + chunk.points > size:
-                groups.append([])
-            groups[-1].append(chunk)
-        results = await asyncio.gather(*(self._deliver(g) for g in groups), return_exceptions=True)
-        delivered = [c.id for g, r in zip(groups, results, strict=True) if r is None for c in g]
-        await self._run(store.ack, delivered)
-        for r in results:
-            if isinstance(r, BaseException):
-                raise r
-        self._link(True, None)
-        return True
-
-    async def _deliver(self, chunks: list[Chunk]) -> None:
-        body = b"\n".join(c.body for c in chunks)
-        try:
-            await self._write(body, sum(c.points for c in chunks))
-        except WriteError as exc:
-            if exc.kind != "data":
-                raise
-            await self._bisect([line for c in chunks for line in c.lines], exc)
-
-    async def _write(self, body: bytes, points: int) -> None:
-        start = time.perf_counter()
-        self.counters["requests"] += 1
-        await self.writer.write(body)
-        took = self.last_latency_s = time.perf_counter() - start
-        self._durations[bisect.bisect_left(WRITE_BUCKETS_S, took)] += 1
-        self._durations_sum += took
-        self.counters["written"] += points
-
-    async def _bisect(self, lines: list[str], exc: WriteError) -> None:
-        """Land the good points of a refused batch; dead-letter the bad ones."""
-        if len(lines) == 1:
-            await self._run(self._require().dead_letter, lines, str(exc))
-            self.counters["dead_lettered"] += 1
-            self._once(f"dead:{exc.status}", logging.ERROR,
-                       "InfluxDB refused a point (%s); moved to the dead-letter table of %s: %.200s",
-                       exc, self.settings.path, lines[0])
-            return
-        half = len(lines) // 2
-        for part in (lines[:half], lines[half:]):
-            try:
-                await self._write("\n".join(part).encode(), len(part))
-            except WriteError as inner:
-                if inner.kind != "data":
-                    raise
-                await self._bisect(part, inner)
-
-    async def _startup_check(self) -> None:
-        try:
-            target = await self.writer.check()
-        except WriteError as exc:
-            log.error("InfluxDB check failed: %s; buffering in the outbox and retrying", exc)
-            self.link_up = False
-        else:
-            log.info("writing to %s", target)
-
-    async def _drain_for_stop(self) -> None:
-        while True:
-            try:
-                if not await self._send_one():
-                    return
-            except WriteError:
-                return
-
-    def _link(self, up: bool, exc: WriteError | None) -> None:
-        if up and self.link_up is False:
-            log.info("InfluxDB reachable again; draining %d point(s)", self._require().points)
-        elif not up and self.link_up is not False:
-            log.warning("writing to InfluxDB failed: %s; keeping points in the outbox and retrying", exc)
-        self.link_up = up
-
-    async def _sleep(self, seconds: float) -> None:
-        try:
-            async with asyncio.timeout(seconds):  # not wait_for: on 3.11 it can swallow a cancellation
-                await self._wake.wait()
-        except TimeoutError:
-            pass
-
-    def _once(self, key: str, level: int, msg: str, *args: object) -> None:
-        if key not in self._logged:
-            self._logged.add(key)
-            log.log(level, msg, *args)
+        per = [s.write_durations() for s in self.senders.values()]
+        buckets = [(le, sum(p[0][i][1] for p in per)) for i, (le, _) in enumerate(per[0][0])]
+        return buckets, sum(p[1] for p in per)
 
     def _require(self) -> OutboxStore:
         if self.store is None:

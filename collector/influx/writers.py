@@ -88,6 +88,11 @@ def with_precision(body: bytes, precision: str) -> bytes:
     return b"\n".join(out)
 
 
+def _key(settings: InfluxSettings) -> str:
+    """Where these settings sit in the YAML, for messages: `influx` or `outputs[1]`."""
+    return getattr(settings, "config_key", "influx")
+
+
 def _timeout(settings: InfluxSettings) -> str:
     return f"timeout after {settings.timeout:g}s writing to {settings.url}"
 
@@ -113,7 +118,9 @@ class V1Writer:
         self.client = httpx.AsyncClient(base_url=settings.url.rstrip("/"), timeout=settings.timeout)
 
     async def write(self, body: bytes) -> None:
-        body = with_precision(body, self.settings.precision)
+        await self._post(with_precision(body, self.settings.precision))
+
+    async def _post(self, body: bytes) -> None:
         headers = {"Content-Type": "text/plain; charset=utf-8"}
         if self.settings.gzip:
             body = gzip.compress(body, 1)
@@ -150,7 +157,7 @@ class V1Writer:
     async def check(self) -> str:
         s = self.settings
         if not s.database:
-            raise WriteError("config", "influx.database is empty (api v1 writes to a database)")
+            raise WriteError("config", f"{_key(s)}.database is empty (api v1 writes to a database)")
         auth = {"u": s.username, "p": s.password.get_secret_value() if s.password else ""} if s.username else {}
         if s.create_database:
             r = await self._query("POST", {**auth, "q": f'CREATE DATABASE "{s.database}"'})
@@ -163,7 +170,7 @@ class V1Writer:
                  for v in ser.get("values", [])}
         if s.database not in names:
             raise WriteError("config", f"database {s.database!r} does not exist on {s.url} "
-                                       "(create it, or set influx.create_database: true)", status=404)
+                                       f"(create it, or set {_key(s)}.create_database: true)", status=404)
         return f"InfluxDB 1.x at {s.url}, database {s.database}"
 
 
@@ -198,12 +205,12 @@ class V2Writer:
     def _check_sync(self) -> str:
         s = self.settings
         if not s.bucket:
-            raise WriteError("config", "influx.bucket is empty (api v2 writes to a bucket)")
+            raise WriteError("config", f"{_key(s)}.bucket is empty (api v2 writes to a bucket)")
         buckets = self.client.buckets_api()
         if buckets.find_bucket_by_name(s.bucket) is None:  # type: ignore[no-untyped-call]  # untyped in the library
             if not s.create_bucket:
                 raise WriteError("config", f"bucket {s.bucket!r} does not exist in org {s.org!r} "
-                                           "(create it, or set influx.create_bucket: true)", status=404)
+                                           f"(create it, or set {_key(s)}.create_bucket: true)", status=404)
             buckets.create_bucket(bucket_name=s.bucket, org=s.org)
             log.info("created bucket %s in org %s", s.bucket, s.org)
         return f"InfluxDB v2 API at {s.url}, org {s.org}, bucket {s.bucket}"
@@ -228,5 +235,51 @@ class V2Writer:
         await asyncio.to_thread(self.client.close)
 
 
+class VictoriaMetricsWriter(V1Writer):
+    """VictoriaMetrics' InfluxDB endpoint: ``POST <url>/write``. The url may carry a path:
+    single-node ``/influx``, or a cluster's ``/insert/<accountID[:projectID]>/influx`` (the
+    tenant). ``database`` is sent as ``db`` (VictoriaMetrics makes it a label) only when set.
+    A single-node server answers 400 "unsupported path" to a tenant URL: that is a config
+    error (kept and retried), not the points' fault (which would dead-letter them all)."""
+
+    path = "write"  # relative: appended to the url's path by httpx
+
+    async def write(self, body: bytes) -> None:
+        try:
+            await super().write(body)
+        except WriteError as exc:
+            raise _path_error(exc, self.settings) from exc
+
+    def params(self) -> dict[str, str]:
+        s = self.settings
+        params: dict[str, str] = {"precision": s.precision}
+        if s.database:
+            params["db"] = s.database
+        if s.username:
+            params["u"] = s.username
+            params["p"] = s.password.get_secret_value() if s.password else ""
+        return params
+
+    async def check(self) -> str:
+        """An empty write: accepted (204) where the url is one VictoriaMetrics serves."""
+        try:
+            await self._post(b"")
+        except WriteError as exc:
+            raise _path_error(exc, self.settings) from exc
+        return f"VictoriaMetrics at {self.settings.url}"
+
+
+def _path_error(exc: WriteError, settings: InfluxSettings) -> WriteError:
+    if exc.kind == "data" and "unsupported path" in str(exc):
+        return WriteError("config", f"{settings.url}/write is not served there ({exc}); a single-node "
+                                    "VictoriaMetrics takes `http://host:8428` or `/influx`, a cluster's vminsert "
+                                    f"`/insert/<accountID>/influx` (see {_key(settings)}.url)", status=exc.status)
+    return exc
+
+
 def make_writer(settings: InfluxSettings) -> Writer:
-    return V1Writer(settings) if settings.api == "v1" else V2Writer(settings)
+    if settings.api == "v1":
+        return V1Writer(settings)
+    if settings.api == "victoriametrics":
+        return VictoriaMetricsWriter(settings)
+    return V2Writer(settings)
