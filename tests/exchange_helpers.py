@@ -72,8 +72,8 @@ class RunningExchange:
         self.proc: subprocess.Popen[bytes] | None = None
 
     def start(self, *, ready: bool = True) -> RunningExchange:
-        self.proc = subprocess.Popen(self.args, env=collector_env(), stdout=subprocess.DEVNULL,
-                                     stderr=self.log.open("ab"))
+        with self.log.open("ab") as log:  # the child keeps its own copy of the descriptor
+            self.proc = subprocess.Popen(self.args, env=collector_env(), stdout=subprocess.DEVNULL, stderr=log)
         try:
             wait_for(lambda: port_open(self.port), 20, f"the exchange on port {self.port}")
             if ready:
