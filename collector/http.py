@@ -61,6 +61,18 @@ def machines_route(engine: Engine, path: str, query: str) -> tuple[str, Any]:
     return "200 OK", [m for m in machines if all(m[k] in values for k, values in filters.items())]
 
 
+def readiness(engine: Engine) -> tuple[str, bytes]:
+    """``/readyz``: ready once every source is connected; while the collector waits for a
+    synchronized clock, not ready, with why; started without one, ready with a warning."""
+    if engine.sync.reason is not None:
+        return "503 Service Unavailable", f"not ready: {engine.sync.reason}\n".encode()
+    down = [s for s, up in engine.stats.source_online.items() if not up]
+    if down or not engine.stats.source_online:
+        return "503 Service Unavailable", f"sources not connected: {', '.join(down) or 'none yet'}\n".encode()
+    warning = engine.sync.status()
+    return "200 OK", (b"ok\n" if warning is None else f"ok; warning: {warning}\n".encode())
+
+
 async def _reload_route(method: str, reload: ReloadHook | None) -> tuple[str, Any]:
     if reload is None:
         return "404 Not Found", {"error": "reload is not available here"}
@@ -106,10 +118,7 @@ async def _handle(engine: Engine, settings: HttpSettings, capacity: Capacity | N
         elif path == "/healthz":
             pass
         elif path == "/readyz":
-            down = [s for s, up in engine.stats.source_online.items() if not up]
-            if down or not engine.stats.source_online:
-                status = "503 Service Unavailable"
-                body = f"sources not connected: {', '.join(down) or 'none yet'}\n".encode()
+            status, body = readiness(engine)
         elif path == "/metrics":
             ctype, body = METRICS_CONTENT_TYPE, metrics_text(engine)
         elif path == "/api/v1/machines" or path.startswith("/api/v1/machines/"):

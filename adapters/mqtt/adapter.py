@@ -42,7 +42,7 @@ from adapters.mqtt._lean_properties import install as install_lean_properties
 from adapters.mqtt.config import MqttSource
 from adapters.mqtt.credentials import secure
 from adapters.mqtt.decoder import MqttDecoder
-from collector.core.model import Event
+from collector.core.model import Event, now_ns
 
 log = logging.getLogger(__name__)
 install_lean_properties()
@@ -239,7 +239,7 @@ class MqttAdapter:
         except UnicodeDecodeError:
             self.decoder.report("bad_topic", "a topic that is not UTF-8")
             return
-        events, commands = self.decoder.feed(topic, payload, time.time_ns())
+        events, commands = self.decoder.feed(topic, payload, now_ns())
         if events:
             self.events.extend(events)
         if commands and self._client is not None:
