@@ -138,6 +138,9 @@ class Engine:
         self.sync = SyncWait(self.config.clock, sync_probe or AdjtimexProbe(),
                              os.environ if environ is None else environ)
         self._step: Step | None = None  # the last step, while old-line stamps may still come in
+        # When each machine's last reading arrived (monotonic ns): a source-stamped machine's own
+        # time line is its last stamp plus the time since (see _tick).
+        self._arrived: dict[str, int] = {}
         self._step_grace_until = 0.0  # monotonic: source-stamped machines move on evidence until then
         self.tick_s = tick_s
         self._lateness_ns = int(self.config.tracker.lateness * NS_PER_S)
@@ -288,6 +291,7 @@ class Engine:
         shared by the machines discovered with it."""
         self.time_bounds = TimeBounds.of_seconds(loaded.config.tracker.max_future, loaded.config.tracker.max_past)
         self.max_machines = {s.id: s.max_machines for s in loaded.config.sources}
+        self._stamping = {s.id for s in loaded.config.sources if s.stamps_at_source()}  # sources on their own clock
         self._rules = {m.profile: m.rules for m in loaded.machines}
 
     # -- machines --------------------------------------------------------------------------
@@ -482,11 +486,15 @@ class Engine:
             return out
         arrival = self._arrival_sources()
         step_grace = time.monotonic() < self._step_grace_until
+        mono = time.monotonic_ns()
         next_due = _NEVER
         for mid, tracker in self.trackers.items():
             sid = self.machines[mid].source
-            emitted = tracker.tick(now if sid in arrival else late_now,
-                                   hold=sid in held or (step_grace and sid not in arrival))
+            if sid in arrival:
+                emitted = tracker.tick(now)
+            else:
+                emitted = tracker.tick(self._own_now(mid, tracker, late_now, mono, self._lateness_ns),
+                                       hold=sid in held or step_grace)
             if emitted:
                 out += emitted
                 self._dirty.add(mid)
@@ -495,6 +503,17 @@ class Engine:
                 next_due = due
         self._next_due = next_due
         return out
+
+    def _own_now(self, mid: str, tracker: Tracker, now: int, mono: int, lateness: int) -> int:
+        """Now on a source-stamped machine's own time line, no later than ``now``. Its source
+        stamps on its own clock, which may be behind ours: the machine's time moves from its last
+        stamp as real time passes since that reading arrived (less the lateness), so a clock
+        minutes behind neither makes it stale between readings nor rolls its time past readings
+        still to come."""
+        last, arrived = tracker.last_reading_ns, self._arrived.get(mid)
+        if last is None or arrived is None:
+            return now
+        return min(now, last + mono - arrived - lateness)
 
     def _arrival_sources(self) -> set[str]:
         return {sid for sid, cfg in self._sources.items() if not cfg.stamps_at_source()}
@@ -592,9 +611,14 @@ class Engine:
                 else:
                     self.stats.other_shard += 1
                 return []
-            if self.time_bounds.stepped_back(event.ts_ns, tracker.state_began_ns()):  # [robust]
+            if (tracker.last_reading_ns is None and event.ts_ns < tracker.since_ns
+                    and self.machines[event.machine].source in self._stamping):
+                # The first reading of a machine whose clock is behind ours: track it from there.
+                tracker = self._restart(event.machine, event.ts_ns)
+            elif self.time_bounds.stepped_back(event.ts_ns, tracker.state_began_ns()):  # [robust]
                 event = self._stepped_back(event, tracker)
             self._dirty.add(event.machine)
+            self._arrived[event.machine] = time.monotonic_ns()
             return tracker.sample(event) if isinstance(event, Sample) else tracker.reading(event)
         if isinstance(event, Connectivity):
             self.stats.source_online[event.source] = event.online
@@ -638,6 +662,14 @@ class Engine:
             resolved = self.machines.get(event.machine)
             source = resolved.source if resolved is not None else "engine"
         return self.time_bounds.bound(event, now, lambda kind, detail: self.bad_input.report(source, kind, detail))
+
+    def _restart(self, mid: str, start_ns: int) -> Tracker:
+        """A tracker that has seen no reading yet starts again at ``start_ns``, before its start: the
+        first stamp of a source whose clock is behind ours (or a reading kept from before we
+        started). It emitted no change; the roll-ups it wrote (offline) are written again with the
+        same keys, so InfluxDB keeps the new ones."""
+        tracker = self.trackers[mid] = self._tracker(self.machines[mid], start_ns)
+        return tracker
 
     def _stepped_back(self, event: Sample | Reading, tracker: Tracker) -> Sample | Reading:
         """[robust] A source stamp far before the machine's current state: the source's clock
@@ -738,9 +770,11 @@ class Engine:
 
     async def _shutdown(self) -> None:
         now = self._stop_ns if self._stop_ns is not None else self.clock()
+        mono = time.monotonic_ns()
         out: list[Output] = []
         for mid, tracker in self.trackers.items():
-            out += tracker.stop(now)
+            stamping = self.machines[mid].source in self._stamping
+            out += tracker.stop(self._own_now(mid, tracker, now, mono, 0) if stamping else now)
             self._dirty.add(mid)
         await self._commit(out)
 
