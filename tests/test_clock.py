@@ -4,6 +4,7 @@ starting on a synchronized clock (`clock.require_sync`, collector/timekeeping.py
 from __future__ import annotations
 
 import asyncio
+import time
 from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import Any, Self
@@ -216,3 +217,29 @@ def test_require_sync_by_default_only_under_systemd() -> None:
     loaded = load_config_text(CONFIG.format(data_dir="/tmp", require="null", timeout="1s"), "t.yaml")
     assert loaded.config.clock.sync_required({"NOTIFY_SOCKET": "/run/systemd/notify"})
     assert not loaded.config.clock.sync_required({"INVOCATION_ID": "abc"})
+
+
+async def test_a_boot_clock_a_day_behind_writes_nothing_dated_at_the_guess(tmp_path: Path) -> None:
+    """Test that with `require_sync` a collector started on a clock a day behind waits, and once the
+    clock is synchronized (a step forward of a day) starts its machines on the synchronized clock:
+    no point is dated at the boot clock's guess, and the step is counted."""
+    behind = [-86_400 * S]
+    clock = Clock(wall=lambda: time.time_ns() + behind[0], mono=time.monotonic_ns)
+    loaded = load_config_text(CONFIG.format(data_dir=tmp_path, require="true", timeout="1h"), "t.yaml")
+    probe = FixedProbe(False)
+    sink = RecordingSink()
+    engine = Engine(loaded, sink, clock=clock, sync_probe=probe, tick_s=0.05)
+    stop = asyncio.Event()
+    runner = asyncio.create_task(engine.run(stop))
+    await until(lambda: engine.sync.reason is not None, 5, "the wait for a synchronized clock")
+    synced_at = time.time_ns()
+    behind[0] = 0  # NTP steps the clock and the kernel reports it synchronized
+    probe.answer = True
+    await until(lambda: engine.stats.state_changes > 0, 10, "a state change")
+    stop.set()
+    await runner
+    assert clock.steps == 1
+    stamps = [int(line.rsplit(" ", 1)[1]) for line in sink.lines]
+    assert stamps and min(stamps) >= synced_at - 60 * S  # an interval start at most: aligned to the minute
+    first_change = next(line for line in sink.lines if line.startswith("machine_state"))
+    assert int(first_change.rsplit(" ", 1)[1]) >= synced_at
