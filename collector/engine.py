@@ -61,9 +61,6 @@ log = logging.getLogger(__name__)
 HOLD_MAX_S = 60.0
 """How long a redelivering source's machines wait for it to come back (after a restart or a lost
 connection) before the wall clock rolls their time up as offline."""
-STEP_GRACE_S = 60.0
-"""After a step of the collector's clock, machines whose readings carry their source's stamps
-move only on their readings' evidence this long (their time line is the source's, not ours)."""
 _NEVER = 2**63  # later than any time in ns
 PACE_BELOW = 256
 """Batches of fewer events are a trickle: their commit waits for the sender (see _enqueue)."""
@@ -141,7 +138,6 @@ class Engine:
         # When each machine's last reading arrived (monotonic ns): a source-stamped machine's own
         # time line is its last stamp plus the time since (see _tick).
         self._arrived: dict[str, int] = {}
-        self._step_grace_until = 0.0  # monotonic: source-stamped machines move on evidence until then
         self.tick_s = tick_s
         self._lateness_ns = int(self.config.tracker.lateness * NS_PER_S)
         self.backoff = (backoff_initial_s, backoff_cap_s)
@@ -251,6 +247,7 @@ class Engine:
         carried: dict[str, dict[str, Any]] = {}
         for mid in changes["machines_removed"]:
             self.machines.pop(mid)
+            self._arrived.pop(mid, None)
             out += self.trackers.pop(mid).stop(now, "removed from the config")
             self._dirty.discard(mid)
         for mid in changes["machines_changed"]:
@@ -485,7 +482,6 @@ class Engine:
             # machines changing once a minute is due about once a minute, not four times a second.
             return out
         arrival = self._arrival_sources()
-        step_grace = time.monotonic() < self._step_grace_until
         mono = time.monotonic_ns()
         next_due = _NEVER
         for mid, tracker in self.trackers.items():
@@ -494,7 +490,7 @@ class Engine:
                 emitted = tracker.tick(now)
             else:
                 emitted = tracker.tick(self._own_now(mid, tracker, late_now, mono, self._lateness_ns),
-                                       hold=sid in held or step_grace)
+                                       hold=sid in held)
             if emitted:
                 out += emitted
                 self._dirty.add(mid)
@@ -521,8 +517,7 @@ class Engine:
     def _check_clock(self) -> list[Output]:
         """A step of the collector's clock is relabelling, not time (docs/DESIGN.md, "The
         collector's clock"): the machines stamped on our clock (arrival time) move their time
-        lines with it; those stamped by their sources keep theirs and move only on their
-        readings' evidence for ``STEP_GRACE_S``."""
+        lines with it; those stamped by their sources keep theirs (see ``_own_now``)."""
         if self.wall is None:
             return []
         if self._step is not None and self.wall.mono_ns() - self._step.mono_ns > 2 * TRANSLATE_WINDOW_NS:
@@ -531,7 +526,6 @@ class Engine:
         if step is None:
             return []
         self._step = step
-        self._step_grace_until = time.monotonic() + STEP_GRACE_S
         arrival = self._arrival_sources()
         out: list[Output] = []
         moved = 0
