@@ -297,8 +297,9 @@ async def _run(loaded: LoadedConfig, sink: Sink, duration: float | None) -> int:
                 runner = asyncio.create_task(engine.run(stop), name="engine")
                 watchdog = asyncio.create_task(systemd.watchdog(), name="systemd-watchdog")
                 await asyncio.sleep(0)  # the engine has opened its sink and started its sources
-                if not runner.done():
-                    systemd.ready(f"{len(engine.trackers)} machine(s), {len(loaded.config.sources)} source(s)")
+                if not runner.done():  # `systemctl status` shows why nothing is written while the clock syncs
+                    systemd.ready(engine.sync.reason or
+                                  f"{len(engine.trackers)} machine(s), {len(loaded.config.sources)} source(s)")
                 try:
                     await runner
                 finally:
