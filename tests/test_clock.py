@@ -243,3 +243,35 @@ async def test_a_boot_clock_a_day_behind_writes_nothing_dated_at_the_guess(tmp_p
     assert stamps and min(stamps) >= synced_at - 60 * S  # an interval start at most: aligned to the minute
     first_change = next(line for line in sink.lines if line.startswith("machine_state"))
     assert int(first_change.rsplit(" ", 1)[1]) >= synced_at
+
+
+def test_a_stamp_taken_before_a_step_and_processed_after_it_keeps_its_place(tmp_path: Path) -> None:
+    """Test that the engine moves an arrival stamp of the old line, handed over after the ticker saw
+    the step, onto the new line: the readings before and after the step keep their order, none is
+    out of order, and the changes' durations are the real time between them."""
+    t = FakeTime()
+    clock = t.clock()
+    loaded = load_config_text(f"""
+site: {{plant: p}}
+data_dir: {tmp_path}
+sources: [{{id: line, type: mqtt, host: 127.0.0.1, subscriptions: [{{topic: "a/{{machine}}", payload: json}}]}}]
+profiles:
+  m: {{signals: {{state: state}}, rules: [{{state: busy, when: "state == 'busy'"}}, {{state: idle}}]}}
+machines: [{{id: m1, source: line, profile: m}}]
+""", "t.yaml")
+    engine = Engine(loaded, RecordingSink(), clock=clock)
+    out: list[Output] = []
+    t.mono += S
+    out += engine._process(Reading("m1", "state", "busy", clock.now_ns()))
+    t.mono += S
+    held = Reading("m1", "state", "idle", clock.now_ns())  # read, still in the adapter's buffer
+    t.mono += 100_000_000
+    t.offset += 3600 * S  # NTP steps the wall clock forward an hour
+    out += engine._tick()  # the ticker sees the step
+    out += engine._process(held)
+    t.mono += S
+    out += engine._process(Reading("m1", "state", "busy", clock.now_ns()))
+    changes = [o for o in out if isinstance(o, StateChange)]
+    assert [(c.state, c.previous_ns) for c in changes[1:]] == [(State.IDLE, S), (State.BUSY, S + 100_000_000)]
+    assert changes[-1].ts_ns - changes[0].ts_ns == 3600 * S + 2 * S + 100_000_000
+    assert engine.late_readings() == {"clamped": 0, "out_of_order": 0, "replayed": 0}
