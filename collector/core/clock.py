@@ -135,12 +135,13 @@ class SyncProbe(Protocol):
 
 
 class AdjtimexProbe:
-    """The kernel's answer, as ``timedatectl``'s "System clock synchronized" reads it:
-    ``adjtimex`` (read-only, no privilege needed) without ``STA_UNSYNC`` and not ``TIME_ERROR``;
-    NTP daemons (chrony, ntpd, systemd-timesyncd) clear ``STA_UNSYNC`` once they have synced."""
+    """The kernel's answer, as ``timedatectl``'s "System clock synchronized" reads it (systemd's
+    ``ntp_synced``): ``adjtimex`` (read-only, no privilege needed) reports a maximum error below
+    16 s. The kernel grows that error by 500 ppm a second until an NTP daemon (chrony, ntpd,
+    systemd-timesyncd) sets it, and caps it at 16 s. (Not ``STA_UNSYNC``: chrony without
+    ``rtcsync`` keeps that flag set while synchronized, to keep the kernel off the RTC.)"""
 
-    STA_UNSYNC = 0x0040
-    TIME_ERROR = 5
+    MAXERROR_UNSYNCED_US = 16_000_000  # the kernel's NTP_PHASE_LIMIT
 
     class _Timex(ctypes.Structure):
         # struct timex (linux/timex.h): the fields read here, then room for the rest (the kernel
@@ -158,10 +159,9 @@ class AdjtimexProbe:
         if adjtimex is None:
             return None
         timex = self._Timex()  # modes 0: read only
-        state = adjtimex(ctypes.byref(timex))
-        if state < 0:
+        if adjtimex(ctypes.byref(timex)) < 0:
             return None
-        return state != self.TIME_ERROR and not timex.status & self.STA_UNSYNC
+        return bool(timex.maxerror < self.MAXERROR_UNSYNCED_US)
 
 
 class FixedProbe:
