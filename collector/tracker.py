@@ -19,6 +19,8 @@ How it keeps durations exact:
   closed, and roll-ups are written only for the gap's last ``max_gap_ns`` (at most that many
   intervals); the rest of the gap is counted as offline in one step and has no
   ``machine_availability`` points. See ``_bridge``.
+- A step of the collector's clock is not time: ``shift`` moves the whole time line with it
+  (docs/DESIGN.md, "The collector's clock").
 """
 
 from __future__ import annotations
