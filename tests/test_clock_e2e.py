@@ -7,15 +7,14 @@ file says, re-read on every call, and leaves its monotonic clock alone
 time), each changing state every 2 s and publishing every 0.5 s. The history in InfluxDB must
 hold every change, in order, none offline, with roll-ups that add up exactly, and the changes
 after the step dated within 1 s of their publication (docs/DESIGN.md, "The collector's clock").
-On a loaded machine the collector may be scheduled late now and then, so the bound is on the
-median change (half a second), none before its publication and none 2 s late: a clock that
-labels wrongly shifts them all.
+On a loaded machine the collector may be scheduled late now and then, so the 1 s bound is on the
+median change, none dated before its publication and none 2.5 s late: a clock that labels
+wrongly shifts them all.
 """
 
 from __future__ import annotations
 
 import json
-import shutil
 import signal
 import statistics
 import subprocess
@@ -34,7 +33,8 @@ from tests.fixtures.mosquitto import Mosquitto
 
 pytestmark = pytest.mark.integration
 
-LIBFAKETIME = Path("/usr/lib/x86_64-linux-gnu/faketime/libfaketime.so.1")
+# Debian's faketime package puts the library under the architecture's multiarch folder.
+LIBFAKETIME = next(iter(sorted(Path("/usr/lib").glob("*/faketime/libfaketime.so.1"))), None)
 MACHINES = ("m1", "m2", "m3", "m4")
 INTERVAL_S = 10
 HOUR, DAY = 3600.0, 86400.0
@@ -76,7 +76,7 @@ machines:
 tracker: {{interval: {INTERVAL_S}s}}
 clock: {{require_sync: false}}
 influx: {{url: "{influxd.url}", api: v1, database: clk, create_database: true}}
-outbox: {{flush_interval: 0.2}}
+outbox: {{flush_interval: 0.2, sync: normal}}  # no fsync per commit: the test is about time, not power loss
 http: {{port: {http_port}}}
 data_dir: {tmp / "data"}
 """)
@@ -121,8 +121,6 @@ class Publishers:
         self.client.disconnect()
 
 
-@pytest.mark.skipif(not LIBFAKETIME.exists() or shutil.which("faketime") is None,
-                    reason="libfaketime not installed: ./dev test installs Debian's faketime")
 @pytest.mark.parametrize("case", CASES, ids=lambda c: c.name.split(" (")[0].replace(" ", "-"))
 def test_a_step_of_the_collectors_wall_clock_loses_nothing(case: Case, tmp_path: Path, mosquitto: Mosquitto,
                                                            influxd: InfluxD) -> None:
@@ -130,6 +128,8 @@ def test_a_step_of_the_collectors_wall_clock_loses_nothing(case: Case, tmp_path:
     none of the machines that kept publishing goes offline, roll-ups add up to their intervals
     exactly, changes are dated within 1 s of their publication on either side of the step (on the
     clock of that side), the step is counted on /metrics and logged with its size."""
+    if LIBFAKETIME is None:
+        pytest.fail("libfaketime not installed: run ./dev test (installs Debian's faketime)")
     spec = tmp_path / "faketime"
     spec.write_text(case.before + "\n")
     http_port = free_port()
@@ -203,9 +203,9 @@ def test_a_step_of_the_collectors_wall_clock_loses_nothing(case: Case, tmp_path:
                 assert abs(total - expected) < EXACT, (machine, r, expected)
         assert short <= 1
     # Within 1 s of their publication, but for the collector's scheduling on a loaded machine: the
-    # median change is read within half a second, and none waited 2 s (a clock that labels
-    # wrongly shifts them all).
+    # median change within 1 s, none 2.5 s late (a clock that labels wrongly shifts them all, by
+    # the step or at least the step threshold).
     for lags in (lags_old, lags_new):
-        assert lags and statistics.median(lags) < 0.5 and max(lags) < 2.0, lags
+        assert lags and statistics.median(lags) < 1.0 and max(lags) < 2.5, lags
     print(f"{case.name}: changes dated after the broker acknowledged them: median "
           f"{statistics.median(lags_new) * 1000:.0f} ms, at most {max(lags_old + lags_new) * 1000:.0f} ms")
