@@ -289,6 +289,7 @@ class Engine:
         self.time_bounds = TimeBounds.of_seconds(loaded.config.tracker.max_future, loaded.config.tracker.max_past)
         self.max_machines = {s.id: s.max_machines for s in loaded.config.sources}
         self._stamping = {s.id for s in loaded.config.sources if s.stamps_at_source()}  # sources on their own clock
+        self._max_future_ns = self.time_bounds.max_future_ns
         self._rules = {m.profile: m.rules for m in loaded.machines}
 
     # -- machines --------------------------------------------------------------------------
@@ -609,7 +610,7 @@ class Engine:
                     and self.machines[event.machine].source in self._stamping):
                 # The first reading of a machine whose clock is behind ours: track it from there.
                 tracker = self._restart(event.machine, event.ts_ns)
-            elif self.time_bounds.stepped_back(event.ts_ns, tracker.state_began_ns()):  # [robust]
+            elif event.ts_ns < tracker.state_began_ns() - self._max_future_ns:  # [robust] its clock stepped back
                 event = self._stepped_back(event, tracker)
             self._dirty.add(event.machine)
             self._arrived[event.machine] = time.monotonic_ns()

@@ -55,10 +55,6 @@ class TimeBounds:
             return False
         return self.max_past_ns is None or ts_ns >= now_ns - self.max_past_ns
 
-    def stepped_back(self, ts_ns: int, state_began_ns: int) -> bool:
-        """Is ``ts_ns`` further before the machine's current state than a clock ahead may be?"""
-        return ts_ns < state_began_ns - self.max_future_ns
-
     def check(self, ts_ns: int, now_ns: int) -> tuple[int | None, str | None]:
         """The timestamp to use (``None``: drop the event) and the bad-input kind (``None``: fine)."""
         if ts_ns > now_ns + self.max_future_ns:

@@ -356,7 +356,9 @@ class Tracker:
     def _roll_to(self, until: int, out: list[Output]) -> None:
         if until - self.win_start_ns >= self._bridge_from_ns:
             self._bridge(until, out)
-        while (end := self._win_end()) <= until:
+        interval = self.interval_ns
+        # The next boundary (as _win_end, inline: this runs for every reading).
+        while (end := self.win_start_ns - self.win_start_ns % interval + interval) <= until:
             self._add(end - self.acc_pos_ns)
             self.acc_pos_ns = end
             out.append(Interval(self.info, self.win_start_ns, end, self.acc, self.state))
