@@ -93,7 +93,9 @@ class Clock:
             self.steps += 1
             self.last_step = step
             return step
-        budget = max(0, mono - self._last_check) * SLEW_PPM // 1_000_000
+        # At most 500 ppm of the time since the last check, and of a second at most: stamps taken
+        # between two checks (milliseconds apart) then never run backward.
+        budget = min(max(0, mono - self._last_check), NS_PER_S) * SLEW_PPM // 1_000_000
         self._offset += max(-budget, min(budget, diff))
         self._last_check = mono
         return None
