@@ -25,6 +25,7 @@ log = logging.getLogger("collector")
 EPILOG = """\
 examples:
   collector demo                          simulated plant + live board, no services needed
+  collector init > plant.yaml             a commented starter config to edit
   collector validate -c config.yaml       check a config; exit status 2 if invalid
   collector run -c config.yaml            collect and write to InfluxDB (through the outbox)
   collector run -c config.yaml --print    write line protocol to stdout instead
@@ -42,7 +43,9 @@ Config reference: docs/CONFIG.md.
 
 
 def _default_example() -> Path:
-    return Path(__file__).resolve().parent.parent / "config" / "example.yaml"
+    from collector.examples import EXAMPLE
+
+    return EXAMPLE
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -84,13 +87,19 @@ def build_parser() -> argparse.ArgumentParser:
                                description="Print the config reference generated from the models (docs/CONFIG.md).")
     reference.set_defaults(func=cmd_reference)
 
+    init = sub.add_parser("init", help="print a commented starter config",
+                          description="Print a starter config generated from this collector's models: a simulated "
+                                      "plant that runs as it is, then every source type and section commented out "
+                                      "with its description and default. `collector init > plant.yaml`.")
+    init.set_defaults(func=cmd_init)
+
     demo = sub.add_parser("demo", help="run a simulated plant and show a live board",
                           description="Start a simulated plant (a dozen machines with work cycles, setups, alarms "
                                       "and switch-offs) and the collector on it, and show a live board of every "
                                       "machine's state, since when, why, availability and idle hours. No outside "
                                       "service is needed. Ctrl-C stops.")
     demo.add_argument("-c", "--config", type=Path, default=None,
-                      help="config to run (default: config/example.yaml, the simulated plant)")
+                      help="config to run (default: the example plant shipped with the package, config/example.yaml)")
     demo.add_argument("--speed", type=float, default=None,
                       help="time-lapse factor of the simulated behaviour (e.g. 20: cycles twenty times faster)")
     demo.add_argument("--for", type=float, dest="duration", metavar="SECONDS", help="stop after SECONDS")
@@ -227,6 +236,13 @@ def cmd_schema(args: argparse.Namespace) -> int:
     return 0
 
 
+def cmd_init(args: argparse.Namespace) -> int:
+    from collector.starter import starter_config
+
+    sys.stdout.write(starter_config())
+    return 0
+
+
 def cmd_reference(args: argparse.Namespace) -> int:
     from collector.reference import config_reference
 
@@ -299,8 +315,9 @@ async def _run(loaded: LoadedConfig, sink: Sink, duration: float | None) -> int:
                 runner = asyncio.create_task(engine.run(stop), name="engine")
                 watchdog = asyncio.create_task(systemd.watchdog(), name="systemd-watchdog")
                 await asyncio.sleep(0)  # the engine has opened its sink and started its sources
-                if not runner.done():
-                    systemd.ready(f"{len(engine.trackers)} machine(s), {len(loaded.config.sources)} source(s)")
+                if not runner.done():  # `systemctl status` shows why nothing is written while the clock syncs
+                    systemd.ready(engine.sync.reason or
+                                  f"{len(engine.trackers)} machine(s), {len(loaded.config.sources)} source(s)")
                 try:
                     await runner
                 finally:

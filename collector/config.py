@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import difflib
 import zlib
+from collections.abc import Mapping
 from pathlib import Path
 from typing import TYPE_CHECKING, Annotated, Union
 
@@ -115,6 +116,30 @@ class HttpSettings(Strict):
     token: SecretStr | None = Field(None, description="When set, every /api/* request needs `Authorization: Bearer <token>`. Use `${API_TOKEN}`.")
 
 
+class ClockSettings(Strict):
+    require_sync: bool | None = Field(
+        None, description=("Wait until the kernel reports the clock synchronized (NTP; `adjtimex`, as `timedatectl` "
+                           "shows it) before reading any source, so nothing is written dated at a boot clock's guess. "
+                           "Meanwhile /readyz answers 503 with the reason. `null`: on when started as a systemd "
+                           "notify service (`$NOTIFY_SOCKET` set, as deploy/machine-collector.service does on a "
+                           "gateway), off otherwise."))
+    sync_timeout: Duration = Field(
+        300.0, ge=0, description=("How long `require_sync` waits. Past it the collector starts anyway and says so "
+                                  "(log, /readyz body, `collector_clock_synchronized` 0); a later sync is a clock "
+                                  "step like any other."))
+    step_threshold: Duration = Field(
+        0.5, gt=0, description=("A change of the wall clock against the monotonic clock larger than this is a step: "
+                                "logged, counted (`collector_clock_steps_total`) and never taken as elapsed time. "
+                                "Smaller ones are slewed (500 ppm at most)."))
+
+    def sync_required(self, environ: Mapping[str, str]) -> bool:
+        """``require_sync``, with ``null`` decided by whether systemd started us as its unit does.
+        (Not ``$INVOCATION_ID``: every process a service starts inherits it, a CI runner's too.)"""
+        if self.require_sync is not None:
+            return self.require_sync
+        return bool(environ.get("NOTIFY_SOCKET"))
+
+
 class Shard(Strict):
     """One of ``count`` collectors that split a plant between them by machine: each keeps the
     machines whose id hashes to its ``index`` (CRC-32 of the id, modulo ``count``). Every
@@ -163,6 +188,7 @@ class Config(BaseSettings):
     http: HttpSettings = Field(default_factory=HttpSettings, description="The status HTTP server.")
     dashboards: DashboardSettings = Field(default_factory=DashboardSettings,
                                           description="Grafana boards: data source, folder, capacity-sharing boards.")
+    clock: ClockSettings = Field(default_factory=ClockSettings, description="The collector's clock: start on a synchronized clock, and what a step of it is.")
     shard: Shard | None = Field(None, description="Scale out: this collector's share of the machines, by a hash of the machine id. Every collector of the plant subscribes to everything and keeps its own machines.")
     capacity: CapacitySettings = Field(default_factory=CapacitySettings, description="Sharing the public machines' capacity: forecast and MQTT feed.")
     data_dir: Path = Field(Path("data"), description="Where the collector keeps state (outbox, certificates). Relative paths are relative to the config file.")

@@ -26,6 +26,7 @@ from __future__ import annotations
 import asyncio
 import dataclasses
 import logging
+import os
 import time
 from collections import Counter
 from collections.abc import Callable, Iterable, Sequence
@@ -37,6 +38,7 @@ from adapters.base import Adapter, AdapterContext, BoundMachine, SourceConfig, S
 from collector.configfile import LoadedConfig
 from collector.core.backoff import Backoff
 from collector.core.badinput import BadInput
+from collector.core.clock import CLOCK, TRANSLATE_WINDOW_NS, AdjtimexProbe, Clock, Step, SyncProbe
 from collector.core.lineprotocol import to_line
 from collector.core.model import (
     NS_PER_S,
@@ -47,11 +49,11 @@ from collector.core.model import (
     Reading,
     Sample,
     StateChange,
-    now_ns,
 )
 from collector.machines import ResolvedMachine, resolve_found
 from collector.sinks import Sink
-from collector.timebounds import TimeBounds
+from collector.timebounds import STEPPED_BACK, TimeBounds
+from collector.timekeeping import SyncWait
 from collector.tracker import Tracker, TrackerStatus
 
 log = logging.getLogger(__name__)
@@ -118,12 +120,24 @@ class EngineStats:
 
 
 class Engine:
-    def __init__(self, loaded: LoadedConfig, sink: Sink, *, clock: Callable[[], int] = now_ns,
+    def __init__(self, loaded: LoadedConfig, sink: Sink, *, clock: Clock | Callable[[], int] = CLOCK,
+                 sync_probe: SyncProbe | None = None, environ: dict[str, str] | None = None,
                  tick_s: float = 0.25, backoff_initial_s: float = 0.5, backoff_cap_s: float = 30.0,
                  on_output: Callable[[Sequence[Output]], None] | None = None) -> None:
         self.config = loaded.config
         self.sink = sink
-        self.clock = clock
+        # The collector's clock (collector/core/clock.py), checked for steps by the ticker; a
+        # plain function (tests, benchmarks) is a time line without steps.
+        self.wall = clock if isinstance(clock, Clock) else None
+        self.clock: Callable[[], int] = clock.now_ns if isinstance(clock, Clock) else clock
+        if self.wall is not None:
+            self.wall.threshold_ns = int(self.config.clock.step_threshold * NS_PER_S)
+        self.sync = SyncWait(self.config.clock, sync_probe or AdjtimexProbe(),
+                             os.environ if environ is None else environ)
+        self._step: Step | None = None  # the last step, while old-line stamps may still come in
+        # When each machine's last reading arrived (monotonic ns): a source-stamped machine's own
+        # time line is its last stamp plus the time since (see _tick).
+        self._arrived: dict[str, int] = {}
         self.tick_s = tick_s
         self._lateness_ns = int(self.config.tracker.lateness * NS_PER_S)
         self.backoff = (backoff_initial_s, backoff_cap_s)
@@ -158,7 +172,7 @@ class Engine:
         self._stop_ns: int | None = None
         self._tg: asyncio.TaskGroup | None = None  # reload (apply) starts and stops source tasks in it
         self._source_tasks: dict[str, asyncio.Task[None]] = {}
-        start = clock()
+        start = self.clock()
         for machine in loaded.machines:
             if self._owns(machine.info.id):
                 self._add(machine, start)
@@ -179,6 +193,14 @@ class Engine:
         return {mid: t.status(now) for mid, t in self.trackers.items()}
 
     async def run(self, stop: asyncio.Event) -> None:
+        if not await self.sync.wait(stop):
+            return  # stopped while waiting: nothing was read, nothing is written
+        if self.wall is not None and self.wall.check() is not None:
+            # Synchronized: the boot guess is gone. Nothing was read yet; the trackers start again
+            # on the new line (their start is when tracking began: offline before it).
+            start = self.clock()
+            for mid, machine in self.machines.items():
+                self.trackers[mid] = self._tracker(machine, start)
         async with self.sink:
             await self._resume()
             self._pace()
@@ -225,6 +247,7 @@ class Engine:
         carried: dict[str, dict[str, Any]] = {}
         for mid in changes["machines_removed"]:
             self.machines.pop(mid)
+            self._arrived.pop(mid, None)
             out += self.trackers.pop(mid).stop(now, "removed from the config")
             self._dirty.discard(mid)
         for mid in changes["machines_changed"]:
@@ -265,6 +288,8 @@ class Engine:
         shared by the machines discovered with it."""
         self.time_bounds = TimeBounds.of_seconds(loaded.config.tracker.max_future, loaded.config.tracker.max_past)
         self.max_machines = {s.id: s.max_machines for s in loaded.config.sources}
+        self._stamping = {s.id for s in loaded.config.sources if s.stamps_at_source()}  # sources on their own clock
+        self._max_future_ns = self.time_bounds.max_future_ns
         self._rules = {m.profile: m.rules for m in loaded.machines}
 
     # -- machines --------------------------------------------------------------------------
@@ -273,18 +298,20 @@ class Engine:
         return self.shard is None or self.shard.owns(machine)
 
     def _add(self, machine: ResolvedMachine, start_ns: int) -> None:
-        tracker_cfg = self.config.tracker
         self.machines[machine.info.id] = machine
-        tracker = self.trackers[machine.info.id] = Tracker(
-            machine.info, machine.rules, start_ns=start_ns,
-            interval_ns=int(tracker_cfg.interval * NS_PER_S),
-            debounce_ns=int(machine.debounce_s * NS_PER_S),
-            stale_after_ns=None if machine.stale_after_s is None else int(machine.stale_after_s * NS_PER_S),
-            max_gap_ns=int(tracker_cfg.max_gap * NS_PER_S))
+        tracker = self.trackers[machine.info.id] = self._tracker(machine, start_ns)
         self.machines_per_source[machine.source] = self.machines_per_source.get(machine.source, 0) + 1
         saved = self._snapshots.pop(machine.info.id, None)
         if saved is not None:
             self._resume_tracker(machine, tracker, *saved)
+
+    def _tracker(self, machine: ResolvedMachine, start_ns: int) -> Tracker:
+        tracker_cfg = self.config.tracker
+        return Tracker(machine.info, machine.rules, start_ns=start_ns,
+                       interval_ns=int(tracker_cfg.interval * NS_PER_S),
+                       debounce_ns=int(machine.debounce_s * NS_PER_S),
+                       stale_after_ns=None if machine.stale_after_s is None else int(machine.stale_after_s * NS_PER_S),
+                       max_gap_ns=int(tracker_cfg.max_gap * NS_PER_S))
 
     def _bound(self, source: str) -> list[BoundMachine]:
         return [m.bound for m in self.machines.values() if m.source == source]
@@ -447,21 +474,26 @@ class Engine:
         """Roll every tracker forward to the watermark: the wall clock (less the lateness a
         source-stamped reading is allowed), but never past an event an adapter has read and not
         yet handed over."""
+        out = self._check_clock()
         now = self._watermark()
         late_now = min(now, self.clock() - self._lateness_ns)
         held = self._held_sources()
-        out: list[Output] = []
         for source in [s for s in self._lost if s not in held]:
             out += self._process(self._lost.pop(source))
         if now < self._next_due:
             # No tracker is due (every tick below would return at once): a plant of 1,000
             # machines changing once a minute is due about once a minute, not four times a second.
             return out
-        arrival = {sid for sid, cfg in self._sources.items() if not cfg.stamps_at_source()}
+        arrival = self._arrival_sources()
+        mono = time.monotonic_ns()
         next_due = _NEVER
         for mid, tracker in self.trackers.items():
             sid = self.machines[mid].source
-            emitted = tracker.tick(now if sid in arrival else late_now, hold=sid in held)
+            if sid in arrival:
+                emitted = tracker.tick(now)
+            else:
+                emitted = tracker.tick(self._own_now(mid, tracker, late_now, mono, self._lateness_ns),
+                                       hold=sid in held)
             if emitted:
                 out += emitted
                 self._dirty.add(mid)
@@ -470,6 +502,62 @@ class Engine:
                 next_due = due
         self._next_due = next_due
         return out
+
+    def _own_now(self, mid: str, tracker: Tracker, now: int, mono: int, lateness: int) -> int:
+        """Now on a source-stamped machine's own time line, no later than ``now``. Its source
+        stamps on its own clock, which may be behind ours: the machine's time moves from its last
+        stamp as real time passes since that reading arrived (less the lateness), so a clock
+        minutes behind neither makes it stale between readings nor rolls its time past readings
+        still to come."""
+        last, arrived = tracker.last_reading_ns, self._arrived.get(mid)
+        if last is None or arrived is None:
+            return now
+        return min(now, last + mono - arrived - lateness)
+
+    def _arrival_sources(self) -> set[str]:
+        return {sid for sid, cfg in self._sources.items() if not cfg.stamps_at_source()}
+
+    def _check_clock(self) -> list[Output]:
+        """A step of the collector's clock is relabelling, not time (docs/DESIGN.md, "The
+        collector's clock"): the machines stamped on our clock (arrival time) move their time
+        lines with it; those stamped by their sources keep theirs (see ``_own_now``)."""
+        if self.wall is None:
+            return []
+        if self._step is not None and self.wall.mono_ns() - self._step.mono_ns > 2 * TRANSLATE_WINDOW_NS:
+            self._step = None  # no stamp of the old line is left in any adapter
+        step = self.wall.check()
+        if step is None:
+            return []
+        self._step = step
+        arrival = self._arrival_sources()
+        out: list[Output] = []
+        moved = 0
+        for mid, tracker in self.trackers.items():
+            if self.machines[mid].source in arrival:
+                out += tracker.shift(step.delta_ns)
+                self._dirty.add(mid)
+                moved += 1
+        delta = step.delta_ns
+        self._source_opened = {sid: ts + delta for sid, ts in self._source_opened.items()}
+        self._lost = {sid: dataclasses.replace(c, ts_ns=c.ts_ns + delta) for sid, c in self._lost.items()}
+        self._next_due = 0
+        log.warning("the system clock stepped %s: not elapsed time; %d machine(s) stamped on arrival carry on at "
+                    "the new time%s", step.describe(), moved,
+                    f"; what was written in the last {step.size()} is dated ahead of the corrected clock"
+                    if delta < 0 else "")
+        return out
+
+    def _on_our_line(self, event: Reading | Sample | Connectivity) -> Reading | Sample | Connectivity:
+        """An event stamped on our clock before its last step, handed over after it, on the new line."""
+        assert self.wall is not None
+        if isinstance(event, Connectivity):
+            ts = self.wall.translate(event.ts_ns)
+            return event if ts == event.ts_ns else dataclasses.replace(event, ts_ns=ts)
+        machine = self.machines.get(event.machine)
+        if machine is None or machine.source not in self._arrival_sources():
+            return event
+        ts = self.wall.translate(event.ts_ns)
+        return event if ts == event.ts_ns else event._replace(ts_ns=ts)
 
     def _watermark(self) -> int:
         now = self.clock()
@@ -506,6 +594,8 @@ class Engine:
     def _process(self, event: Event) -> list[Output]:
         self.stats.events += 1
         if isinstance(event, Sample | Reading | Connectivity):  # [robust] time bounds first
+            if self._step is not None:
+                event = self._on_our_line(event)
             bounded = self._time_bound(event)
             if bounded is None:
                 return []
@@ -518,7 +608,14 @@ class Engine:
                 else:
                     self.stats.other_shard += 1
                 return []
+            if (tracker.last_reading_ns is None and event.ts_ns < tracker.since_ns
+                    and self.machines[event.machine].source in self._stamping):
+                # The first reading of a machine whose clock is behind ours: track it from there.
+                tracker = self._restart(event.machine, event.ts_ns)
+            elif event.ts_ns < tracker.state_began_ns() - self._max_future_ns:  # [robust] its clock stepped back
+                event = self._stepped_back(event, tracker)
             self._dirty.add(event.machine)
+            self._arrived[event.machine] = time.monotonic_ns()
             return tracker.sample(event) if isinstance(event, Sample) else tracker.reading(event)
         if isinstance(event, Connectivity):
             self.stats.source_online[event.source] = event.online
@@ -576,6 +673,26 @@ class Engine:
             resolved = self.machines.get(event.machine)
             source = resolved.source if resolved is not None else "engine"
         return self.time_bounds.bound(event, now, lambda kind, detail: self.bad_input.report(source, kind, detail))
+
+    def _restart(self, mid: str, start_ns: int) -> Tracker:
+        """A tracker that has seen no reading yet starts again at ``start_ns``, before its start: the
+        first stamp of a source whose clock is behind ours (or a reading kept from before we
+        started). It emitted no change; the roll-ups it wrote (offline) are written again with the
+        same keys, so InfluxDB keeps the new ones."""
+        tracker = self.trackers[mid] = self._tracker(self.machines[mid], start_ns)
+        return tracker
+
+    def _stepped_back(self, event: Sample | Reading, tracker: Tracker) -> Sample | Reading:
+        """[robust] A source stamp far before the machine's current state: the source's clock
+        stepped back (collector/timebounds.py). Counted, and taken at arrival time (no earlier
+        than the state), so the machine stays tracked while its clock is wrong."""
+        resolved = self.machines.get(event.machine)
+        now = max(self.clock(), tracker.since_ns)
+        self.bad_input.report(resolved.source if resolved is not None else "engine", STEPPED_BACK,
+                              f"{event.machine}: timestamp {event.ts_ns} ns is "
+                              f"{(tracker.state_began_ns() - event.ts_ns) / NS_PER_S:.0f}s before its current state "
+                              "(its clock stepped back?), taken at arrival time")
+        return event._replace(ts_ns=now)
 
     # -- committing: points and the trackers' state in one transaction --------------------------
 
@@ -664,9 +781,11 @@ class Engine:
 
     async def _shutdown(self) -> None:
         now = self._stop_ns if self._stop_ns is not None else self.clock()
+        mono = time.monotonic_ns()
         out: list[Output] = []
         for mid, tracker in self.trackers.items():
-            out += tracker.stop(now)
+            stamping = self.machines[mid].source in self._stamping
+            out += tracker.stop(self._own_now(mid, tracker, now, mono, 0) if stamping else now)
             self._dirty.add(mid)
         await self._commit(out)
 

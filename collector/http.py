@@ -54,11 +54,15 @@ def machines_json(engine: Engine) -> list[dict[str, Any]]:
 
 
 def readiness(engine: Engine) -> tuple[int, str]:
-    """``/readyz``: ready once every source is connected."""
+    """``/readyz``: ready once every source is connected; while the collector waits for a
+    synchronized clock, not ready, with why; started without one, ready with a warning."""
+    if engine.sync.reason is not None:
+        return 503, f"not ready: {engine.sync.reason}\n"
     down = [s for s, up in engine.stats.source_online.items() if not up]
     if down or not engine.stats.source_online:
         return 503, f"sources not connected: {', '.join(down) or 'none yet'}\n"
-    return 200, "ok\n"
+    warning = engine.sync.status()
+    return 200, "ok\n" if warning is None else f"ok; warning: {warning}\n"
 
 
 def authorized(settings: HttpSettings, authorization: str | None) -> bool:

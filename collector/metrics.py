@@ -14,6 +14,10 @@ backslashes, newlines: all legal in an MQTT topic level).
     collector_source_up{source}                 1 while the source is connected
     collector_source_reconnects_total{source}
     collector_tracker_gaps_bridged_total        time gaps bridged in one step (tracker.max_gap)
+    collector_clock_steps_total                 steps of the system clock (not taken as elapsed time)
+    collector_clock_last_step_seconds           the last step's size (+ forward, - back)
+    collector_clock_synchronized                1 when the kernel says the clock is synchronized
+    collector_clock_waiting_for_sync            1 while nothing is read: waiting for clock.require_sync
     collector_outbox_*                          the sink's figures (depth, oldest age, retries, ...)
     collector_outbox_write_latency_seconds      the last write's duration
     collector_outbox_write_duration_seconds     histogram of the writes' durations
@@ -95,6 +99,7 @@ class EngineCollector(Collector):
         yield CounterMetricFamily("collector_tracker_gaps_bridged",
                                   "Time gaps longer than tracker.max_gap bridged in one step.",
                                   value=sum(t.gaps_bridged for t in engine.trackers.values()))
+        yield from _clock_metrics(engine)
         sink_stats = getattr(engine.sink, "stats", None)
         if callable(sink_stats):
             for key, value in sorted(sink_stats().items()):
@@ -130,6 +135,23 @@ def _per_output(engine: Engine) -> Iterator[Metric]:
             if key in figures:
                 family.add_metric([output], figures[key])
         yield family
+
+
+def _clock_metrics(engine: Engine) -> Iterator[Metric]:
+    wall = engine.wall
+    if wall is not None:
+        yield CounterMetricFamily("collector_clock_steps", "Steps of the system clock, each logged with its size "
+                                  "and never taken as elapsed time.", value=wall.steps)
+        last = wall.last_step
+        yield GaugeMetricFamily("collector_clock_last_step_seconds", "The last step of the system clock "
+                                "(positive: forward).", value=0.0 if last is None else last.delta_ns / 1e9)
+    synced = engine.sync.synchronized()
+    if synced is not None:
+        yield GaugeMetricFamily("collector_clock_synchronized", "1 when the kernel reports the system clock "
+                                "synchronized (adjtimex).", value=int(synced))
+    yield GaugeMetricFamily("collector_clock_waiting_for_sync", "1 while the collector waits for a synchronized "
+                            "clock (clock.require_sync): nothing is read or written.",
+                            value=int(engine.sync.reason is not None))
 
 
 def metrics_text(engine: Engine) -> bytes:

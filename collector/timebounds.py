@@ -12,6 +12,12 @@ time line, so such a stamp must not reach it as it is.
   message that way. Dropping would freeze its machines in their last state without a trace on
   the board; taking them at arrival keeps them tracked, to the precision of arrival, while the
   counter (and the log line, once per minute) tells the operator to fix that clock.
+- **Behind the machine's current state by more than ``max_future``**: bad input
+  ``clock_stepped_back``, **taken at arrival time**. A source clock stepped back (an edge
+  gateway corrected by NTP, a PLC set by hand) stamps every reading before the state the
+  tracker is in, so each would be ignored as out of order and the machine would go stale
+  while it publishes. A reading a little out of order (redelivery, a replayed store) is within
+  the bound and keeps its own time (the tracker decides); one further back is the clock.
 - **Older than ``max_past``** (``tracker.max_past``, default 7 days): bad input ``too_old``,
   **dropped**. The tracker could not place it anyway (its time line has moved on, and what is
   rolled up is final), and no MQTT session backlog is kept that long (``session_expiry``
@@ -28,6 +34,7 @@ from collections.abc import Callable
 from collector.core.model import NS_PER_S, Connectivity, Reading, Sample
 
 FUTURE = "future_timestamp"
+STEPPED_BACK = "clock_stepped_back"
 TOO_OLD = "too_old"
 
 Timed = Reading | Sample | Connectivity

@@ -19,6 +19,8 @@ How it keeps durations exact:
   closed, and roll-ups are written only for the gap's last ``max_gap_ns`` (at most that many
   intervals); the rest of the gap is counted as offline in one step and has no
   ``machine_availability`` points. See ``_bridge``.
+- A step of the collector's clock is not time: ``shift`` moves the whole time line with it
+  (docs/DESIGN.md, "The collector's clock").
 """
 
 from __future__ import annotations
@@ -185,7 +187,7 @@ class Tracker:
         staleness deadline; with a change waiting out its debounce, any later time."""
         if self.pending is not None:
             return self.acc_pos_ns + 1
-        due = self.win_start_ns + self.interval_ns
+        due = self._win_end()
         stale = self._stale_due()
         return due if stale is None or stale > due else stale
 
@@ -198,6 +200,40 @@ class Tracker:
         self.pending = None
         if self.state is not State.OFFLINE:
             self._commit(State.OFFLINE, reason, ts, out)
+        return out
+
+    def state_began_ns(self) -> int:
+        """When the current state began, as stamped: a reading older than this is out of order."""
+        return self._since_raw_ns
+
+    def shift(self, delta_ns: int) -> list[Output]:
+        """The collector's clock stepped by ``delta_ns`` (collector/core/clock.py): from now on the
+        wall clock labels this tracker's time line differently, but no time passed. Everything
+        held on that line moves with it, so the step is not elapsed time for staleness, debounce
+        or roll-ups, and the next readings (stamped on the new line) follow the last ones in
+        order. What was written keeps its labels.
+
+        Roll-ups stay aligned to the wall clock: unless the step is whole intervals, the open
+        interval is closed where the time rolled up ends (a short one: its fields add up to the
+        time it holds) and the next starts there on the new line, ending on the next boundary."""
+        out: list[Output] = []
+        if delta_ns % self.interval_ns:
+            if self.acc_pos_ns > self.win_start_ns:
+                out.append(Interval(self.info, self.win_start_ns, self.acc_pos_ns, self.acc, self.state))
+                self.acc = dict.fromkeys(State, 0)
+            self.win_start_ns = self.acc_pos_ns
+        self.win_start_ns += delta_ns
+        self.acc_pos_ns += delta_ns
+        self.since_ns += delta_ns
+        self._since_raw_ns += delta_ns
+        if self.last_reading_ns is not None:
+            self.last_reading_ns += delta_ns
+        if self.pending is not None:
+            self.pending.since_ns += delta_ns
+        if self._last_change_ns is not None:
+            self._last_change_ns += delta_ns
+        if self._replay_until is not None:
+            self._replay_until += delta_ns
         return out
 
     # -- across restarts ----------------------------------------------------------------------
@@ -320,8 +356,9 @@ class Tracker:
     def _roll_to(self, until: int, out: list[Output]) -> None:
         if until - self.win_start_ns >= self._bridge_from_ns:
             self._bridge(until, out)
-        while self.win_start_ns + self.interval_ns <= until:
-            end = self.win_start_ns + self.interval_ns
+        interval = self.interval_ns
+        # The next boundary (as _win_end, inline: this runs for every reading).
+        while (end := self.win_start_ns - self.win_start_ns % interval + interval) <= until:
             self._add(end - self.acc_pos_ns)
             self.acc_pos_ns = end
             out.append(Interval(self.info, self.win_start_ns, end, self.acc, self.state))
@@ -352,13 +389,18 @@ class Tracker:
             reason = f"no data for {gap_ns / NS_PER_S / 86400:.3g} days (a long stop or a clock jump)"
             out.append(StateChange(self.info, at, State.OFFLINE, self.state, at - self.since_ns, reason))
             self.state, self.since_ns, self._since_raw_ns, self.reason = State.OFFLINE, at, at, reason
-        end = self.win_start_ns + self.interval_ns  # close the interval the gap starts in
+        end = self._win_end()  # close the interval the gap starts in
         self._add(end - self.acc_pos_ns)
         out.append(Interval(self.info, self.win_start_ns, end, self.acc, self.state))
         resume = until - until % self.interval_ns - self.max_gap_intervals * self.interval_ns
         self._add(resume - end)
         self.acc = dict.fromkeys(State, 0)
         self.win_start_ns = self.acc_pos_ns = resume
+
+    def _win_end(self) -> int:
+        """The end of the open interval: the next boundary (a window starts off one only after a
+        clock step, see ``shift``)."""
+        return self.win_start_ns - self.win_start_ns % self.interval_ns + self.interval_ns
 
     def _add(self, ns: int) -> None:
         self.acc[self.state] += ns

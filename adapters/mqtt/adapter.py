@@ -43,7 +43,7 @@ from adapters.mqtt.client import Broker, make_client
 from adapters.mqtt.commands import Publish
 from adapters.mqtt.config import MqttSource
 from adapters.mqtt.decoder import MqttDecoder
-from collector.core.model import Event
+from collector.core.model import Event, now_ns
 
 log = logging.getLogger(__name__)
 install_lean_properties()
@@ -259,7 +259,7 @@ class MqttAdapter:
     def _feed(self, topic: str, payload: bytes) -> None:
         """One message's meaning: the decoder's events and the commands it returns (a subclass
         that reads another protocol over MQTT decodes here instead)."""
-        events, commands = self.decoder.feed(topic, payload, time.time_ns())
+        events, commands = self.decoder.feed(topic, payload, now_ns())
         if events:
             self.events.extend(events)
         if commands:

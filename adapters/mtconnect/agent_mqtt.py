@@ -15,7 +15,6 @@ MTConnect decoder instead of the topic-template one. Topics (cppagent 2.x):
 
 from __future__ import annotations
 
-import time
 from collections.abc import Sequence
 from typing import Self
 
@@ -24,6 +23,7 @@ from adapters.mqtt.adapter import MqttAdapter
 from adapters.mqtt.config import MqttBroker, MqttSource, Subscription
 from adapters.mtconnect.config import MtConnectSource
 from adapters.mtconnect.decoder import MtConnectDecoder
+from collector.core.model import now_ns
 
 
 def broker_source(config: MtConnectSource) -> MqttSource:
@@ -47,7 +47,7 @@ class MtConnectMqttAdapter(MqttAdapter):
         self.prefix = config.mqtt.topic_prefix.rstrip("/")
 
     async def __aenter__(self) -> Self:
-        self.mtconnect.opened_ns = time.time_ns()
+        self.mtconnect.opened_ns = now_ns()
         await super().__aenter__()
         return self
 
@@ -56,6 +56,6 @@ class MtConnectMqttAdapter(MqttAdapter):
         if len(payload) > self.config.max_payload:
             self.mtconnect.report("payload_too_large", f"{topic}: {len(payload)} bytes")
             return
-        events = self.mtconnect.feed_mqtt(topic, bytes(payload), time.time_ns())
+        events = self.mtconnect.feed_mqtt(topic, bytes(payload), now_ns())
         if events:
             self.events.extend(events)

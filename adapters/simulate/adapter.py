@@ -14,7 +14,6 @@ from __future__ import annotations
 import asyncio
 import heapq
 import random
-import time
 import zlib
 from collections.abc import AsyncIterator, Sequence
 from dataclasses import dataclass
@@ -22,7 +21,7 @@ from typing import Any, Self
 
 from adapters.base import AdapterContext, Batch, BoundMachine, SourceConfig
 from adapters.simulate.config import SimulateSource
-from collector.core.model import NS_PER_S, Sample
+from collector.core.model import NS_PER_S, Sample, now_ns
 
 DEFAULT_SIGNALS = {"execution": "execution", "spindle_rpm": "spindle_rpm", "alarm": "alarm", "mode": "mode"}
 
@@ -117,7 +116,7 @@ class SimulateAdapter:
 
     async def _events(self) -> AsyncIterator[Batch]:
         every = self.config.publish_every
-        now = time.time()
+        now = now_ns() / NS_PER_S  # the collector's clock (collector/core/clock.py)
         # (when, kind, index): kind 0 = phase change, 1 = periodic publish
         heap: list[tuple[float, int, int]] = []
         for i, m in enumerate(self._machines):
@@ -127,7 +126,7 @@ class SimulateAdapter:
             heapq.heappush(heap, (now + every * i / max(len(self._machines), 1), 1, i))
         while heap:
             when, kind, i = heapq.heappop(heap)
-            delay = when - time.time()
+            delay = when - now_ns() / NS_PER_S
             if delay > 0:
                 await asyncio.sleep(delay)
             m = self._machines[i]

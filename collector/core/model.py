@@ -9,9 +9,10 @@ boundary; nothing protocol-specific crosses into ``collector/``.
 from __future__ import annotations
 
 import enum
-import time
 from dataclasses import dataclass, field
 from typing import Any, NamedTuple
+
+from collector.core.clock import CLOCK
 
 NS_PER_S = 1_000_000_000
 
@@ -42,7 +43,8 @@ class Quality(enum.StrEnum):
 
 
 def now_ns() -> int:
-    return time.time_ns()
+    """Now on the collector's clock (collector/core/clock.py): arrival stamps and deadlines."""
+    return CLOCK.now_ns()
 
 
 class Reading(NamedTuple):
