@@ -35,6 +35,7 @@ from typing import Any
 
 from adapters import REGISTRY
 from adapters.base import Adapter, AdapterContext, BoundMachine, SourceConfig, SourceError
+from collector.commits import PACE_BELOW, Commits, Unsettled
 from collector.configfile import LoadedConfig
 from collector.core.backoff import Backoff
 from collector.core.badinput import BadInput
@@ -51,7 +52,7 @@ from collector.core.model import (
     StateChange,
 )
 from collector.machines import ResolvedMachine, resolve_found
-from collector.sinks import Sink
+from collector.sinks import Resumable, Sink
 from collector.timebounds import STEPPED_BACK, TimeBounds
 from collector.timekeeping import SyncWait
 from collector.tracker import Tracker, TrackerStatus
@@ -62,45 +63,6 @@ HOLD_MAX_S = 60.0
 """How long a redelivering source's machines wait for it to come back (after a restart or a lost
 connection) before the wall clock rolls their time up as offline."""
 _NEVER = 2**63  # later than any time in ns
-PACE_BELOW = 256
-"""Batches of fewer events are a trickle: their commit waits for the sender (see _enqueue)."""
-PACE_MAX_UNACKED = 10
-"""A held commit goes once this many messages wait for it to be acknowledged: a broker sends
-only so many unacknowledged messages (mosquitto: 20 by default), so holding more would stall
-the source until the next send."""
-
-
-@dataclass
-class _Write:
-    """A commit not handed to the sink yet; later commits join it until it starts."""
-
-    lines: list[str]
-    state: dict[str, dict[str, Any]]
-    release: asyncio.Event = field(default_factory=asyncio.Event)  # held for the sender: go now
-    done: asyncio.Future[None] | None = None
-    unacked: int = 0  # messages whose acknowledgement waits for this write (see _settle)
-
-
-class _Unsettled:
-    """A source's commits its supervisor did not wait for (held for the sender), each with the
-    acknowledgements to send once it is stored, in order."""
-
-    def __init__(self) -> None:
-        self.futures: set[asyncio.Future[None]] = set()
-        self.error: BaseException | None = None  # a held commit failed: the supervisor raises it
-
-    def add(self, written: asyncio.Future[None], ack: Callable[[], None]) -> None:
-        def stored(f: asyncio.Future[None]) -> None:
-            self.futures.discard(f)
-            if f.cancelled():
-                self.error = self.error or SourceError("a commit was cancelled")
-            elif f.exception() is not None:
-                self.error = self.error or f.exception()
-            elif self.error is None:
-                ack()  # callbacks run in the order added: acknowledgements keep the messages' order
-        self.futures.add(written)
-        written.add_done_callback(stored)
-
 # What a source's failure looks like when it is the network or the peer: reconnect quietly.
 # Anything else is a bug in an adapter: logged with its traceback (once per kind) and counted.
 EXPECTED_FAILURES = (SourceError, OSError, TimeoutError, EOFError)
@@ -162,11 +124,7 @@ class Engine:
         self._snapshots: dict[str, tuple[dict[str, Any], int]] = {}
         self._dirty: set[str] = set()  # trackers changed since the last commit
         self._carry: list[Output] = []  # outputs made outside a batch (resuming), for the next commit
-        self._tail: asyncio.Future[None] | None = None  # the last write queued (see _enqueue)
-        self._open: _Write | None = None  # the queued write not yet handed to the sink: joinable
-        self._commit_delay_s = self.config.outbox.commit_delay
-        self._paced = False  # the sink's sender takes what is held back before each send (see _enqueue)
-        self._holding: _Write | None = None
+        self.commits = Commits(sink, self.config.outbox.commit_delay, self._written)
         self._next_due = 0  # no tracker has anything due before this (see _tick)
         self._errors_logged: set[str] = set()
         self._stop_ns: int | None = None
@@ -203,7 +161,7 @@ class Engine:
                 self.trackers[mid] = self._tracker(machine, start)
         async with self.sink:
             await self._resume()
-            self._pace()
+            self.commits.pace()
             log.info("starting: %d source(s), %d machine(s)%s", len(self.config.sources), len(self.trackers),
                      f", shard {self.shard.index} of {self.shard.count}" if self.shard else "")
             try:
@@ -219,12 +177,12 @@ class Engine:
                     # after the restart. Machines go offline no later than its oldest stamp, so
                     # that backlog still counts then.
                     self._stop_ns = self._watermark()
-                    self._release_hold()  # the cancelled sources' last commits go at once
+                    self.commits.release_hold()  # the cancelled sources' last commits go at once
                     for task in (*self._source_tasks.values(), *tasks, stopper):
                         task.cancel()
             finally:
                 self._tg = None  # no reload starts a source on the way out
-                self._release_hold()
+                self.commits.release_hold()
                 await self._shutdown()
         log.info("stopped: %d state change(s), %d interval(s), %d line(s) written",
                  self.stats.state_changes, self.stats.intervals, self.stats.lines_written)
@@ -318,33 +276,11 @@ class Engine:
 
     # -- across restarts: the outbox holds every tracker's last committed state ----------------
 
-    def _pace(self) -> None:
-        """A sink with a sender of its own (the outbox) calls ``_release`` before each send, so a
-        commit at a trickle can wait for it: one transaction per send, not one per message."""
-        pace = getattr(self.sink, "pace", None)
-        if pace is not None and self._commit_delay_s > 0:
-            pace(self._release)
-            self._paced = True
-
-    def _release_hold(self) -> None:
-        """Stopping: no commit waits for the sender any more."""
-        self._paced = False
-        if self._holding is not None:
-            self._holding.release.set()
-
-    async def _release(self) -> None:
-        """The sender is about to send: commit what is held back, and wait until it is stored."""
-        holding = self._holding
-        if holding is not None and holding.done is not None:
-            holding.release.set()
-            await asyncio.wait([holding.done])
-
     async def _resume(self) -> None:
         """Carry on from the last commit (a crash) or the last clean stop."""
-        load = getattr(self.sink, "load_state", None)
-        if load is None:
+        if not isinstance(self.sink, Resumable):
             return
-        saved: dict[str, tuple[dict[str, Any], int]] = await load()
+        saved = await self.sink.load_state()
         if not saved:
             return
         self._snapshots = dict(saved)  # what is left waits for machines discovered later
@@ -387,7 +323,7 @@ class Engine:
                     self.stats.source_online[source.id] = True
                     self._adapters[source.id] = adapter
                     self._lost.pop(source.id, None)
-                    unsettled = _Unsettled()
+                    unsettled = Unsettled()
                     try:
                         async for batch in adapter:
                             backoff.reset()
@@ -398,7 +334,7 @@ class Engine:
                     finally:
                         # Held commits are stored and acknowledged on this connection before it closes.
                         if unsettled.futures:
-                            self._release_hold()
+                            self.commits.release_hold()
                             await asyncio.wait(list(unsettled.futures))
                 raise SourceError("the adapter's stream ended")
             except asyncio.CancelledError:
@@ -423,35 +359,12 @@ class Engine:
             await asyncio.sleep(delay)
 
     async def _settle(self, out: list[Output], ack: Callable[[], None] | None, *, hold: bool = True,
-                      messages: int = 0, unsettled: _Unsettled | None = None) -> None:
-        """Commit a batch's effect, then acknowledge it; a stop or a reload that cancels the
-        source meanwhile waits for both, so no batch is committed and left unacknowledged (the
-        broker would deliver it again to trackers that already have it).
-
-        A commit held for the sender (see _enqueue) is not waited for: its acknowledgement is
-        sent once it is stored, and the supervisor reads on, so the next batches join it. It
-        goes at the latest when ``PACE_MAX_UNACKED`` messages wait for it."""
+                      messages: int = 0, unsettled: Unsettled | None = None) -> None:
+        """Commit a batch's effect, then acknowledge it (collector/commits.py)."""
         if unsettled is not None and unsettled.error is not None:
             raise unsettled.error
         written = self._enqueue(out, hold=hold)
-        holding = self._holding
-        if (written is not None and ack is not None and unsettled is not None and holding is not None
-                and written is holding.done):
-            holding.unacked += messages
-            if holding.unacked >= PACE_MAX_UNACKED:
-                holding.release.set()
-            unsettled.add(written, ack)
-            return
-        if written is not None:
-            try:
-                await asyncio.shield(written)
-            except asyncio.CancelledError:
-                await asyncio.wait([written])  # a second cancel must not cancel the shared write
-                if ack is not None and not written.cancelled() and written.exception() is None:
-                    ack()
-                raise
-        if ack is not None:
-            ack()
+        await self.commits.settle(written, ack, messages=messages, unsettled=unsettled)
 
     def _failure(self, source: str, exc: Exception) -> str:
         """The reason a source is down; a failure that is not the network's is a bug: say so."""
@@ -703,29 +616,11 @@ class Engine:
             await asyncio.shield(written)  # a write is shared (group commit): a cancelled awaiter leaves it be
 
     def _enqueue(self, out: list[Output], *, hold: bool = True) -> asyncio.Future[None] | None:
-        """Take the trackers' state now (synchronously, right after the events that changed it)
-        and queue the write behind every write queued before: commits land in the order the
-        trackers changed, so the checkpoint on disk is always a state they really passed through.
-        The write goes on even if whoever awaits it is cancelled.
-
-        Group commit: a write joins the queued one that has not reached the sink yet (one
-        transaction, one fsync, for every batch that arrived while the previous commit ran).
-        With a sink that sends on its own (the outbox: ``_pace``), a write queued behind none is
-        held until the sender is about to send, ``outbox.commit_delay`` at most: at a trickle
-        that is one commit per send instead of one per message, and the points reach InfluxDB
-        with the same send as before. Not with ``hold=False`` (a batch of ``PACE_BELOW`` events
-        or more, i.e. a backlog): its supervisor waits for the commit before it reads on, and a
-        sender that finds nothing new to send (a backlog of readings that change no state) sleeps
-        a whole flush interval, so holding would cap a drain at a Receive Maximum per second.
-        Joining keeps the order (the joined write is the last queued) and what lands is still a
-        state the trackers passed through: the later snapshot of a machine replaces its earlier
-        one. Acknowledgements wait for the commit as ever."""
+        """Take the changed trackers' state now (synchronously, right after the events that
+        changed it) and queue it with ``out`` (collector/commits.py): commits land in the order
+        the trackers changed, so the checkpoint on disk is a state they really passed through."""
         if self._carry:
             out, self._carry = self._carry + out, []
-        if not out and not self._dirty:
-            if not hold and self._open is not None:
-                self._open.release.set()
-            return self._tail
         dirty, self._dirty = self._dirty, set()
         state: dict[str, dict[str, Any]] = {}
         for mid in dirty:
@@ -743,41 +638,11 @@ class Engine:
                 self.stats.intervals += 1
         if out and self.on_output is not None:
             self.on_output(out)
-        lines = [to_line(o) for o in out]
-        joinable = self._open
-        if joinable is not None:
-            joinable.lines += lines
-            joinable.state.update(state)
-            if not hold:
-                joinable.release.set()  # a backlog batch joined a held write: it goes now
-            return self._tail
-        pending = self._open = _Write(lines, state)
-        before = self._tail
-        hold = hold and self._paced and (before is None or before.done())
-        if hold:
-            self._holding = pending
+        return self.commits.enqueue([to_line(o) for o in out], state, hold=hold)
 
-        async def write() -> None:
-            try:
-                if before is not None and not before.done():
-                    await asyncio.wait([before])  # in order; an earlier failure is its own awaiter's to see
-                elif hold:
-                    try:
-                        async with asyncio.timeout(self._commit_delay_s):
-                            await pending.release.wait()
-                    except TimeoutError:
-                        pass
-            finally:  # even if cancelled: later commits must not join a write that will not happen
-                if self._holding is pending:
-                    self._holding = None
-                if self._open is pending:
-                    self._open = None
-            await self.sink.write(pending.lines, pending.state)
-            self.stats.commits += 1
-            self.stats.lines_written += len(pending.lines)
-
-        self._tail = pending.done = asyncio.ensure_future(write())
-        return self._tail
+    def _written(self, lines: int) -> None:
+        self.stats.commits += 1
+        self.stats.lines_written += lines
 
     async def _shutdown(self) -> None:
         now = self._stop_ns if self._stop_ns is not None else self.clock()

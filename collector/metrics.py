@@ -37,6 +37,7 @@ from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, Histo
 from prometheus_client.registry import Collector
 
 from collector.core.model import State
+from collector.sinks import Measured
 
 if TYPE_CHECKING:
     from collector.engine import Engine
@@ -100,32 +101,29 @@ class EngineCollector(Collector):
                                   "Time gaps longer than tracker.max_gap bridged in one step.",
                                   value=sum(t.gaps_bridged for t in engine.trackers.values()))
         yield from _clock_metrics(engine)
-        sink_stats = getattr(engine.sink, "stats", None)
-        if callable(sink_stats):
-            for key, value in sorted(sink_stats().items()):
-                if not isinstance(value, int | float) or isinstance(value, bool):
-                    continue
-                if key.endswith("_total"):
-                    yield CounterMetricFamily(f"collector_outbox_{key[:-len('_total')]}", f"Outbox: {key}.",
-                                              value=value)
-                else:
-                    yield GaugeMetricFamily(f"collector_outbox_{key}", f"Outbox: {key}.", value=value)
-        yield from _per_output(engine)
-        durations = getattr(engine.sink, "write_durations", None)
-        if callable(durations):
-            buckets, total = durations()
-            yield HistogramMetricFamily("collector_outbox_write_duration_seconds",
-                                        "Durations of the successful writes to InfluxDB.",
-                                        buckets=[("+Inf" if math.isinf(le) else repr(le), n) for le, n in buckets],
-                                        sum_value=total)
+        if isinstance(engine.sink, Measured):
+            yield from _sink_metrics(engine.sink)
 
 
-def _per_output(engine: Engine) -> Iterator[Metric]:
+def _sink_metrics(sink: Measured) -> Iterator[Metric]:
+    for key, value in sorted(sink.stats().items()):
+        if not isinstance(value, int | float) or isinstance(value, bool):
+            continue
+        if key.endswith("_total"):
+            yield CounterMetricFamily(f"collector_outbox_{key[:-len('_total')]}", f"Outbox: {key}.", value=value)
+        else:
+            yield GaugeMetricFamily(f"collector_outbox_{key}", f"Outbox: {key}.", value=value)
+    yield from _per_output(sink)
+    buckets, total = sink.write_durations()
+    yield HistogramMetricFamily("collector_outbox_write_duration_seconds",
+                                "Durations of the successful writes to InfluxDB.",
+                                buckets=[("+Inf" if math.isinf(le) else repr(le), n) for le, n in buckets],
+                                sum_value=total)
+
+
+def _per_output(sink: Measured) -> Iterator[Metric]:
     """One family per figure, one sample per output (label ``output``)."""
-    output_stats = getattr(engine.sink, "output_stats", None)
-    if not callable(output_stats):
-        return
-    per: dict[str, dict[str, float]] = output_stats()
+    per: dict[str, dict[str, float]] = sink.output_stats()
     keys = sorted({k for figures in per.values() for k in figures})
     for key in keys:
         total = key.endswith("_total")

@@ -28,6 +28,7 @@ from collector.config import Config
 from collector.configfile import ConfigError, LoadedConfig, load_config
 from collector.logs import mask_secrets, secrets_of
 from collector.machines import ResolvedMachine
+from collector.sinks import Filtered
 
 if TYPE_CHECKING:
     from collector.engine import Engine
@@ -126,11 +127,10 @@ class Reloader:
             mask_secrets(secrets_of(new.config))
             restart = keep_running_settings(self.engine.config, new.config)
             changes = await self.engine.apply(new)
-            set_public = getattr(self.engine.sink, "set_public", None)
-            if set_public is not None:  # the outputs filtered on `public` follow the new config at once
+            if isinstance(self.engine.sink, Filtered):  # outputs filtered on `public` follow the new config at once
                 from collector.influx import public_machines
 
-                set_public(public_machines(new.config))
+                self.engine.sink.set_public(public_machines(new.config))
             changes["needs_restart"] = restart
             lines = describe(changes)
             log.info("reloaded %s: %s", self.path, "; ".join(lines))

@@ -4,9 +4,9 @@
 from __future__ import annotations
 
 import sys
-from collections.abc import Mapping, Sequence
+from collections.abc import Awaitable, Callable, Iterable, Mapping, Sequence
 from types import TracebackType
-from typing import Any, Protocol, Self, TextIO
+from typing import Any, Protocol, Self, TextIO, runtime_checkable
 
 
 class Sink(Protocol):
@@ -23,6 +23,41 @@ class Sink(Protocol):
         """Store ``lines``; a durable sink stores ``state`` (machine id -> tracker snapshot) in
         the same transaction, and ``load_state`` gives it back on the next start."""
         ...
+
+
+# Abilities a sink may have beyond ``write``, declared here and checked with ``isinstance``.
+
+@runtime_checkable
+class Paced(Protocol):
+    """The sink sends on its own schedule and calls ``before_send`` first: a commit may wait for
+    it (collector/commits.py)."""
+
+    def pace(self, before_send: Callable[[], Awaitable[None]]) -> None: ...
+
+
+@runtime_checkable
+class Resumable(Protocol):
+    """The sink keeps the trackers' state with the points: machine id -> (snapshot, when saved)."""
+
+    async def load_state(self) -> dict[str, tuple[dict[str, Any], int]]: ...
+
+
+@runtime_checkable
+class Measured(Protocol):
+    """The sink has figures for /metrics: its own, per output, and its write durations."""
+
+    def stats(self) -> dict[str, Any]: ...
+
+    def output_stats(self) -> dict[str, dict[str, Any]]: ...
+
+    def write_durations(self) -> tuple[list[tuple[float, int]], float]: ...
+
+
+@runtime_checkable
+class Filtered(Protocol):
+    """The sink filters outputs on ``public``: a reload hands it the machines public now."""
+
+    def set_public(self, machines: Iterable[str]) -> None: ...
 
 
 class PrintSink:

@@ -70,7 +70,7 @@ async def test_a_cancelled_awaiter_does_not_cancel_a_shared_commit() -> None:
     engine = Engine(loaded, sink)
     waiter = asyncio.create_task(engine._commit([change(1)]))
     await until(lambda: len(sink.writes) == 1, 5, "the write to start")
-    shared = engine._tail
+    shared = engine.commits._tail
     assert shared is not None
     waiter.cancel()
     await asyncio.sleep(0)
@@ -97,7 +97,7 @@ def paced(sink: PacedSink, commit_delay: float | None = None) -> Engine:
     if commit_delay is not None:
         loaded.config.outbox.commit_delay = commit_delay
     engine = Engine(loaded, sink)
-    engine._pace()
+    engine.commits.pace()
     return engine
 
 
@@ -157,11 +157,11 @@ async def test_a_held_commit_is_not_waited_for_and_goes_before_the_broker_window
     join it), that each batch is acknowledged only once the commit is stored, in order, and that
     the commit goes by itself once PACE_MAX_UNACKED messages wait for it: a broker sends only so
     many unacknowledged messages (mosquitto: 20), so holding longer would stall the source."""
-    from collector.engine import PACE_MAX_UNACKED, _Unsettled
+    from collector.commits import PACE_MAX_UNACKED, Unsettled
 
     sink = PacedSink()
     engine = paced(sink, commit_delay=60)
-    unsettled = _Unsettled()
+    unsettled = Unsettled()
     acked: list[int] = []
     for n in range(PACE_MAX_UNACKED - 1):
         await asyncio.wait_for(engine._settle([change(n)], lambda n=n: acked.append(n), messages=1,
@@ -177,7 +177,7 @@ async def test_a_held_commit_is_not_waited_for_and_goes_before_the_broker_window
 async def test_a_failed_held_commit_acknowledges_nothing_and_fails_the_source() -> None:
     """Test that when a held commit fails, none of its batches is acknowledged (the broker
     delivers them again) and the source's next batch raises the error (its supervisor restarts)."""
-    from collector.engine import _Unsettled
+    from collector.commits import Unsettled
 
     class FailingSink(PacedSink):
         async def write(self, lines: Sequence[str], state: Mapping[str, dict[str, Any]] | None = None) -> None:
@@ -185,7 +185,7 @@ async def test_a_failed_held_commit_acknowledges_nothing_and_fails_the_source() 
 
     sink = FailingSink()
     engine = paced(sink)
-    unsettled = _Unsettled()
+    unsettled = Unsettled()
     acked: list[int] = []
     await engine._settle([change(1)], lambda: acked.append(1), messages=1, unsettled=unsettled)
     assert sink.before_send is not None
