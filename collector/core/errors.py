@@ -14,7 +14,8 @@ traceback (``collector.engine``).
     │   ├── PathError                a JSON path that is not valid JMESPath
     │   ├── AddressError             an OPC UA node address that does not parse
     │   ├── DocumentError            an MTConnect document that cannot be read
-    │   └── FilterError              a capacity API filter it cannot use (answered 400)
+    │   ├── FilterError              a capacity API filter it cannot use (answered 400)
+    │   └── QueryError               an exchange query it cannot use (answered 400)
     ├── WriteError                   InfluxDB refused a write or could not be reached
     ├── SchemaError                  an outbox file written by a newer release
     └── PushError                    Grafana: Unreachable, Unauthorized, TooOld (its version)

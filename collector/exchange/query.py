@@ -23,6 +23,7 @@ from dataclasses import dataclass, field
 from typing import Any
 from urllib.parse import unquote_plus
 
+from collector.core.errors import BadInputError
 from collector.exchange.index import NS_PER_S, Index, Offer
 
 HOUR_NS = 3600 * NS_PER_S
@@ -33,7 +34,7 @@ _FIELDS = ("plant", "kind", "line")
 _BOOL = {"true": True, "1": True, "false": False, "0": False}
 
 
-class QueryError(ValueError):
+class QueryError(BadInputError):
     """A query the exchange cannot use; the message names the part (HTTP 400)."""
 
 
