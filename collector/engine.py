@@ -24,6 +24,7 @@ backoff, and opens the adapter again. Adapters never retry themselves.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import logging
 import time
 from collections import Counter
@@ -34,7 +35,7 @@ from typing import Any
 from adapters import REGISTRY
 from adapters.base import Adapter, AdapterContext, BoundMachine, SourceConfig, SourceError
 from collector.configfile import LoadedConfig
-from collector.core.backoff import Backoff
+from collector.core.backoff import Backoff, Opening
 from collector.core.badinput import BadInput
 from collector.core.lineprotocol import to_line
 from collector.core.model import (
@@ -59,6 +60,11 @@ HOLD_MAX_S = 60.0
 """How long a redelivering source's machines wait for it to come back (after a restart or a lost
 connection) before the wall clock rolls their time up as offline."""
 _NEVER = 2**63  # later than any time in ns
+OPENING_AT_ONCE = 16
+OPENING_PATIENCE_S = 3.0
+"""Sources opening at the same time (connect, session, browse, subscribe), and how long one
+open holds its turn at most. 200 OPC UA sessions opened at once (the start, or every machine
+restarted together) each took over ten seconds on a small gateway, timed out and started over."""
 PACE_BELOW = 256
 """Batches of fewer events are a trickle: their commit waits for the sender (see _enqueue)."""
 PACE_MAX_UNACKED = 10
@@ -98,6 +104,7 @@ class _Unsettled:
         self.futures.add(written)
         written.add_done_callback(stored)
 
+
 # What a source's failure looks like when it is the network or the peer: reconnect quietly.
 # Anything else is a bug in an adapter: logged with its traceback (once per kind) and counted.
 EXPECTED_FAILURES = (SourceError, OSError, TimeoutError, EOFError)
@@ -126,6 +133,7 @@ class Engine:
         self.tick_s = tick_s
         self._lateness_ns = int(self.config.tracker.lateness * NS_PER_S)
         self.backoff = (backoff_initial_s, backoff_cap_s)
+        self._opening = Opening(OPENING_AT_ONCE, OPENING_PATIENCE_S)
         self.on_output = on_output
         self.bad_input = BadInput()
         self.stats = EngineStats()
@@ -351,8 +359,10 @@ class Engine:
         context = AdapterContext(self.config.data_dir / "sources" / source.id, self.bad_input)
         while True:
             try:
-                self._source_opened[source.id] = self.clock()
-                async with factory(source, self._bound(source.id), context) as adapter:
+                async with contextlib.AsyncExitStack() as opened:
+                    async with self._opening.slot():  # a few sources open at a time (see Opening)
+                        self._source_opened[source.id] = self.clock()
+                        adapter = await opened.enter_async_context(factory(source, self._bound(source.id), context))
                     log.info("source %s (%s) connected", source.id, source.type)
                     self.stats.source_online[source.id] = True
                     self._adapters[source.id] = adapter
