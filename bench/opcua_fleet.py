@@ -281,7 +281,7 @@ def measure(args: argparse.Namespace, collector: Collector, groups: list[Servers
     storm = time.monotonic()
     for g in groups:
         g.restarted = None
-        g.send("restart")
+        g.send("restart" if args.rebuild else f"cycle {args.down}")
     most_down = 0
 
     def recovered() -> bool:
@@ -306,7 +306,7 @@ def measure(args: argparse.Namespace, collector: Collector, groups: list[Servers
     reconnects, _ = source_figures(http_port)
     attempts = sum(reconnects.values()) - sum(before.values())
     restart_s = max(g.restarted or 0.0 for g in groups)
-    print(f"restart storm: servers back within {restart_s:.1f}s; "
+    print(f"restart storm: servers listening again {restart_s:.1f}s after it; "
           + (f"every machine has its state again {after:.1f}s after the storm" if after is not None else
              f"only {again} of {n} machines have a state {args.timeout:g}s after the storm")
           + f"; {attempts} reconnect(s), at most {most_down} sources down at once", flush=True)
@@ -314,6 +314,7 @@ def measure(args: argparse.Namespace, collector: Collector, groups: list[Servers
             "cpu_percent": round(cpu, 2),
             "rss_mb": round(rss / 2**20, 1), "peak_rss_mb": round(max(peak, rss) / 2**20, 1),
             "seconds_to_all_states_after_restart": _round(after), "machines_with_state_after_restart": again,
+            "seconds_after_servers_back": _round(None if after is None else after - restart_s),
             "reconnects_after_restart": attempts,
             "servers_restart_s": round(restart_s, 2), "sessions": sessions,
             "server_cpu_percent": round(node_cpu, 1), "server_rss_mb": round(node_rss / 2**20, 0),
@@ -333,6 +334,9 @@ def main() -> None:
     parser.add_argument("--steady", type=float, default=120.0, help="measured steady-state seconds")
     parser.add_argument("--warmup", type=float, default=10.0, help="seconds after every first state, not measured")
     parser.add_argument("--seed", type=int, default=1)
+    parser.add_argument("--down", type=float, default=5.0, help="seconds the servers refuse connections in the storm")
+    parser.add_argument("--rebuild", action="store_true",
+                        help="storm: shut every server down and build a new one (slow in node-opcua) instead")
     parser.add_argument("--keep", action="store_true", help="keep the temp dir (collector.log, node*/servers.log)")
     parser.add_argument("--timeout", type=float, default=300.0, help="give up on a wait after this long")
     print(json.dumps(run(parser.parse_args())))

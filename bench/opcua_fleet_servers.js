@@ -22,9 +22,11 @@
 //   {"ready": [ports...], "seconds": s}       once every server listens
 //   {"restarted": n, "seconds": s}            after a restart storm
 //   {"changes": n, "sessions": n}             every 10 s: state changes made, sessions open
-// Lines on stdin: "restart" stops every server at once (sessions, subscriptions and sockets
-// gone, as when the machines' controllers reboot), then starts a fresh server on the same port
-// with the machine in the state it had; "quit" ends the process (as does SIGTERM).
+// Lines on stdin: "cycle DOWN_S" ends every server's sessions, subscriptions and connections at
+// once and closes its port for DOWN_S seconds, then listens again (the machines' controllers
+// reboot together); "restart" shuts every server down and builds a new one on the same port,
+// in turn (slow: node-opcua builds each address space anew); "quit" ends the process (as does
+// SIGTERM). The machines keep their states (and schedule) through either.
 "use strict";
 const path = require("path");
 const readline = require("readline");
@@ -161,6 +163,32 @@ function sessions() {
     return n;
 }
 
+async function cycle(downS) {
+    // Every controller reboots at once: sessions (with their subscriptions) and connections end,
+    // the port refuses connections for DOWN_S seconds, then listens again. The address space is
+    // kept: node-opcua builds one in ~0.1 s (and 50 in turn on a loaded machine in over a
+    // minute), which would measure node, not the collector.
+    const start = Date.now();
+    await Promise.all(machines.map(async (machine) => {
+        const server = machine.server;
+        for (const session of Object.values(server.engine._sessions || {})) {
+            server.engine.closeSession(session.authenticationToken, true, "Terminated");
+        }
+        for (const endpoint of server.endpoints) {
+            endpoint.abruptlyInterruptChannels();
+            await new Promise((resolve) => endpoint.killClientSockets(resolve));
+        }
+        await server.suspendEndPoints();
+    }));
+    const stopped = (Date.now() - start) / 1000;
+    await new Promise((resolve) => setTimeout(resolve, downS * 1000));
+    const up = Date.now();
+    for (const machine of machines) {
+        await machine.server.resumeEndPoints();
+    }
+    return { stopped, seconds: (Date.now() - start) / 1000, listening: (Date.now() - up) / 1000 };
+}
+
 async function restart() {
     const start = Date.now();
     await Promise.all(machines.map(async (machine) => {
@@ -202,11 +230,15 @@ async function main() {
     setInterval(() => console.log(JSON.stringify({ changes, sessions: sessions() })), 10000);
     const quit = () => process.exit(0);  // the sockets close with the process: no shutdown one by one
     readline.createInterface({ input: process.stdin }).on("line", async (line) => {
-        if (line.trim() === "restart" && !restarting) {
+        const [command, arg] = line.trim().split(/\s+/);
+        if ((command === "restart" || command === "cycle") && !restarting) {
             restarting = true;
             try {
-                const seconds = await restart();
-                console.log(JSON.stringify({ restarted: machines.length, seconds }));
+                if (command === "cycle") {
+                    console.log(JSON.stringify({ restarted: machines.length, ...await cycle(Number(arg)) }));
+                } else {
+                    console.log(JSON.stringify({ restarted: machines.length, seconds: await restart() }));
+                }
             } catch (err) {
                 console.error(err);
                 process.exit(1);
