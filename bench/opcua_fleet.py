@@ -29,8 +29,8 @@ only the collector's own work is measured) has one ``type: opcua`` source per se
 A wait that runs out after ``--timeout`` s is a figure, not an error: the time is null and
 ``machines_with_state`` / ``machines_with_state_after_restart`` say how many machines had a
 state by then. ``sessions``: the sessions the servers held in the steady state (one per server
-is right; more are sessions a timed-out open left behind). ``--keep`` keeps the temp dir with
-collector.log and each node process's servers.log.
+is right; fewer: sources still failing to open; more: sessions timed-out opens left behind).
+``--keep`` keeps the temp dir with collector.log and each node process's servers.log.
 
 Targets: all states within 30 s of the start and of the storm, <= 5 % of one core steady,
 RSS <= 300 MB. Last line: {"servers", "seconds_to_all_states", "machines_with_state",

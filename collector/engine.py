@@ -18,7 +18,9 @@ Exactness rules (docs/DESIGN.md, "Time and exactness"):
 
 The supervisor owns reconnection: an adapter that fails to connect or loses its source raises;
 the supervisor marks the source's machines offline, waits a jittered, capped exponential
-backoff, and opens the adapter again. Adapters never retry themselves.
+backoff, and opens the adapter again; all supervisors share one ``Opening``, so a few sources
+open at a time (a restart storm of 200 servers is paced, not a herd). Adapters never retry
+themselves.
 """
 
 from __future__ import annotations
