@@ -18,8 +18,8 @@ class OpcUaSource(SourceConfig):
     endpoint: str = Field(description="Endpoint URL of the server.", examples=["opc.tcp://10.0.0.5:4840"],
                           pattern=r"^opc\.tcp://")
     timeout: Duration = Field(5.0, gt=0, description="How long one request (connect, browse, read) may take.")
-    # 5 s, as common clients ask (500 ms publishing x 10): each keep-alive costs a publish
-    # round trip, and at 2 s, 200 sessions' keep-alives were half the CPU of a steady gateway.
+    # Each keep-alive is a publish round trip through asyncua: 200 sessions took 8.4 % of a core
+    # at 2 s, 6.5 % at 5 s (bench/opcua_fleet.py). A closed connection is noticed at once anyway.
     keepalive: Duration = Field(
         5.0, gt=0,
         description=("Keep-alive period: the server reports at least this often and the collector checks the "
