@@ -21,8 +21,8 @@ MASK = "********"
 QUIET = ("httpx", "httpcore")
 MIN_SECRET = 4
 # asyncua logs one lost session from several places (the server's fault, the publish loop's
-# traceback, a close that finds the connection gone): 200 machine tools restarting together
-# gave 5,000 lines in a minute. The collector says what matters once per source (lost,
+# traceback, a close that finds the connection gone): 200 machine tools starting and restarting
+# together gave 13,000 lines (bench/opcua_fleet.py). The collector says what matters once per source (lost,
 # reconnecting); each of asyncua's messages goes to the log once a minute, with a count of the
 # ones held back.
 REPEATS_FROM = ("asyncua",)

@@ -93,10 +93,10 @@ class OpcUaAdapter:
     async def __aenter__(self) -> Self:
         cfg = self.config
         self._opened_ns, self._opened_mono = now_ns(), time.monotonic()
-        # Liveness is the publish watch's (_watch). asyncua's probe (a Read that must answer within
-        # one period) and its recreation of a subscription late by 1.5 keep-alives would end healthy
-        # sessions of a busy gateway and cost 200 sessions a Read and 400 wake-ups a second: the
-        # probe runs as a backstop only, the recreation not at all (see _quiet).
+        # Liveness is the publish watch's (_watch). asyncua's probe (a Read each period that must
+        # answer within one) and its recreation of a subscription late by 1.5 keep-alives ended
+        # healthy sessions of a busy gateway, and cost every session a Read per period and two
+        # wake-ups a second: the probe runs as a backstop only, the recreation not at all (_quiet).
         client = Client(cfg.endpoint, timeout=cfg.timeout,
                         watchdog_intervall=max(cfg.keepalive, cfg.session_timeout / 2))
         client.session_timeout = int(cfg.session_timeout * 1000)
