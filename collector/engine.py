@@ -18,12 +18,15 @@ Exactness rules (docs/DESIGN.md, "Time and exactness"):
 
 The supervisor owns reconnection: an adapter that fails to connect or loses its source raises;
 the supervisor marks the source's machines offline, waits a jittered, capped exponential
-backoff, and opens the adapter again. Adapters never retry themselves.
+backoff, and opens the adapter again; all supervisors share one ``Opening``, so a few sources
+open at a time (a restart storm of 200 servers is paced, not a herd). Adapters never retry
+themselves.
 """
 
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import dataclasses
 import logging
 import os
@@ -37,7 +40,7 @@ from adapters import REGISTRY
 from adapters.base import Adapter, AdapterContext, BoundMachine, SourceConfig, SourceError
 from collector.commits import PACE_BELOW, Commits, Unsettled
 from collector.configfile import LoadedConfig
-from collector.core.backoff import Backoff
+from collector.core.backoff import Backoff, Opening
 from collector.core.badinput import BadInput
 from collector.core.clock import CLOCK, TRANSLATE_WINDOW_NS, AdjtimexProbe, Clock, Step, SyncProbe
 from collector.core.lineprotocol import to_line
@@ -63,6 +66,15 @@ HOLD_MAX_S = 60.0
 """How long a redelivering source's machines wait for it to come back (after a restart or a lost
 connection) before the wall clock rolls their time up as offline."""
 _NEVER = 2**63  # later than any time in ns
+RECONNECT_CAP_S = 10.0
+"""The longest wait between two attempts to open a source. A machine's server back after a power
+cut is read at most this long after (30 s before: 200 machine tools restarting together were
+all read again 23 s after the last server was back)."""
+OPENING_AT_ONCE = 16
+OPENING_PATIENCE_S = 3.0
+"""Sources opening at the same time (connect, session, browse, subscribe), and how long one
+open holds its turn at most. 200 OPC UA sessions opened at once (the start, or every machine
+restarted together) each took over ten seconds on a small gateway, timed out and started over."""
 # What a source's failure looks like when it is the network or the peer: reconnect quietly.
 # Anything else is a bug in an adapter: logged with its traceback (once per kind) and counted.
 EXPECTED_FAILURES = (SourceError, OSError, TimeoutError, EOFError)
@@ -84,7 +96,7 @@ class EngineStats:
 class Engine:
     def __init__(self, loaded: LoadedConfig, sink: Sink, *, clock: Clock | Callable[[], int] = CLOCK,
                  sync_probe: SyncProbe | None = None, environ: dict[str, str] | None = None,
-                 tick_s: float = 0.25, backoff_initial_s: float = 0.5, backoff_cap_s: float = 30.0,
+                 tick_s: float = 0.25, backoff_initial_s: float = 0.5, backoff_cap_s: float = RECONNECT_CAP_S,
                  on_output: Callable[[Sequence[Output]], None] | None = None) -> None:
         self.config = loaded.config
         self.sink = sink
@@ -103,6 +115,7 @@ class Engine:
         self.tick_s = tick_s
         self._lateness_ns = int(self.config.tracker.lateness * NS_PER_S)
         self.backoff = (backoff_initial_s, backoff_cap_s)
+        self._opening = Opening(OPENING_AT_ONCE, OPENING_PATIENCE_S)
         self.on_output = on_output
         self.bad_input = BadInput()
         self.stats = EngineStats()
@@ -317,8 +330,10 @@ class Engine:
             source = source.in_shard(self.shard.index)
         while True:
             try:
-                self._source_opened[source.id] = self.clock()
-                async with factory(source, self._bound(source.id), context) as adapter:
+                async with contextlib.AsyncExitStack() as opened:
+                    async with self._opening.slot():  # a few sources open at a time (see Opening)
+                        self._source_opened[source.id] = self.clock()
+                        adapter = await opened.enter_async_context(factory(source, self._bound(source.id), context))
                     log.info("source %s (%s) connected", source.id, source.type)
                     self.stats.source_online[source.id] = True
                     self._adapters[source.id] = adapter

@@ -34,7 +34,7 @@ def test_opcua_is_registered_with_sensible_defaults() -> None:
     """Test that `type: opcua` is in the registry and loads with the documented defaults."""
     assert REGISTRY["opcua"].config is OpcUaSource
     source = load()
-    assert (source.keepalive, source.publishing_interval, source.queue_size) == (2.0, 0.5, 10)
+    assert (source.keepalive, source.publishing_interval, source.queue_size) == (5.0, 0.5, 10)
     assert (source.security_policy, source.uncertain, source.discover, source.trust_any_server) == \
         ("None", "bad", None, False)
 

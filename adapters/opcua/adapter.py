@@ -10,11 +10,12 @@ after a restart is read from the right nodes), reads each node once to prove it 
 unknown node fails the open with the machine, signal and address named), then creates the
 monitored items, split across subscriptions of ``max_items_per_subscription``.
 
-The session is watched two ways: asyncua's supervisor probes the server every ``keepalive``
-and reports a closed or silent connection; the adapter also requires a publish response
-(data or keep-alive, which the server sends at least every ``keepalive``) within three
-periods. Either raises ``SourceError`` out of the iterator; the engine marks the machines
-offline and opens the adapter again. asyncua's own reconnect is off: one owner for retries.
+The session is watched by the adapter: it requires a publish response (data or keep-alive,
+which the server sends at least every ``keepalive``) within three periods; asyncua reports a
+closed connection at once and probes the server only every half session timeout. Either
+raises ``SourceError`` out of the iterator; the engine marks the machines offline and opens
+the adapter again. asyncua's own reconnect and subscription recreation are off: one owner for
+retries.
 """
 
 from __future__ import annotations
@@ -94,7 +95,12 @@ class OpcUaAdapter:
     async def __aenter__(self) -> Self:
         cfg = self.config
         self._opened_ns, self._opened_mono = now_ns(), time.monotonic()
-        client = Client(cfg.endpoint, timeout=cfg.timeout, watchdog_intervall=cfg.keepalive)
+        # Liveness is the publish watch's (_watch). asyncua's probe (a Read each period that must
+        # answer within one) and its recreation of a subscription late by 1.5 keep-alives ended
+        # healthy sessions of a busy gateway, and cost every session a Read per period and two
+        # wake-ups a second: the probe runs as a backstop only, the recreation not at all (_quiet).
+        client = Client(cfg.endpoint, timeout=cfg.timeout,
+                        watchdog_intervall=max(cfg.keepalive, cfg.session_timeout / 2))
         client.session_timeout = int(cfg.session_timeout * 1000)
         client.connection_lost_callback = self._connection_lost
         try:
@@ -102,6 +108,7 @@ class OpcUaAdapter:
             async with asyncio.timeout(cfg.timeout * 2):
                 await security.apply(client, cfg, self.context.data_dir)
                 await client.connect()
+            _quiet(client)
         except SourceError:
             raise
         except TimeoutError as exc:
@@ -496,6 +503,15 @@ class OpcUaAdapter:
             with contextlib.suppress(Exception):
                 async with asyncio.timeout(self.config.timeout):
                     await client.disconnect()
+
+
+def _quiet(client: Client) -> None:
+    """asyncua's stale-subscription watchdog off: it recreates a subscription on its own (a second
+    owner of retries) after 1.5 keep-alive periods without a publish, which a busy event loop
+    reaches with nothing wrong, and wakes twice a second per session."""
+    task = getattr(client, "_stale_watchdog_task", None)
+    if isinstance(task, asyncio.Task):
+        task.cancel()
 
 
 def _chronological(batch: list[Event | BaseException]) -> list[Event | BaseException]:
