@@ -13,7 +13,9 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+from asyncua import Client
 
+from adapters.opcua.discovery import Discovery
 from collector.capacity.service import Capacity
 from collector.check import EXIT_NO_DATA
 from collector.configfile import load_config_text
@@ -174,3 +176,17 @@ async def test_check_lists_each_model_and_the_machine_it_cannot_track(
     assert "never arrived" not in problems  # a lamp's or channel's nodes arrive as the whole stack light / channels
     assert "found machine lathe-basic on source hall-1 (profile machinetool)" in output
     assert code == EXIT_NO_DATA  # press-7 is configured but not on this server
+
+
+async def test_a_rescan_examines_only_what_is_new(machine_tools_server: MachineToolsServer) -> None:
+    """Test that discovery over one session examines every machine once: a rescan returns no machine
+    already tracked, only the one without a state model (it may gain one), and no type browse."""
+    async with Client(machine_tools_server.url) as client:
+        found = Discovery(client, await client.get_namespace_array())
+        first = {m.id: m.profile for m in await found.find()}
+        assert first == {"mill-item": "opc40001", "lathe-basic": "machinetool", "mill-channels": "machinetool",
+                         "edge-bander": "woodworking", "cmm-1": None}
+        types = found.search.types
+        again = await found.find()
+        assert [m.id for m in again] == ["cmm-1"] and again[0].profile is None
+        assert found.search.types is types  # the type tree is browsed once per session

@@ -89,6 +89,7 @@ class OpcUaAdapter:
         self._read_chunk = self._items_chunk = CHUNK
         self._composites = Composites()
         self._untrackable: set[str] = set()
+        self._discovery: discovery.Discovery | None = None  # per session: rescans look for what is new
 
     # -- the adapter surface ----------------------------------------------------------------
 
@@ -303,8 +304,11 @@ class OpcUaAdapter:
 
     async def _discover(self) -> list[discovery.FoundMachine]:
         assert self._client is not None
-        found = await discovery.find_machines(self._client, self._namespaces)
-        if not found:
+        first = self._discovery is None
+        if self._discovery is None:
+            self._discovery = discovery.Discovery(self._client, self._namespaces)
+        found = await self._discovery.find()
+        if first and not found:
             log.warning("source %s: discover: machinery, but %s has no Machinery Machines folder and no "
                         "MachineToolType or WwMachineType object (yet)", self.config.id, self.config.endpoint)
         return found

@@ -167,15 +167,36 @@ class _Search:
         return out
 
 
+class Discovery:
+    """Discovery over one session. The first ``find`` examines every machine; later ones (the
+    rescans) look only for machines not examined yet, plus those that had no state model (a
+    server may build its address space in steps). The type tree is browsed once per session.
+    A rescan of a server with nothing new costs the Browse calls that list the candidates."""
+
+    def __init__(self, client: Client, namespaces: list[str]) -> None:
+        self.search = _Search(client, namespaces)
+        self.examined: set[ua.NodeId] = set()
+        self._typed = False
+
+    async def find(self) -> list[FoundMachine]:
+        """Machines not examined before, each with the state model chosen for it (or none, and why)."""
+        search = self.search
+        if not self._typed:
+            await search.subtypes()
+            self._typed = True
+        machines = [m for m in await _candidates(search) if m.node not in self.examined]
+        if not machines:
+            return []
+        objects = await _objects_below(search, machines)
+        await _choose_models(search, machines, objects)
+        await _identify(search, machines, objects)
+        self.examined.update(m.node for m in machines if m.profile is not None)
+        return machines
+
+
 async def find_machines(client: Client, namespaces: list[str]) -> list[FoundMachine]:
     """Every machine of the server with the state model chosen for it (or none, and why)."""
-    search = _Search(client, namespaces)
-    await search.subtypes()
-    machines = await _candidates(search)
-    objects = await _objects_below(search, machines)
-    await _choose_models(search, machines, objects)
-    await _identify(search, machines, objects)
-    return machines
+    return await Discovery(client, namespaces).find()
 
 
 async def _candidates(search: _Search) -> list[FoundMachine]:
