@@ -108,7 +108,7 @@ async def test_each_output_gets_exactly_its_points(influxd: InfluxD, victoria_me
     assert stats["plant"]["points_written_total"] == 3_000 and stats["plant"]["points_filtered_total"] == 0
     assert stats["platform"]["points_written_total"] == len(sent)
     assert stats["platform"]["points_filtered_total"] == 3_000 - len(sent)
-    families = {f.name: f for f in _per_output(SimpleNamespace(sink=sink))}  # type: ignore[arg-type]
+    families = {f.name: f for f in _per_output(sink)}
     written = {s.labels["output"]: s.value for s in families["collector_output_points_written"].samples}
     assert written == {"plant": 3_000, "platform": len(sent)}
     scrape = "".join(f"# TYPE {f.name} {f.type}\n" for f in families.values())
