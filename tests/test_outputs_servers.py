@@ -8,7 +8,6 @@ import logging
 import statistics
 import time
 from pathlib import Path
-from types import SimpleNamespace
 from typing import Any
 
 import pytest
