@@ -18,6 +18,7 @@ from starlette.requests import Request
 from starlette.responses import JSONResponse, PlainTextResponse, Response
 from starlette.routing import Route
 
+from collector.aas import api as aas_api
 from collector.capacity import api as capacity_api
 from collector.core.figures import availability, idle_hours, utilization
 from collector.core.model import NS_PER_S, State
@@ -76,14 +77,15 @@ def authorized(settings: HttpSettings, authorization: str | None) -> bool:
 
 
 class _BearerAuth(BaseHTTPMiddleware):
-    """Every /api/* request needs the bearer token when ``http.token`` is set."""
+    """Every /api/* request, and the AAS API's, needs the bearer token when ``http.token`` is set."""
 
     def __init__(self, app: Any, settings: HttpSettings) -> None:
         super().__init__(app)
         self.settings = settings
 
     async def dispatch(self, request: Request, call_next: RequestResponseEndpoint) -> Response:
-        if request.url.path.startswith("/api/") and not authorized(self.settings, request.headers.get("authorization")):
+        protected = request.url.path.startswith(("/api/", *aas_api.PATHS))
+        if protected and not authorized(self.settings, request.headers.get("authorization")):
             return PlainTextResponse("a bearer token is required\n", 401,
                                      headers={"WWW-Authenticate": 'Bearer realm="collector"'})
         return await call_next(request)
@@ -152,5 +154,5 @@ async def serve_status(engine: Engine, settings: HttpSettings, *, reload: Reload
         return
     async with serve(app(engine, settings, reload=reload, capacity=capacity), settings.host, settings.port) as port:
         log.info("HTTP on http://%s:%d (/healthz /readyz /metrics /api/v1/machines%s)", settings.host, port,
-                 " /capacity /api/v1/capacity" if capacity is not None else "")
+                 " /capacity /api/v1/capacity /shells /submodels" if capacity is not None else "")
         yield port

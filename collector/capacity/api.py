@@ -1,15 +1,19 @@
 """The capacity routes of the collector's HTTP server: ``/capacity`` (the page),
-``/api/v1/capacity``, ``/api/v1/capacity/{machine}`` and ``/api/v1/openapi.json``."""
+``/api/v1/capacity``, ``/api/v1/capacity/{machine}``, ``/api/v1/openapi.json``, and the public
+machines as Asset Administration Shells at the AAS API paths (collector.aas.api)."""
 
 from __future__ import annotations
 
 from importlib import resources
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
+from urllib.parse import quote
 
 from starlette.requests import Request
 from starlette.responses import JSONResponse, PlainTextResponse, Response
 from starlette.routing import Route
 
+from collector.aas import api as aas_api
+from collector.aas.builder import Key, Links
 from collector.capacity.openapi import openapi
 from collector.capacity.records import FilterError, matcher, matches
 
@@ -27,6 +31,31 @@ def _json(data: object) -> Response:
     return JSONResponse(data)
 
 
+def catalog(capacity: Capacity) -> aas_api.Catalog:
+    """The public machines for the AAS routes: their records as the capacity API serves them."""
+
+    def keys() -> list[Key]:
+        return sorted((m.info.plant, m.info.id) for m in capacity.public())
+
+    def record(key: Key) -> dict[str, Any] | None:
+        rec = capacity.record(key[1])
+        return rec if rec is not None and rec["plant"] == key[0] else None
+
+    def links(base: str, key: Key) -> Links:
+        return Links(f"{base}{PREFIX}/{quote(key[1], safe='')}", capacity.settings.history_url)
+
+    return aas_api.Catalog(keys, record, links)
+
+
+def described(token: bool) -> dict[str, Any]:
+    """The OpenAPI document: the capacity API's, and the AAS routes'."""
+    doc = openapi(token)
+    paths, schemas = aas_api.openapi_parts({"bearer": []} if token else None)
+    doc["paths"].update(paths)
+    doc["components"]["schemas"].update(schemas)
+    return doc
+
+
 def routes(capacity: Capacity, *, token: bool) -> list[Route]:
     """``token``: whether the API needs a bearer token (said in the OpenAPI document)."""
 
@@ -34,7 +63,7 @@ def routes(capacity: Capacity, *, token: bool) -> list[Route]:
         return Response(page(), media_type="text/html; charset=utf-8", headers={"Cache-Control": "no-cache"})
 
     async def description(_: Request) -> Response:
-        return _json(openapi(token))
+        return _json(described(token))
 
     async def listing(request: Request) -> Response:
         query = {k: request.query_params.getlist(k) for k in request.query_params}
@@ -52,4 +81,4 @@ def routes(capacity: Capacity, *, token: bool) -> list[Route]:
         return _json(rec)
 
     return [Route("/capacity", the_page), Route("/api/v1/openapi.json", description),
-            Route(PREFIX, listing), Route(PREFIX + "/{machine:path}", one)]
+            Route(PREFIX, listing), Route(PREFIX + "/{machine:path}", one), *aas_api.routes(catalog(capacity))]

@@ -38,6 +38,7 @@ class CapacitySettings(Strict):
     decay: float = Field(0.8, gt=0, le=1, description="Weight of each older week in the hour-of-week profile relative to the week after it (1: all weeks count alike).")
     threshold: float = Field(0.5, ge=0, le=1, description="An hour of the week is in a free window when the machine was idle at least this share of its known time in that hour.")
     feed: FeedSettings = Field(default_factory=FeedSettings, description="The MQTT capacity feed.")
+    history_url: str | None = Field(None, description="An InfluxDB 1.x `/query` URL, with `db=`, where buyers can read the public machines' roll-ups (e.g. the platform output's database). Linked in each machine's Asset Administration Shell (its Time Series Data submodel); unset: the shell links only to this collector's capacity API.", examples=["https://platform.example/influx/query?db=platform"])
 
     @field_validator("timezone")
     @classmethod

@@ -8,6 +8,8 @@ import time
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from importlib import resources
+from typing import Any
+from urllib.parse import quote
 
 from prometheus_client import CollectorRegistry, generate_latest
 from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, Metric
@@ -17,6 +19,8 @@ from starlette.requests import Request
 from starlette.responses import HTMLResponse, JSONResponse, PlainTextResponse, Response
 from starlette.routing import Route
 
+from collector.aas import api as aas_api
+from collector.aas.builder import Key, Links
 from collector.exchange.index import WHYS, Index
 from collector.exchange.models import Health, Plant, openapi
 from collector.exchange.query import SEARCH_PARAMS, QueryError, iso, offers, parse_query, search, show
@@ -30,6 +34,25 @@ class Exchange:
     stale_after_s: float = 600.0
     clock: Callable[[], int] = time.time_ns
     subscribed: bool = False  # set by the subscriber: connected and the subscription acknowledged
+    history_url: str | None = None  # linked in each shell's Time Series Data submodel
+
+
+def catalog(exchange: Exchange) -> aas_api.Catalog:
+    """Every offer as the AAS routes serve it: as shown (offline plants, stale evidence heeded)."""
+
+    def keys() -> list[Key]:
+        return sorted(exchange.index.offers)
+
+    def record(key: Key) -> dict[str, Any] | None:
+        offer = exchange.index.offers.get(key)
+        if offer is None:
+            return None
+        return show(exchange.index, key, offer, exchange.clock(), exchange.stale_after_s).record
+
+    def links(base: str, key: Key) -> Links:
+        return Links(f"{base}/api/v1/offers/{quote(key[0], safe='')}/{quote(key[1], safe='')}", exchange.history_url)
+
+    return aas_api.Catalog(keys, record, links)
 
 
 class ExchangeCollector(Collector):
@@ -69,6 +92,9 @@ def build_app(exchange: Exchange) -> Starlette:
     registry.register(ExchangeCollector(exchange))
     page = resources.files("collector.exchange").joinpath("page.html").read_text(encoding="utf-8")
     doc = openapi()
+    paths, schemas = aas_api.openapi_parts()
+    doc["paths"].update(paths)
+    doc["components"]["schemas"].update(schemas)
 
     async def list_offers(request: Request) -> Response:
         try:
@@ -129,4 +155,5 @@ def build_app(exchange: Exchange) -> Starlette:
         Route("/api/v1/openapi.json", openapi_doc),
         Route("/metrics", metrics),
         Route("/healthz", health),
+        *aas_api.routes(catalog(exchange)),
     ])

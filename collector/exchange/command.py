@@ -55,6 +55,9 @@ def register(sub: argparse._SubParsersAction) -> None:  # type: ignore[type-arg]
     ex.add_argument("--stale-after", type=_duration, default=600.0, metavar="DURATION",
                     help="an offer made longer ago than this is never free now (default: 10m; the feed "
                          "republishes every 2m by default)")
+    ex.add_argument("--history-url", default=None, metavar="URL",
+                    help="an InfluxDB 1.x /query URL (with db=) holding the plants' public roll-ups; linked in each "
+                         "machine's Asset Administration Shell (default: none)")
     ex.set_defaults(func=cmd_exchange)
 
 
@@ -67,11 +70,12 @@ def cmd_exchange(args: argparse.Namespace) -> int:
     settings = BrokerSettings(host=args.broker[0], port=args.broker[1], prefix=args.prefix.strip("/"),
                               username=args.username, password=password, ca_file=args.ca_file,
                               cert_file=args.cert_file, key_file=args.key_file, protocol=args.mqtt_protocol)
-    asyncio.run(serve(settings, args.listen, args.stale_after))
+    asyncio.run(serve(settings, args.listen, args.stale_after, args.history_url))
     return 0
 
 
-async def serve(settings: BrokerSettings, listen: tuple[str, int], stale_after_s: float) -> None:
+async def serve(settings: BrokerSettings, listen: tuple[str, int], stale_after_s: float,
+                history_url: str | None = None) -> None:
     """Until SIGINT or SIGTERM: the subscriber feeding the index, and the app on the collector's own
     HTTP server (collector/httpserver.py: the same limits on connections, request heads, bodies and
     the time to send a request as the collector's)."""
@@ -86,7 +90,7 @@ async def serve(settings: BrokerSettings, listen: tuple[str, int], stale_after_s
     stop = asyncio.Event()
     for sig in (signal.SIGINT, signal.SIGTERM):
         loop.add_signal_handler(sig, stop.set)
-    exchange = Exchange(Index(settings.prefix), stale_after_s)
+    exchange = Exchange(Index(settings.prefix), stale_after_s, history_url=history_url)
     subscriber = Subscriber(exchange, settings, loop)
     subscriber.start()
     try:
