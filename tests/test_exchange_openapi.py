@@ -13,6 +13,7 @@ import pytest
 
 from collector.exchange.app import Exchange, build_app
 from collector.exchange.index import NS_PER_S, Index
+from tests.aas_helpers import AAS_PATHS
 from tests.exchange_helpers import PREFIX, offer, payload, status
 
 NOW = dt.datetime.now(dt.UTC)
@@ -50,14 +51,15 @@ def test_schemathesis_finds_nothing_against_the_openapi_document() -> None:
     schema = schemathesis.openapi.from_dict(doc)
     operations = [result.ok() for result in schema.get_all_operations()]
     assert {op.path for op in operations} == {"/api/v1/offers", "/api/v1/offers/{plant}/{machine}", "/api/v1/search",
-                                              "/api/v1/plants", "/healthz"}
+                                              "/api/v1/plants", "/healthz", *AAS_PATHS}
     seen: dict[int, int] = {}
     for op in operations:
         # Invalid requests exist only where a parameter has a type or enum (any string is a valid plant).
         modes = (GenerationMode.POSITIVE, GenerationMode.NEGATIVE) if op.path in ("/api/v1/offers", "/api/v1/search") \
             else (GenerationMode.POSITIVE,)
         for mode in modes:
-            @settings(max_examples=30, deadline=None, derandomize=True, suppress_health_check=list(HealthCheck))
+            @settings(max_examples=30 if op.path not in AAS_PATHS else 12, deadline=None, derandomize=True,
+                      suppress_health_check=list(HealthCheck))
             @given(case=op.as_strategy(generation_mode=mode))
             def check(case: schemathesis.Case) -> None:
                 kwargs = case.as_transport_kwargs(base_url="http://testserver")

@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import base64
 import binascii
+import contextlib
 import datetime as dt
 import json
 from collections.abc import Callable, Mapping, Sequence
@@ -27,6 +28,7 @@ from collector.aas.builder import (
     SUBMODELS,
     Key,
     Links,
+    NotRepresentable,
     id_short,
     parse_shell_id,
     parse_submodel_id,
@@ -74,12 +76,16 @@ def result(status: int, text: str) -> Response:
 
 
 def decode_id(encoded: str) -> str:
-    """A path segment's identifier: base64url (RFC 4648 §5), with or without its '=' padding."""
+    """A path segment's identifier: base64url (RFC 4648 §5), with or without its '=' padding.
+    Not base64url: 400. Bytes that are not UTF-8 cannot be anyone's id: 404, as for an unknown id."""
     try:
         raw = base64.b64decode(encoded + "=" * (-len(encoded) % 4), altchars=b"-_", validate=True)
+    except (binascii.Error, ValueError) as exc:
+        raise _Problem(400, f"{encoded[:80]!r} is not a base64url-encoded identifier") from exc
+    try:
         return raw.decode("utf-8")
-    except (binascii.Error, ValueError) as exc:  # UnicodeDecodeError is a ValueError
-        raise _Problem(400, f"{encoded!r} is not a base64url-encoded identifier") from exc
+    except UnicodeDecodeError as exc:
+        raise _Problem(404, "no object with this id") from exc
 
 
 def encode_id(ident: str) -> str:
@@ -123,6 +129,8 @@ def routes(catalog: Catalog) -> list[Route]:
                 return fn(request)
             except _Problem as problem:
                 return result(problem.status, str(problem))
+            except NotRepresentable:  # asked for by an id that cannot exist: such a machine has none
+                return result(404, "no such object")
         return endpoint
 
     def description(_: Request) -> Response:
@@ -136,7 +144,8 @@ def routes(catalog: Catalog) -> list[Route]:
         for key in keys[start:stop]:
             rec = catalog.record(key)
             if rec is not None:  # gone since keys() was read
-                out.append(shell(rec))
+                with contextlib.suppress(NotRepresentable):  # ids too long for AAS: left out
+                    out.append(shell(rec))
         return _paged(out, start, stop, len(keys))
 
     def one_shell(request: Request) -> Response:
@@ -157,7 +166,14 @@ def routes(catalog: Catalog) -> list[Route]:
 
     def submodels(request: Request) -> Response:
         query = request.query_params
-        semantic = decode_id(query["semanticId"]) if "semanticId" in query else None
+        semantic = None
+        if "semanticId" in query:
+            try:
+                semantic = decode_id(query["semanticId"])
+            except _Problem as problem:
+                if problem.status != 404:
+                    raise
+                semantic = ""  # not UTF-8: no submodel has it
         wanted_short = query.get("idShort")
         kinds = [kind for kind, (short, sem) in SUBMODELS.items()
                  if (semantic is None or sem == semantic) and (wanted_short is None or short == wanted_short)]
@@ -167,7 +183,8 @@ def routes(catalog: Catalog) -> list[Route]:
         for key, kind in pairs[start:stop]:
             rec = catalog.record(key)
             if rec is not None:
-                out.append(submodel(rec, links(request, key), kind))
+                with contextlib.suppress(NotRepresentable):
+                    out.append(submodel(rec, links(request, key), kind))
         return _paged(out, start, stop, len(pairs))
 
     def one_submodel(request: Request) -> Response:
@@ -191,6 +208,9 @@ def routes(catalog: Catalog) -> list[Route]:
 
 _SPEC = "https://github.com/admin-shell-io/aas-specs-api (Part 2, V3.0)"
 _OBJECT: JSON = {"type": "object"}
+_B64 = "[A-Za-z0-9_-]"
+BASE64URL: JSON = {"type": "string", "minLength": 2,
+                   "pattern": f"^({_B64}{{4}})*({_B64}{{2}}(==)?|{_B64}{{3}}=?)?$"}
 
 
 def _param(name: str, where: str, description: str, schema: JSON | None = None) -> JSON:
@@ -216,8 +236,8 @@ def openapi_parts(security: JSON | None = None) -> tuple[JSON, JSON]:
                      {"type": "integer", "minimum": 1, "maximum": MAX_LIMIT}),
               _param("cursor", "query", "Where the page starts: `paging_metadata.cursor` of the page before.",
                      {"type": "string", "pattern": "^[0-9]+$"})]
-    aas_id = _param("aasIdentifier", "path", "The shell's id, base64url-encoded.")
-    sm_id = _param("submodelIdentifier", "path", "The submodel's id, base64url-encoded.")
+    aas_id = _param("aasIdentifier", "path", "The shell's id, base64url-encoded.", BASE64URL)
+    sm_id = _param("submodelIdentifier", "path", "The submodel's id, base64url-encoded.", BASE64URL)
 
     def op(op_id: str, summary: str, params: list[JSON], responses: JSON) -> JSON:
         return {"get": {"operationId": op_id, "summary": summary, "tags": ["Asset Administration Shell"],
@@ -240,7 +260,8 @@ def openapi_parts(security: JSON | None = None) -> tuple[JSON, JSON]:
             "GetSubmodelByIdAasRepository", "One submodel of a shell", [aas_id, sm_id],
             {"200": ok("AasObject", "Submodel."), **bad, "404": error}),
         "/submodels": op("GetAllSubmodels", "Every public machine's submodels",
-                         [_param("semanticId", "query", "Only submodels with this semantic id, base64url-encoded."),
+                         [_param("semanticId", "query", "Only submodels with this semantic id, base64url-encoded.",
+                                 BASE64URL),
                           _param("idShort", "query", "Only submodels with this idShort "
                                                      "(Nameplate, TimeSeries, Capacity)."), *paging],
                          {"200": ok("AasPagedResult", "A page of Submodel objects."), **bad}),

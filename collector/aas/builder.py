@@ -64,8 +64,14 @@ NAMEPLATE_ELEMENTS: dict[str, tuple[str, str, bool]] = {
     "country_of_origin": ("CountryOfOrigin", "0173-1#02-AAO259#004", False),
 }
 
-_ID_SHORT = re.compile(r"^[a-zA-Z][a-zA-Z0-9_-]*[a-zA-Z0-9_]$|^[a-zA-Z]$")
+# AAS 3.0 strings are XML's characters (no other control characters, no lone surrogates).
+_NOT_XML = re.compile("[^\t\n\r\x20-\ud7ff\ue000-\ufffd\U00010000-\U0010ffff]")
+MAX_ID = 2000  # an Identifier's length limit
 Key = tuple[str, str]  # (plant, machine)
+
+
+class NotRepresentable(ValueError):
+    """A record whose plant and machine make ids longer than AAS allows: it has no shell."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -88,12 +94,24 @@ def _q(text: str) -> str:
     return quote(text, safe="-._~")
 
 
+def _checked(ident: str) -> str:
+    if len(ident) > MAX_ID:
+        raise NotRepresentable(f"id longer than {MAX_ID} characters: {ident[:60]}...")
+    return ident
+
+
 def shell_id(key: Key) -> str:
-    return f"{SHELL_PREFIX}{_q(key[0])}:{_q(key[1])}"
+    return _checked(f"{SHELL_PREFIX}{_q(key[0])}:{_q(key[1])}")
 
 
 def submodel_id(key: Key, kind: str) -> str:
-    return f"{SUBMODEL_PREFIX}{kind}:{_q(key[0])}:{_q(key[1])}"
+    return _checked(f"{SUBMODEL_PREFIX}{kind}:{_q(key[0])}:{_q(key[1])}")
+
+
+def clean(text: str, limit: int | None = None) -> str:
+    """Text as AAS takes it: characters XML allows, at most ``limit`` of them."""
+    text = _NOT_XML.sub("", text)
+    return text if limit is None else text[:limit]
 
 
 def parse_shell_id(ident: str) -> Key | None:
@@ -115,12 +133,12 @@ def parse_submodel_id(ident: str) -> tuple[Key, str] | None:
 
 
 def id_short(text: str) -> str:
-    """An idShort (AAS 3.0: a letter, then letters, digits, '_' or '-', not ending in '-') made from
-    a machine id: other characters become '_'. The id itself stays in the shell's id."""
-    if _ID_SHORT.match(text):
-        return text
-    cleaned = re.sub(r"[^a-zA-Z0-9_-]", "_", text).rstrip("-") or "_"
-    return cleaned if cleaned[0].isalpha() else f"M_{cleaned}"
+    """An idShort made from a machine id: a letter, then letters, digits and '_', at most 128.
+    (AAS 3.0.1 also allows '-' inside, 3.0.0's JSON Schema does not: left out, so both take it.)
+    Other characters become '_'; the id itself stays in the shell's id, the name in displayName."""
+    cleaned = re.sub(r"[^a-zA-Z0-9_]", "_", text)
+    cleaned = cleaned if cleaned[:1].isalpha() and cleaned[:1].isascii() else f"M_{cleaned}"
+    return cleaned[:128]
 
 
 def _ref(value: str) -> model.ExternalReference:
@@ -128,14 +146,16 @@ def _ref(value: str) -> model.ExternalReference:
 
 
 def _text(text: str) -> model.MultiLanguageTextType:
-    return model.MultiLanguageTextType({"en": text})
+    return model.MultiLanguageTextType({"en": clean(text, 1023) or "-"})
 
 
 def _time(text: str) -> dt.datetime:
     return dt.datetime.fromisoformat(text)
 
 
-def _prop(name: str, value_type: Any, value: Any, semantic: str | None = None) -> model.Property:
+def _prop(name: str | None, value_type: Any, value: Any, semantic: str | None = None) -> model.Property:
+    if isinstance(value, str):
+        value = clean(value)
     return model.Property(name, value_type, value, semantic_id=None if semantic is None else _ref(semantic))
 
 
@@ -152,7 +172,7 @@ def _mlp(name: str, text: str, semantic: str) -> model.MultiLanguageProperty:
 def nameplate(key: Key, plate: Mapping[str, str]) -> model.Submodel:
     elements: list[model.SubmodelElement] = []
     for field, (name, irdi, multi) in NAMEPLATE_ELEMENTS.items():
-        value = plate.get(field, "").strip()
+        value = clean(plate.get(field, "")).strip()
         if value:
             elements.append(_mlp(name, value, irdi) if multi else _prop(name, str, value, irdi))
     return model.Submodel(submodel_id(key, NAMEPLATE), elements, id_short="Nameplate",
@@ -228,7 +248,7 @@ def _capability(name: str, value: Any) -> model.SubmodelElementCollection:
         kind = types.pop() if len(types) == 1 else str
         values = [_typed(v)[1] if kind is not str else str(v) for v in value]
         items.append(model.SubmodelElementList(
-            "Values", model.Property, [model.Property(None, kind, v) for v in values], value_type_list_element=kind,
+            "Values", model.Property, [_prop(None, kind, v) for v in values], value_type_list_element=kind,
             semantic_id=_ref(f"{CAPACITY_SEMANTIC_ID}:Values")))
     else:
         items.append(_ours("Value", *_typed(value)))
@@ -269,7 +289,7 @@ def capacity(key: Key, rec: Mapping[str, Any]) -> model.Submodel:
         elements.append(_ours("LastHeard", dt.datetime, _time(evidence["last_heard"])))
     elements.append(model.SubmodelElementList(
         "SilenceDetectedBy", model.Property,
-        [model.Property(None, str, how) for how in evidence.get("silence_detected_by", [])],
+        [_prop(None, str, how) for how in evidence.get("silence_detected_by", [])],
         value_type_list_element=str, semantic_id=_ref(f"{CAPACITY_SEMANTIC_ID}:SilenceDetectedBy")))
     shown = rec.get("exchange")
     if shown is not None:  # served by the exchange: what it adds (free_now above already heeds it)
@@ -297,13 +317,15 @@ def shell(rec: Mapping[str, Any]) -> model.AssetAdministrationShell:
     key: Key = (rec["plant"], rec["machine"])
     plate: Mapping[str, str] = rec["nameplate"]
     # The asset's own global id where the machine has one (OPC UA ProductInstanceUri), else ours.
-    asset = plate.get("product_instance_uri", "").strip() or f"{ASSET_PREFIX}{_q(key[0])}:{_q(key[1])}"
-    specific = [model.SpecificAssetId("serialNumber", plate["serial_number"].strip())] \
-        if plate.get("serial_number", "").strip() else []
+    asset = clean(plate.get("product_instance_uri", "")).strip()
+    if not asset or len(asset) > MAX_ID:
+        asset = _checked(f"{ASSET_PREFIX}{_q(key[0])}:{_q(key[1])}")
+    serial = clean(plate.get("serial_number", "")).strip()
+    specific = [model.SpecificAssetId("serialNumber", serial)] if 0 < len(serial) <= MAX_ID else []
     return model.AssetAdministrationShell(
         model.AssetInformation(model.AssetKind.INSTANCE, global_asset_id=asset, specific_asset_id=specific),
         shell_id(key), id_short=id_short(rec["machine"]),
-        display_name=model.MultiLanguageNameType({"en": rec["name"][:128] or rec["machine"][:128]}),
+        display_name=model.MultiLanguageNameType({"en": clean(rec["name"], 128) or clean(rec["machine"], 128) or "-"}),
         description=_text(f"{rec['kind'] or 'machine'} {rec['machine']} of plant {rec['plant']}"),
         submodel={submodel_ref(key, kind) for kind in KINDS})
 
