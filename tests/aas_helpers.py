@@ -7,7 +7,7 @@ import json
 from pathlib import Path
 from typing import Any
 
-from basyx.aas.adapter.json import StrictAASFromJsonDecoder
+from basyx.aas.adapter.json import AASToJsonEncoder, StrictAASFromJsonDecoder
 
 # The AAS routes both OpenAPI documents list (the collector's and the exchange's).
 AAS_PATHS = {"/description", "/shells", "/shells/{aasIdentifier}", "/shells/{aasIdentifier}/submodel-refs",
@@ -18,6 +18,11 @@ AAS_PATHS = {"/description", "/shells", "/shells/{aasIdentifier}", "/shells/{aas
 def objects(items: list[Any]) -> list[Any]:
     """AAS JSON objects read back by the SDK's strict decoder (it raises on anything non-standard)."""
     return [json.loads(json.dumps(i), cls=StrictAASFromJsonDecoder) for i in items]
+
+
+def read_back(obj: object) -> Any:
+    """An SDK object through the SDK: its encoder, then its strict decoder."""
+    return json.loads(json.dumps(obj, cls=AASToJsonEncoder), cls=StrictAASFromJsonDecoder)
 
 
 def next_query(body: dict[str, Any], limit: int, query: dict[str, str]) -> dict[str, Any] | None:

@@ -6,13 +6,11 @@ said. Hypothesis throws arbitrary plant and machine ids, nameplates and capabili
 from __future__ import annotations
 
 import datetime as dt
-import json
 import re
 import string
 from typing import Any
 
 from basyx.aas import model
-from basyx.aas.adapter.json import AASToJsonEncoder, StrictAASFromJsonDecoder
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
@@ -27,6 +25,7 @@ from collector.aas.builder import (
     parse_shell_id,
     parse_submodel_id,
 )
+from tests.aas_helpers import read_back
 from tests.exchange_helpers import offer
 
 NOW = dt.datetime(2026, 12, 5, 10, 30, tzinfo=dt.UTC)
@@ -35,11 +34,6 @@ PLATE = {"manufacturer": "ACME Werkzeugmaschinen", "model": "VMC 500", "serial_n
          "product_instance_uri": "urn:acme:SN-1001", "year_of_construction": "2019", "device_class": "mill",
          "firmware_version": "4.2"}
 ID_SHORT = re.compile(r"^[a-zA-Z][a-zA-Z0-9_]*$")  # AAS 3.0.0's JSON Schema (3.0.1 also allows '-')
-
-
-def read_back(obj: object) -> Any:
-    """Through the SDK: its encoder, then its strict decoder (it raises on anything non-standard)."""
-    return json.loads(json.dumps(obj, cls=AASToJsonEncoder), cls=StrictAASFromJsonDecoder)
 
 
 def element(parent: Any, name: str) -> Any:

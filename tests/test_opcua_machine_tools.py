@@ -16,11 +16,13 @@ import pytest
 from asyncua import Client
 
 from adapters.opcua.discovery import Discovery
+from collector.aas.builder import Links, build
 from collector.capacity.service import Capacity
 from collector.check import EXIT_NO_DATA
 from collector.configfile import load_config_text
 from collector.engine import Engine
 from collector.influx import make_sink
+from tests.aas_helpers import read_back
 from tests.fixtures._ports import until
 from tests.fixtures.influxdb import InfluxD
 from tests.fixtures.node_opcua import MachineToolsServer
@@ -115,6 +117,11 @@ async def test_machine_tools_and_woodworking_are_tracked_by_type(machine_tools_s
         record = capacity.record("mill-item")  # what the capacity API and feed share of it
         assert record is not None and record["kind"] == "machine tool" and record["line"] == "milling"
         assert record["nameplate"]["serial_number"] == "SN-1001"
+        # ... and its Asset Administration Shell's Digital Nameplate, read back through the BaSyx SDK.
+        plate = read_back(build(record, Links("http://x")).submodels[0])
+        assert {e.id_short: e.value for e in plate.submodel_element} == {
+            "ManufacturerName": {"en": "ACME Werkzeugmaschinen"}, "ManufacturerProductDesignation": {"en": "VMC 500"},
+            "SerialNumber": "SN-1001", "URIOfTheProduct": "urn:acme:SN-1001"}
         assert capacity.record("lathe-basic") is None  # discovered, not public: not shared
         assert engine.machines["edge-bander"].info.nameplate == (("manufacturer", "Holz AG"),
                                                                  ("serial_number", "WW-77"))
