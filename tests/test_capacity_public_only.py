@@ -33,7 +33,8 @@ async def test_no_non_public_machine_in_any_capacity_output(mosquitto: Mosquitto
             await until(lambda: len({t for t, _, _ in sub.messages}) >= 3, 10, "feed messages")
             async with httpx.AsyncClient(base_url=plant.base) as client:
                 for path in ("/api/v1/capacity", "/api/v1/capacity?kind=grinder", f"/api/v1/capacity/{PRIVATE_ID}",
-                             "/api/v1/capacity/pub-lathe", "/api/v1/openapi.json", "/capacity"):
+                             "/api/v1/capacity/pub-lathe", "/api/v1/openapi.json", "/capacity",
+                             "/shells", "/submodels", "/shells?idShort=hidden_grinder_77"):
                     outputs[f"GET {path}"] = (await client.get(path)).text
             boards = capacity_boards(plant.engine.config, plant.engine.config.dashboards)
             outputs["grafana capacity boards"] = json.dumps([b.json for b in boards])
@@ -49,6 +50,7 @@ async def test_no_non_public_machine_in_any_capacity_output(mosquitto: Mosquitto
         for secret in PRIVATE_STRINGS:
             assert secret not in text, f"{secret!r} leaks through {channel}"
     assert all(m in outputs["GET /api/v1/capacity"] for m in PUBLIC)
+    assert all(m in outputs["GET /shells"] and m in outputs["GET /submodels"] for m in PUBLIC)
     assert all(m in outputs["mqtt feed"] for m in PUBLIC) and f"{PREFIX}/" in outputs["mqtt feed"]
     assert all(m in outputs["grafana capacity boards"] for m in PUBLIC)
     assert "pub-lathe" in outputs["profile database"]
