@@ -9,12 +9,13 @@ Identifiers in paths are base64url-encoded (padding optional), as Part 2 says. L
 
 from __future__ import annotations
 
+import asyncio
 import base64
 import binascii
 import contextlib
 import datetime as dt
 import json
-from collections.abc import Callable, Mapping, Sequence
+from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any
 
@@ -49,12 +50,12 @@ PROFILES = [
 
 @dataclass(frozen=True, slots=True)
 class Catalog:
-    """What a server shares. ``keys``: (plant, machine) of every public machine; ``record``: one
-    machine's capacity record (None: gone or never public); ``links``: where its series are read,
-    given the request's base URL."""
+    """What a server shares. ``keys``: (plant, machine) of every public machine, in a stable order;
+    ``records``: the capacity records of those keys that are (still) public, in the keys' order;
+    ``links``: where a machine's series are read, given the request's base URL."""
 
     keys: Callable[[], Sequence[Key]]
-    record: Callable[[Key], Mapping[str, Any] | None]
+    records: Callable[[Sequence[Key]], Sequence[Mapping[str, Any]]]
     links: Callable[[str, Key], Links]
 
 
@@ -64,8 +65,12 @@ class _Problem(Exception):
         self.status = status
 
 
+def _encoded(text: str, status: int = 200) -> Response:
+    return Response(text, status, media_type="application/json")
+
+
 def _json(body: object, status: int = 200) -> Response:
-    return Response(json.dumps(body, cls=AASToJsonEncoder), status, media_type="application/json")
+    return _encoded(json.dumps(body, cls=AASToJsonEncoder), status)
 
 
 def result(status: int, text: str) -> Response:
@@ -105,8 +110,23 @@ def _page(request: Request, total: int) -> tuple[int, int]:
     return start, min(start + limit, total)
 
 
-def _paged(items: list[Any], start: int, stop: int, total: int) -> Response:
-    return _json({"paging_metadata": {"cursor": str(stop)} if stop < total else {}, "result": items})
+def _paged(items: list[Any], stop: int, total: int) -> JSON:
+    return {"paging_metadata": {"cursor": str(stop)} if stop < total else {}, "result": items}
+
+
+def _each(make: Callable[[Any], Any], items: Iterable[Any]) -> list[Any]:
+    """``make`` of every item, leaving out those whose ids are too long for AAS."""
+    out = []
+    for item in items:
+        with contextlib.suppress(NotRepresentable):
+            out.append(make(item))
+    return out
+
+
+# A handler's answer: a response, or the body still to build. The records are read on the event
+# loop (they are the engine's or the index's); building and encoding AAS objects, ~2 ms a
+# submodel, runs in a thread so a page of them never holds up the collector's loop.
+Reply = Response | Callable[[], object]
 
 
 def routes(catalog: Catalog) -> list[Route]:
@@ -114,57 +134,57 @@ def routes(catalog: Catalog) -> list[Route]:
         return catalog.links(str(request.base_url).rstrip("/"), key)
 
     def found(key: Key | None, what: str) -> Mapping[str, Any]:
-        rec = None if key is None else catalog.record(key)
-        if rec is None:  # the same answer for unknown and private: nothing leaks
+        recs = [] if key is None else catalog.records([key])
+        if not recs:  # the same answer for unknown and private: nothing leaks
             raise _Problem(404, f"no {what} with this id")
-        return rec
+        return recs[0]
 
     def shell_of(request: Request) -> tuple[Key, Mapping[str, Any]]:
         key = parse_shell_id(decode_id(request.path_params["aasIdentifier"]))
         return key or ("", ""), found(key, "shell")
 
-    def handle(fn: Callable[[Request], Response]) -> Callable[[Request], Any]:
+    def handle(fn: Callable[[Request], Reply]) -> Callable[[Request], Any]:
         async def endpoint(request: Request) -> Response:
             try:
-                return fn(request)
+                reply = fn(request)
+                if isinstance(reply, Response):
+                    return reply
+                return _encoded(await asyncio.to_thread(lambda: json.dumps(reply(), cls=AASToJsonEncoder)))
             except _Problem as problem:
                 return result(problem.status, str(problem))
             except NotRepresentable:  # asked for by an id that cannot exist: such a machine has none
                 return result(404, "no such object")
         return endpoint
 
-    def description(_: Request) -> Response:
+    def description(_: Request) -> Reply:
         return _json({"profiles": PROFILES})
 
-    def shells(request: Request) -> Response:
+    def shells(request: Request) -> Reply:
         wanted = request.query_params.get("idShort")
         keys = [k for k in catalog.keys() if wanted is None or id_short(k[1]) == wanted]
         start, stop = _page(request, len(keys))
-        out = []
-        for key in keys[start:stop]:
-            rec = catalog.record(key)
-            if rec is not None:  # gone since keys() was read
-                with contextlib.suppress(NotRepresentable):  # ids too long for AAS: left out
-                    out.append(shell(rec))
-        return _paged(out, start, stop, len(keys))
+        recs = catalog.records(keys[start:stop])  # without those gone since keys() was read
+        return lambda: _paged(_each(shell, recs), stop, len(keys))
 
-    def one_shell(request: Request) -> Response:
-        return _json(shell(shell_of(request)[1]))
+    def one_shell(request: Request) -> Reply:
+        rec = shell_of(request)[1]
+        return lambda: shell(rec)
 
-    def submodel_refs(request: Request) -> Response:
+    def submodel_refs(request: Request) -> Reply:
         key, _ = shell_of(request)
         refs = [submodel_ref(key, kind) for kind in KINDS]
         start, stop = _page(request, len(refs))
-        return _paged(refs[start:stop], start, stop, len(refs))
+        return _json(_paged(refs[start:stop], stop, len(refs)))
 
-    def shell_submodel(request: Request) -> Response:
+    def shell_submodel(request: Request) -> Reply:
         key, rec = shell_of(request)
         parsed = parse_submodel_id(decode_id(request.path_params["submodelIdentifier"]))
         if parsed is None or parsed[0] != key:
             raise _Problem(404, "no submodel with this id in this shell")
-        return _json(submodel(rec, links(request, key), parsed[1]))
+        kind, where = parsed[1], links(request, key)
+        return lambda: submodel(rec, where, kind)
 
-    def submodels(request: Request) -> Response:
+    def submodels(request: Request) -> Reply:
         query = request.query_params
         semantic = None
         if "semanticId" in query:
@@ -177,21 +197,23 @@ def routes(catalog: Catalog) -> list[Route]:
         wanted_short = query.get("idShort")
         kinds = [kind for kind, (short, sem) in SUBMODELS.items()
                  if (semantic is None or sem == semantic) and (wanted_short is None or short == wanted_short)]
-        pairs = [(key, kind) for key in catalog.keys() for kind in kinds]
-        start, stop = _page(request, len(pairs))
-        out = []
-        for key, kind in pairs[start:stop]:
-            rec = catalog.record(key)
-            if rec is not None:
-                with contextlib.suppress(NotRepresentable):
-                    out.append(submodel(rec, links(request, key), kind))
-        return _paged(out, start, stop, len(pairs))
+        keys = catalog.keys()
+        total = len(keys) * len(kinds)
+        start, stop = _page(request, total)
+        # The page's (machine, kind) pairs, machine by machine, without listing every pair.
+        first, last = (start // len(kinds), -(-stop // len(kinds))) if kinds else (0, 0)
+        recs = {(r["plant"], r["machine"]): r for r in catalog.records(keys[first:last])}
+        wanted = [(key, kind) for key in keys[first:last] for kind in kinds][start - first * len(kinds):
+                                                                             stop - first * len(kinds)]
+        jobs = [(recs[key], links(request, key), kind) for key, kind in wanted if key in recs]
+        return lambda: _paged(_each(lambda job: submodel(*job), jobs), stop, total)
 
-    def one_submodel(request: Request) -> Response:
+    def one_submodel(request: Request) -> Reply:
         parsed = parse_submodel_id(decode_id(request.path_params["submodelIdentifier"]))
         rec = found(None if parsed is None else parsed[0], "submodel")
         assert parsed is not None
-        return _json(submodel(rec, links(request, parsed[0]), parsed[1]))
+        kind, where = parsed[1], links(request, parsed[0])
+        return lambda: submodel(rec, where, kind)
 
     return [
         Route("/description", handle(description)),

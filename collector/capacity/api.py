@@ -4,6 +4,7 @@ machines as Asset Administration Shells at the AAS API paths (collector.aas.api)
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from importlib import resources
 from typing import TYPE_CHECKING, Any
 from urllib.parse import quote
@@ -37,14 +38,15 @@ def catalog(capacity: Capacity) -> aas_api.Catalog:
     def keys() -> list[Key]:
         return sorted((m.info.plant, m.info.id) for m in capacity.public())
 
-    def record(key: Key) -> dict[str, Any] | None:
-        rec = capacity.record(key[1])
-        return rec if rec is not None and rec["plant"] == key[0] else None
+    def records(keys: Sequence[Key]) -> list[dict[str, Any]]:
+        wanted = set(keys)
+        found = {(r["plant"], r["machine"]): r for r in capacity.records({m for _, m in keys})}
+        return [found[k] for k in keys if k in found and k in wanted]
 
     def links(base: str, key: Key) -> Links:
         return Links(f"{base}{PREFIX}/{quote(key[1], safe='')}", capacity.settings.history_url)
 
-    return aas_api.Catalog(keys, record, links)
+    return aas_api.Catalog(keys, records, links)
 
 
 def described(token: bool) -> dict[str, Any]:

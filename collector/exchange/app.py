@@ -5,7 +5,7 @@ where the subscriber's messages are applied too, so no locks are needed."""
 from __future__ import annotations
 
 import time
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass
 from importlib import resources
 from typing import Any
@@ -43,16 +43,15 @@ def catalog(exchange: Exchange) -> aas_api.Catalog:
     def keys() -> list[Key]:
         return sorted(exchange.index.offers)
 
-    def record(key: Key) -> dict[str, Any] | None:
-        offer = exchange.index.offers.get(key)
-        if offer is None:
-            return None
-        return show(exchange.index, key, offer, exchange.clock(), exchange.stale_after_s).record
+    def records(keys: Sequence[Key]) -> list[dict[str, Any]]:
+        index, now = exchange.index, exchange.clock()
+        return [show(index, k, index.offers[k], now, exchange.stale_after_s).record
+                for k in keys if k in index.offers]
 
     def links(base: str, key: Key) -> Links:
         return Links(f"{base}/api/v1/offers/{quote(key[0], safe='')}/{quote(key[1], safe='')}", exchange.history_url)
 
-    return aas_api.Catalog(keys, record, links)
+    return aas_api.Catalog(keys, records, links)
 
 
 class ExchangeCollector(Collector):
