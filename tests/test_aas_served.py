@@ -6,7 +6,9 @@ and nothing of the private machine appears."""
 
 from __future__ import annotations
 
+import datetime as dt
 import json
+import time
 from pathlib import Path
 from typing import Any
 
@@ -15,14 +17,20 @@ import pytest
 from basyx.aas import model
 
 from collector.aas.api import encode_id
-from tests.aas_helpers import compliance, next_query, objects
+from collector.aas.builder import Links, build
+from collector.core.lineprotocol import interval
+from collector.core.model import Interval, MachineInfo, State
+from tests.aas_helpers import compliance, next_query, objects, read_back
 from tests.capacity_helpers import PLANT, PREFIX, PRIVATE_STRINGS, PUBLIC, plant_running
-from tests.exchange_helpers import exchanges
+from tests.exchange_helpers import exchanges, offer
 from tests.fixtures._ports import until
+from tests.fixtures.influxdb import InfluxD
 from tests.fixtures.mosquitto import Mosquitto
 
 pytestmark = pytest.mark.integration
 HISTORY = "http://platform-influx:8086/query?db=platform"
+MINUTE_NS = 60 * 1_000_000_000
+HOUR_NS = 60 * MINUTE_NS
 
 
 async def walk(client: httpx.AsyncClient, path: str, limit: int) -> list[Any]:
@@ -96,3 +104,42 @@ async def test_every_public_machine_reads_back_from_the_plant_and_the_exchange(m
                     assert linked["machine"] == s.id.rsplit(":", 1)[1] and len(linked["forecast"]["idle_share"]) == 168
                 steps = compliance(env, tmp_path)
                 assert len(steps) == 5 and all(step.startswith("SUCCESS") for step in steps), (base, steps)
+            # capacity.history_url on the plant links its InfluxDB the same way.
+            plant.capacity.settings = plant.capacity.settings.model_copy(update={"history_url": HISTORY})
+            sm_id = encode_id(f"urn:machine-availability:sm:timeseries:{PLANT}:pub-mill")
+            async with httpx.AsyncClient(base_url=plant.base) as client:
+                [series] = objects([(await client.get(f"/submodels/{sm_id}")).json()])
+            history = series.get_referable("Segments").get_referable("History")
+            assert history.get_referable("Endpoint").value == HISTORY
+            assert "'pub-mill'" in history.get_referable("Query").value
+
+
+def test_the_history_link_answers_hourly_idle_shares_from_influxd(influxd: InfluxD) -> None:
+    """Test the Time Series Data submodel's History segment as a client would use it: its Endpoint
+    and Query, sent to a real influxd holding per-minute roll-ups as the collector writes them,
+    answer the machine's idle share of each hour, and nothing of another machine. The machine id
+    holds a quote, which the query must escape."""
+    influxd.query("CREATE DATABASE platform")
+    mill = MachineInfo(id="o'mill", plant=PLANT, public=True)
+    other = MachineInfo(id="other", plant=PLANT, public=True)
+    hour = (time.time_ns() // HOUR_NS - 3) * HOUR_NS
+    lines = []
+    for minute in range(120):  # first hour: idle half the minutes; second hour: idle throughout
+        start = hour + minute * MINUTE_NS
+        idle = minute >= 60 or minute % 2 == 0
+        secs = {State.IDLE: MINUTE_NS} if idle else {State.BUSY: MINUTE_NS}
+        lines.append(interval(Interval(mill, start, start + MINUTE_NS, secs, State.IDLE)))
+        lines.append(interval(Interval(other, start, start + MINUTE_NS, {State.IDLE: MINUTE_NS}, State.IDLE)))
+    influxd.write("\n".join(lines), "platform")
+
+    rec = offer(PLANT, "o'mill", dt.datetime.now(dt.UTC))
+    series = read_back(build(rec, Links("http://x", f"{influxd.url}/query?db=platform")).submodels[1])
+    history = series.get_referable("Segments").get_referable("History")
+    endpoint, query = history.get_referable("Endpoint").value, history.get_referable("Query").value
+    # The endpoint carries db=; the client adds q= to it.
+    answer = httpx.get(httpx.URL(endpoint).copy_merge_params({"q": query, "epoch": "ns"}), timeout=10).json()
+    [result] = answer["results"]
+    assert "series" in result, (answer, query, endpoint)
+    [found] = result["series"]
+    shares = {t: v for t, v in found["values"] if v is not None}
+    assert shares == {hour: 0.5, hour + HOUR_NS: 1.0}
