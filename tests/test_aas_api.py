@@ -93,6 +93,7 @@ def test_errors_are_part_2_results() -> None:
                        ("/shells?limit=x", 400), ("/submodels?cursor=-1", 400), (f"/shells/{encode_id('x')}", 404),
                        (f"/submodels/{encode_id('urn:machine-availability:sm:capacity:north:nope')}", 404),
                        (f"/submodels/{encode_id('urn:machine-availability:sm:other:north:m-01')}", 404),
+                       (f"/shells/{encode_id('urn:machine-availability:aas:north:m%2D01')}", 404),  # not our spelling
                        (f"/shells/{encode_id('urn:machine-availability:aas:north:m-00')}/submodels/{other}", 404),
                        (f"/submodels?semanticId={encode_id('x')[:-1]}*", 400)]:
         response = http.get(path)

@@ -119,7 +119,10 @@ def parse_shell_id(ident: str) -> Key | None:
     if not ident.startswith(SHELL_PREFIX):
         return None
     parts = ident[len(SHELL_PREFIX):].split(":")
-    return (unquote(parts[0]), unquote(parts[1])) if len(parts) == 2 and all(parts) else None
+    if len(parts) != 2 or not all(parts):
+        return None
+    key = (unquote(parts[0]), unquote(parts[1]))
+    return key if shell_id(key) == ident else None  # only the one spelling we write (no %2D for '-')
 
 
 def parse_submodel_id(ident: str) -> tuple[Key, str] | None:
@@ -129,7 +132,8 @@ def parse_submodel_id(ident: str) -> tuple[Key, str] | None:
     parts = ident[len(SUBMODEL_PREFIX):].split(":")
     if len(parts) != 3 or parts[0] not in KINDS or not parts[1] or not parts[2]:
         return None
-    return (unquote(parts[1]), unquote(parts[2])), parts[0]
+    key = (unquote(parts[1]), unquote(parts[2]))
+    return (key, parts[0]) if submodel_id(key, parts[0]) == ident else None
 
 
 def id_short(text: str) -> str:
