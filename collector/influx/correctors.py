@@ -201,7 +201,8 @@ class V2Corrector:
         api = self.writer.client.delete_api()
         for measurement in MEASUREMENTS:
             for machine in record.machines:
-                api.delete(_rfc3339(record.from_ns), _rfc3339(record.to_ns),
+                # stop one ns past the span: the same span whether the server counts its stop in or not
+                api.delete(_rfc3339(record.from_ns), _rfc3339(record.to_ns + 1),
                            f'_measurement={_flux_string(measurement)} AND machine={_flux_string(machine)}',
                            bucket=s.bucket, org=s.org)
 
