@@ -128,18 +128,22 @@ async def run_with_a_crash(output: OutputSettings, writer: V1Writer, tmp_path: P
     sender = sink.senders[output.name]
     assert sender.corrector is not None
     broken = BrokenRewrite(writer, sender.corrector)
-    inner_apply = sender.corrector.apply
+    corrector = sender.corrector
+    inner_delete, inner_rewrite = corrector.delete, corrector.rewrite
 
-    async def apply(record: Correction, work: bytes) -> int:
+    async def delete(record: Correction) -> None:
+        await inner_delete(record)
         broken.deleted = True
+
+    async def rewrite(work: bytes) -> int:
         try:
-            n = await inner_apply(record, work)
+            n = await inner_rewrite(work)
         finally:
             broken.deleted = False
         corrector_writes.append(n)
         return n
 
-    sender.corrector.apply = apply  # type: ignore[method-assign]
+    corrector.delete, corrector.rewrite = delete, rewrite  # type: ignore[method-assign]
     async with sink:
         await sink.write(scenario.before())
         await until(lambda: len(stored()) >= len(scenario.before()), 30, "the old line stored")

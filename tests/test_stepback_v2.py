@@ -63,6 +63,7 @@ class InfluxV2:
         self.points: dict[Key, object] = {}
         self.lock = threading.Lock()
         self.deletes: list[dict[str, Any]] = []
+        self.refuse_delete = False  # a token without the delete permission
         self.url = ""
 
     def write(self, body: bytes) -> None:
@@ -138,6 +139,8 @@ def influx2() -> Iterator[InfluxV2]:
             assert request["dialect"]["dateTimeFormat"] == "RFC3339Nano"
             return Response(200, server.query(request["query"]).encode(), {"Content-Type": "text/csv"})
         if (req.method, url.path) == ("POST", "/api/v2/delete"):
+            if server.refuse_delete:
+                return json_response(403, {"code": "forbidden", "message": "insufficient permissions for delete"})
             assert query.get("bucket") == "avail" and query.get("org") == "acme"
             server.delete(json.loads(body))
             return Response(204)
@@ -168,3 +171,26 @@ async def test_influxdb_v2_holds_the_history_of_the_right_clock_after_a_crash_mi
             if measurement == "machine_availability" and field.endswith("_s") and isinstance(value, float):
                 totals[(tags, ts)] = totals.get((tags, ts), 0) + round(value * S)
     assert totals and all(0 < total <= INTERVAL - ts % INTERVAL for (_, ts), total in totals.items())
+
+
+async def test_an_output_that_refuses_the_delete_is_told_and_keeps_going(influx2: InfluxV2, tmp_path: Path,
+                                                                          caplog: pytest.LogCaptureFixture) -> None:
+    """Test that an output whose server refuses the delete (403: a token without the permission) logs
+    that it cannot be corrected, counts it, and delivers the points after the record: the old
+    line stays as it was written, nothing is lost, nothing is held back."""
+    from collector.influx.sink import OutboxSink
+    from tests.fixtures._ports import until
+    from tests.test_stepback_outputs import outbox
+
+    influx2.refuse_delete = True
+    output = OutputSettings.model_validate({"name": "cloud", "url": influx2.url, "api": "v2", "org": "acme",
+                                            "bucket": "avail", "token": TOKEN})
+    scenario = Scenario()
+    sink = OutboxSink([output], outbox(tmp_path))
+    async with sink:
+        await sink.write([*scenario.before(), scenario.record.to_line(), *scenario.after()])
+        await until(lambda: sink.stats()["depth_points"] == 0, 30, "everything delivered")
+        counters = dict(sink.senders["cloud"].counters)
+    assert counters["uncorrected"] == 1 and counters["corrected"] == 0
+    assert len(influx2.stored()) == len(scenario.before()) + len(scenario.after())
+    assert "output cloud cannot correct what it stores" in caplog.text and "insufficient permissions" in caplog.text

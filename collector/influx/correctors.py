@@ -2,12 +2,13 @@
 
     corrector = make_corrector(writer)     # None: this output cannot be corrected
     work = await corrector.read(record)    # read back, corrected: kept in the outbox
-    points = await corrector.apply(record, work)   # delete the span, write the work
+    await corrector.delete(record)         # the span, from the output
+    points = await corrector.rewrite(work)
 
-The sender keeps ``work`` in the outbox before ``apply`` deletes anything, and moves its cursor
-past the record only after ``apply`` returned: a crash in between applies the kept work again
-(the delete is idempotent, and the rewrite writes every point of the work), never one read back
-from a half-deleted span. Each output reads back what it holds itself (its machine filter and
+The sender keeps ``work`` in the outbox before ``delete``, and moves its cursor past the record
+only after ``rewrite`` returned: a crash in between deletes and writes the kept work again (the
+delete is idempotent, and the rewrite writes every point of the work), never one read back from
+a half-deleted span. Each output reads back what it holds itself (its machine filter and
 dropped fields applied), so a correction never adds to an output what it did not have.
 
 - InfluxDB 1.x: ``SELECT`` the span (fields typed by ``SHOW FIELD KEYS``), ``DELETE`` it by
@@ -48,12 +49,19 @@ class Corrector(Protocol):
     async def read(self, record: Correction) -> bytes:
         """What replaces the span, read back from the output and corrected (kept by the caller)."""
 
-    async def apply(self, record: Correction, work: bytes) -> int:
-        """Delete the span and write ``work``; the points written."""
+    async def delete(self, record: Correction) -> None:
+        """Delete the span (idempotent)."""
+
+    async def rewrite(self, work: bytes) -> int:
+        """Write ``work``; the points written."""
 
 
 def make_corrector(writer: Writer) -> Corrector | None:
+    """The writer's corrector; None where the writer's URL cannot reach the APIs a correction
+    needs (a VictoriaMetrics cluster: export and delete are vmselect's, not vminsert's)."""
     if isinstance(writer, VictoriaMetricsWriter):
+        if "/insert/" in urlsplit(writer.settings.url).path:
+            return None
         return VictoriaMetricsCorrector(writer)
     if isinstance(writer, V1Writer):
         return V1Corrector(writer)
@@ -66,9 +74,11 @@ def _lines(points: Iterable[StoredPoint]) -> list[str]:
     return [encode(p.measurement, p.tags, p.fields, p.ts_ns) for p in points]
 
 
-async def _write_lines(writer: Writer, lines: list[str]) -> None:
+async def _write_lines(writer: Writer, work: bytes) -> int:
+    lines = work.decode().split("\n") if work else []
     for i in range(0, len(lines), WRITE_LINES):
         await writer.write("\n".join(lines[i:i + WRITE_LINES]).encode())
+    return len(lines)
 
 
 def _groups(machines: tuple[str, ...]) -> list[tuple[str, ...]]:
@@ -139,13 +149,14 @@ class V1Corrector:
                         points.append(StoredPoint(s["name"], tags, fields, int(values[0])))
         return "\n".join(_lines(corrected(points, record))).encode()
 
-    async def apply(self, record: Correction, work: bytes) -> int:
+    async def delete(self, record: Correction) -> None:
         for measurement in MEASUREMENTS:
             for machines in _groups(record.machines):
+                # DELETE takes no retention policy: it deletes from every one of the database
                 await self._statement("POST", f"DELETE FROM {_ident(measurement)} WHERE {_where(machines, record)}")
-        lines = work.decode().split("\n") if work else []
-        await _write_lines(self.writer, lines)
-        return len(lines)
+
+    async def rewrite(self, work: bytes) -> int:
+        return await _write_lines(self.writer, work)
 
 
 # -- InfluxDB 2.x -------------------------------------------------------------------------------
@@ -190,11 +201,11 @@ class V2Corrector:
                 points.setdefault(key, StoredPoint(measurement, tags, {}, ts)).fields[name] = value
         return "\n".join(_lines(corrected(points.values(), record))).encode()
 
-    async def apply(self, record: Correction, work: bytes) -> int:
+    async def delete(self, record: Correction) -> None:
         await asyncio.to_thread(self.writer._call, self._delete_sync, record)
-        lines = work.decode().split("\n") if work else []
-        await _write_lines(self.writer, lines)
-        return len(lines)
+
+    async def rewrite(self, work: bytes) -> int:
+        return await _write_lines(self.writer, work)
 
     def _delete_sync(self, record: Correction) -> None:
         s = self.writer.settings
@@ -335,9 +346,11 @@ class VictoriaMetricsCorrector:
                   for (name, key), samples in fixed.items()]
         return "\n".join(lines).encode()
 
-    async def apply(self, record: Correction, work: bytes) -> int:
+    async def delete(self, record: Correction) -> None:
         for machines in _groups(record.machines):
             await self._request("POST", "/api/v1/admin/tsdb/delete_series", data={"match[]": self._match(machines)})
+
+    async def rewrite(self, work: bytes) -> int:
         if work:
             await self._request("POST", "/api/v1/import", content=work)
         await self._internal("/internal/resetRollupResultCache")  # the guide's last step: no stale cached answers

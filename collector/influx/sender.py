@@ -35,7 +35,8 @@ WRITE_BUCKETS_S = (0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0
 """Upper bounds of the write-duration histogram (prometheus-client's default buckets)."""
 
 IN_FLIGHT = 3  # requests on the wire at once: InfluxDB parses one while the next arrives
-COUNTERS = ("written", "retries", "dead_lettered", "dropped", "requests", "filtered", "unreadable", "corrected")
+COUNTERS = ("written", "retries", "dead_lettered", "dropped", "requests", "filtered", "unreadable", "corrected",
+            "uncorrected")
 
 log = logging.getLogger("collector.influx.sink")
 
@@ -225,16 +226,19 @@ class OutputSender:
                 if work is None:
                     work = await self.corrector.read(record)
                     await self._run(self._store().save_correction_work, self.name, chunk.id, work)
-                points = await self.corrector.apply(record, work)
+                await self.corrector.delete(record)
             except WriteError as exc:
-                if exc.kind != "data":
+                if exc.kind not in ("config", "data"):
                     raise
-                # refused for what it says, it would be refused again: leave it, and say what is left
-                self.counters["dead_lettered"] += 1
-                log.error("output %s refused a correction (%s): the points of %d machine(s) from %d to %d ns may be "
-                          "dated %.0fs ahead or missing", self.name, exc, len(record.machines), record.from_ns,
-                          record.to_ns, -record.delta_ns / 1e9)
+                # Refused (no permission, no such API, a query it will not run): this output
+                # cannot be corrected. Retrying would hold its points behind the record for ever.
+                self.counters["uncorrected"] += 1
+                log.error("output %s cannot correct what it stores (%s): the points of %d machine(s) written before "
+                          "the clock stepped back stay dated %.0fs ahead", self.name, exc, len(record.machines),
+                          -record.delta_ns / 1e9)
             else:
+                # Deleted: the kept work is written until it is (a refusal here would lose the span).
+                points = await self.corrector.rewrite(work)
                 self.counters["corrected"] += points
                 log.warning("output %s: rewrote %d point(s) of %d machine(s) on the corrected clock (%.0fs earlier) "
                             "in %.2fs", self.name, points, len(record.machines), -record.delta_ns / 1e9,
