@@ -80,6 +80,8 @@ class OutputSender:
             "retries_total": self.counters["retries"],
             "dead_lettered_total": self.counters["dead_lettered"],
             "dropped_total": self.counters["dropped"],
+            "points_corrected_total": self.counters["corrected"],
+            "corrections_refused_total": self.counters["uncorrected"],
             "write_latency_seconds": self.last_latency_s,
             "link_up": int(bool(self.link_up)),
         }
