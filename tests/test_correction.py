@@ -147,3 +147,12 @@ def test_an_outbox_file_of_schema_2_is_migrated_and_keeps_its_points(tmp_path: P
         assert store.load_state()["cnc-01"][0] == b'{"state": "busy"}'
     finally:
         store.close()
+
+
+def test_roll_ups_missing_a_field_an_output_drops_move_as_they_are() -> None:
+    """Test that roll-ups an output stores without one of the state fields (drop_fields) cannot be
+    taken apart and move whole by the step rather than be rebuilt wrongly."""
+    rollup = StoredPoint("machine_availability", dict(TAGS), {"busy_s": 4.0, "idle_s": 6.0}, T0 + 3600 * S)
+    record = Correction(("m1",), T0, T0 + 7200 * S, -3600 * S - 7, 10 * S)
+    (moved,) = corrected([rollup], record)
+    assert (moved.ts_ns, moved.fields) == (T0 - 7, rollup.fields)

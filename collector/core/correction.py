@@ -150,7 +150,11 @@ def _rebucket(rollups: Sequence[StoredPoint], changes: Sequence[StoredPoint], de
     """The roll-ups again, on the intervals of the corrected clock."""
     if not rollups:
         return []
-    if delta_ns % interval_ns == 0:  # whole intervals: each roll-up moves as it is
+    complete = (all(f"{s.value}_s" in r.fields for r in rollups for s in State)
+                and all(_state_of(c) is not None for c in changes))
+    if delta_ns % interval_ns == 0 or not complete:
+        # Whole intervals: each roll-up moves as it is. Fields an output drops (drop_fields) leave
+        # nothing to take a roll-up apart with: it moves as it is too, off the boundaries.
         return [StoredPoint(r.measurement, dict(r.tags), dict(r.fields), r.ts_ns + delta_ns) for r in rollups]
     template = rollups[0]
     buckets: dict[int, tuple[int, dict[State, int], State]] = {}  # interval start -> first instant, held, last state

@@ -136,11 +136,11 @@ class V1Corrector:
     async def read(self, record: Correction) -> bytes:
         points: list[StoredPoint] = []
         for measurement in MEASUREMENTS:
-            keys = await self._statement("GET", f"SHOW FIELD KEYS FROM {self._from(measurement)}")
+            keys = await self._statement("POST", f"SHOW FIELD KEYS FROM {self._from(measurement)}")
             types = {row[0]: row[1] for s in keys for row in s.get("values", [])}
             for machines in _groups(record.machines):
                 q = f"SELECT * FROM {self._from(measurement)} WHERE {_where(machines, record)} GROUP BY *"
-                for s in await self._statement("GET", q):
+                for s in await self._statement("POST", q):  # POST: a long query is no long URL
                     tags = {k: v for k, v in (s.get("tags") or {}).items() if v}
                     columns = s["columns"]
                     for values in s["values"]:
