@@ -194,3 +194,35 @@ async def test_an_output_that_refuses_the_delete_is_told_and_keeps_going(influx2
     assert counters["uncorrected"] == 1 and counters["corrected"] == 0
     assert len(influx2.stored()) == len(scenario.before()) + len(scenario.after())
     assert "output cloud cannot correct what it stores" in caplog.text and "insufficient permissions" in caplog.text
+
+
+async def test_an_output_without_a_corrector_says_so_once_and_keeps_going(tmp_path: Path,
+                                                                           caplog: pytest.LogCaptureFixture) -> None:
+    """Test that an output whose writer has no corrector (here a stand-in writer) logs once that it
+    cannot rewrite what it stores and delivers the points after the record."""
+    from collector.influx.sink import OutboxSink
+    from tests.fixtures._ports import until
+    from tests.test_stepback_outputs import outbox
+
+    class Plain:
+        def __init__(self) -> None:
+            self.lines: list[str] = []
+
+        async def write(self, body: bytes) -> None:
+            self.lines += body.decode().split("\n")
+
+        async def check(self) -> str:
+            return "a plain writer"
+
+        async def close(self) -> None:
+            return None
+
+    writer = Plain()
+    scenario = Scenario()
+    output = OutputSettings(name="plain", url="http://127.0.0.1:9", api="v1", database="d")
+    sink = OutboxSink([output], outbox(tmp_path), writer=writer)
+    async with sink:
+        await sink.write([*scenario.before(), scenario.record.to_line(), scenario.record.to_line(), *scenario.after()])
+        await until(lambda: sink.stats()["depth_points"] == 0, 30, "everything delivered")
+    assert writer.lines == scenario.before() + scenario.after()
+    assert caplog.text.count("output plain cannot rewrite what it stores") == 1
