@@ -156,3 +156,13 @@ def test_roll_ups_missing_a_field_an_output_drops_move_as_they_are() -> None:
     record = Correction(("m1",), T0, T0 + 7200 * S, -3600 * S - 7, 10 * S)
     (moved,) = corrected([rollup], record)
     assert (moved.ts_ns, moved.fields) == (T0 - 7, rollup.fields)
+
+
+@given(st.integers(0, 4_102_444_800 * S - 1))
+def test_rfc3339_with_nanoseconds_reads_back_what_is_written(ns: int) -> None:
+    """Test that the times of the v2 read-back and delete (RFC 3339, nine digits) read back to the ns."""
+    from collector.influx.correctors import _rfc3339, rfc3339_ns
+
+    assert rfc3339_ns(_rfc3339(ns)) == ns
+    assert rfc3339_ns(_rfc3339(ns - ns % S).replace(".000000000", "")) == ns - ns % S  # no fraction at all
+    assert rfc3339_ns(_rfc3339(ns).rstrip("Z").rstrip("0").rstrip(".") + "Z") == ns  # RFC3339Nano trims zeros
