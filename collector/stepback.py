@@ -8,6 +8,7 @@ the new one; each output applies it in that place (collector/core/correction.py,
 
 from __future__ import annotations
 
+import datetime as dt
 import logging
 from collections.abc import Collection
 
@@ -25,7 +26,11 @@ def correction_after(step: Step, began_ns: int, machines: Collection[str], inter
         return None
     record = Correction(tuple(sorted(machines)), began_ns - began_ns % interval_ns, step.at_ns, step.delta_ns,
                         interval_ns)
-    log.warning("the points of %d machine(s) stamped on arrival from %d to %d ns were dated %s ahead: every "
-                "output rewrites them on the corrected clock", len(machines), record.from_ns, record.to_ns,
-                step.size())
+    log.warning("the points of %d machine(s) stamped on arrival from %s to %s (old clock) were dated %s ahead: "
+                "every output rewrites them on the corrected clock", len(machines), _utc(record.from_ns),
+                _utc(record.to_ns), step.size())
     return record
+
+
+def _utc(ns: int) -> str:
+    return dt.datetime.fromtimestamp(ns / 1e9, dt.UTC).isoformat(timespec="milliseconds")
