@@ -56,7 +56,7 @@ from collector.core.model import (
 )
 from collector.machines import ResolvedMachine, resolve_found
 from collector.sinks import Correcting, Resumable, Sink
-from collector.stepback import correction_after
+from collector.stepback import StepBacks
 from collector.timebounds import STEPPED_BACK, TimeBounds
 from collector.timekeeping import SyncWait
 from collector.tracker import Tracker, TrackerStatus
@@ -110,6 +110,7 @@ class Engine:
         self.sync = SyncWait(self.config.clock, sync_probe or AdjtimexProbe(),
                              os.environ if environ is None else environ)
         self._step: Step | None = None  # the last step, while old-line stamps may still come in
+        self._step_backs = StepBacks()  # what a step back corrects (collector/stepback.py)
         # When each machine's last reading arrived (monotonic ns): a source-stamped machine's own
         # time line is its last stamp plus the time since (see _tick).
         self._arrived: dict[str, int] = {}
@@ -467,8 +468,8 @@ class Engine:
                 out += tracker.shift(step.delta_ns)
                 self._dirty.add(mid)
                 moved += 1
-        record = correction_after(step, began, [m for m in self.trackers if self.machines[m].source in arrival],
-                                  int(self.config.tracker.interval * NS_PER_S)) \
+        record = self._step_backs.after(step, began, {m: t for m, t in self.trackers.items()
+                                                      if self.machines[m].source in arrival}) \
             if isinstance(self.sink, Correcting) else None
         if record is not None:
             # behind the old line's last points, ahead of the new line's first (collector/stepback.py)

@@ -10,6 +10,8 @@ from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import Any, Self
 
+import pytest
+
 from collector.configfile import load_config_text
 from collector.core.correction import Correction, StoredPoint, corrected, is_correction
 from collector.core.model import Reading
@@ -101,3 +103,57 @@ tracker: {{interval: 10s}}
     for p in (p for p in history if p.measurement == "machine_availability"):  # none overlaps the next
         assert p.ts_ns >= end
         end = p.ts_ns + sum(round(float(v) * S) for k, v in p.fields.items() if k.endswith("_s"))  # type: ignore[arg-type]
+
+
+def apply(lines: list[str]) -> list[StoredPoint]:
+    """What an output holds after taking ``lines`` in order: points stored, each record applied
+    to what it holds (its span deleted, the corrected points written)."""
+    held: list[StoredPoint] = []
+    for line in lines:
+        if is_correction(line):
+            record = Correction.from_line(line)
+            held = [p for p in held if not record.covers(p)] + corrected([p for p in held if record.covers(p)], record)
+        else:
+            held.append(stored(line))
+    return held
+
+
+@pytest.mark.parametrize("steps", [[-3600 * S - 1_234_567, -90 * S - 7], [86_400 * S + 5, -3600 * S - 3],
+                                   [-3600 * S - 3, 86_400 * S + 5, -7_200 * S - 11], [-4 * S - 1]],
+                         ids=["back-back", "forward-back", "back-forward-back", "back-a-few-seconds"])
+async def test_after_several_steps_every_output_holds_the_history_in_order(tmp_path: Path, steps: list[int]) -> None:
+    """Test that after several steps of the clock (backs corrected in turn, a forward one left as it
+    is) an output that applied every record in order holds each change once, in time order, and
+    roll-ups that never overlap and add up to the time they hold."""
+    t = FakeTime()
+    clock = t.clock()
+    loaded = load_config_text(f"""
+site: {{plant: p}}
+data_dir: {tmp_path}
+sources: [{{id: line, type: mqtt, host: 127.0.0.1, subscriptions: [{{topic: "a/{{machine}}", payload: json}}]}}]
+profiles:
+  m: {{signals: {{state: state}}, rules: [{{state: busy, when: "state == 'busy'"}}, {{state: idle}}]}}
+machines: [{{id: m1, source: line, profile: m}}]
+tracker: {{interval: 10s}}
+""", "t.yaml")
+    sink = CorrectingSink()
+    engine = Engine(loaded, sink, clock=clock)
+    published = []
+    for delta in [0, *steps]:
+        t.offset += delta
+        for _ in range(7):
+            t.mono += 2_700_000_000
+            state = ["busy", "idle"][len(published) % 2]
+            published.append(state)
+            await engine._commit(engine._process(Reading("m1", "state", state, clock.now_ns())))
+            await engine._commit(engine._tick())
+    held = apply(sink.lines)
+    changes = sorted((p for p in held if p.measurement == "machine_state"), key=lambda p: p.ts_ns)
+    assert [p.fields["state"] for p in changes] == published
+    assert all(a.ts_ns < b.ts_ns for a, b in itertools.pairwise(changes))
+    end = 0
+    for p in sorted((p for p in held if p.measurement == "machine_availability"), key=lambda p: p.ts_ns):
+        total = sum(round(float(v) * S) for k, v in p.fields.items() if k.endswith("_s"))  # type: ignore[arg-type]
+        assert p.ts_ns >= end and 0 < total <= 10 * S - p.ts_ns % (10 * S)
+        end = p.ts_ns + total
+    assert sum(is_correction(line) for line in sink.lines) == sum(d < 0 for d in steps)
