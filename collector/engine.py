@@ -55,7 +55,8 @@ from collector.core.model import (
     StateChange,
 )
 from collector.machines import ResolvedMachine, resolve_found
-from collector.sinks import Resumable, Sink
+from collector.sinks import Correcting, Resumable, Sink
+from collector.stepback import StepBacks
 from collector.timebounds import STEPPED_BACK, TimeBounds
 from collector.timekeeping import SyncWait
 from collector.tracker import Tracker, TrackerStatus
@@ -109,6 +110,7 @@ class Engine:
         self.sync = SyncWait(self.config.clock, sync_probe or AdjtimexProbe(),
                              os.environ if environ is None else environ)
         self._step: Step | None = None  # the last step, while old-line stamps may still come in
+        self._step_backs = StepBacks()  # what a step back corrects (collector/stepback.py)
         # When each machine's last reading arrived (monotonic ns): a source-stamped machine's own
         # time line is its last stamp plus the time since (see _tick).
         self._arrived: dict[str, int] = {}
@@ -453,6 +455,7 @@ class Engine:
             return []
         if self._step is not None and self.wall.mono_ns() - self._step.mono_ns > 2 * TRANSLATE_WINDOW_NS:
             self._step = None  # no stamp of the old line is left in any adapter
+        began = self.wall.line_began_ns
         step = self.wall.check()
         if step is None:
             return []
@@ -465,6 +468,14 @@ class Engine:
                 out += tracker.shift(step.delta_ns)
                 self._dirty.add(mid)
                 moved += 1
+        record = self._step_backs.after(step, began, {m: t for m, t in self.trackers.items()
+                                                      if self.machines[m].source in arrival}) \
+            if isinstance(self.sink, Correcting) else None
+        if record is not None:
+            # behind the old line's last points, ahead of the new line's first (collector/stepback.py)
+            self._enqueue(out)
+            self.commits.enqueue([record.to_line()], {})
+            out = []
         delta = step.delta_ns
         self._source_opened = {sid: ts + delta for sid, ts in self._source_opened.items()}
         self._lost = {sid: dataclasses.replace(c, ts_ns=c.ts_ns + delta) for sid, c in self._lost.items()}
@@ -472,7 +483,7 @@ class Engine:
         log.warning("the system clock stepped %s: not elapsed time; %d machine(s) stamped on arrival carry on at "
                     "the new time%s", step.describe(), moved,
                     f"; what was written in the last {step.size()} is dated ahead of the corrected clock"
-                    if delta < 0 else "")
+                    if delta < 0 and record is None else "")
         return out
 
     def _on_our_line(self, event: Reading | Sample | Connectivity) -> Reading | Sample | Connectivity:

@@ -60,6 +60,14 @@ class Filtered(Protocol):
     def set_public(self, machines: Iterable[str]) -> None: ...
 
 
+@runtime_checkable
+class Correcting(Protocol):
+    """The sink applies correction records (collector/core/correction.py) to what it stored:
+    the engine writes one after the clock stepped back."""
+
+    def corrects(self) -> bool: ...
+
+
 class PrintSink:
     """``collector run --print``: line protocol to stdout, one point per line."""
 

@@ -69,6 +69,10 @@ class Clock:
         self._last_check = mono()
         self.steps = 0
         self.last_step: Step | None = None
+        # Where the current line began, on it: the start, or the instant of the last step. The
+        # stamps since were all labelled with the same anchor (slews aside): a step back by D
+        # shows they ran D ahead (collector/core/correction.py).
+        self.line_began_ns = self.now_ns()
 
     def now_ns(self) -> int:
         """Now, as ns since the epoch: monotonic, labelled by the wall clock at the last check."""
@@ -92,6 +96,7 @@ class Clock:
             self._last_check = mono
             self.steps += 1
             self.last_step = step
+            self.line_began_ns = mono + measured
             return step
         # At most 500 ppm of the time since the last check, and of a second at most: stamps taken
         # between two checks (milliseconds apart) then never run backward.

@@ -25,6 +25,7 @@ from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
+from collector.core.correction import is_correction
 from collector.core.errors import CollectorError
 
 _SCHEMA = """
@@ -43,7 +44,8 @@ CREATE TABLE IF NOT EXISTS dead_letter (
 );
 """
 
-SCHEMA_VERSION = 2
+SCHEMA_VERSION = 3
+POINTS, CORRECTION = "points", "correction"  # the kinds of row
 DEFAULT_OUTPUT = "influx"  # the output of `influx:`, and the owner of a single-output file's rows
 # Each step takes a file from version N to N+1 (index N). Version 0: the outbox and dead-letter
 # tables of release 0.1, without a version mark.
@@ -61,6 +63,16 @@ _MIGRATIONS = [
         acked INTEGER NOT NULL
     );
     ALTER TABLE dead_letter ADD COLUMN output TEXT NOT NULL DEFAULT 'influx';""",
+    # 2 -> 3: corrections (collector/core/correction.py). A row is points or a correction,
+    # which each output applies in its turn; what an output read back for a correction before
+    # deleting it is kept until the rewrite is done (crash-exact). Old rows are points.
+    """ALTER TABLE outbox ADD COLUMN kind TEXT NOT NULL DEFAULT 'points';
+    CREATE TABLE IF NOT EXISTS correction_work (
+        output TEXT NOT NULL,
+        row_id INTEGER NOT NULL,
+        payload BLOB NOT NULL,
+        PRIMARY KEY (output, row_id)
+    );""",
 ]
 
 
@@ -74,6 +86,7 @@ class Chunk:
     created: float
     points: int
     body: bytes  # line protocol, one point per line
+    kind: str = POINTS  # or CORRECTION: body is one correction record (collector/core/correction.py)
 
     @property
     def lines(self) -> list[str]:
@@ -149,12 +162,13 @@ class OutboxStore:
         if not lines and not state:
             return
         now = time.time()
-        payload = zlib.compress("\n".join(lines).encode(), 1) if lines else b""
+        rows = _rows(lines)
+        size = sum(len(payload) for _, _, payload in rows)
+        points = sum(n for _, n, _ in rows)
         self.db.execute("BEGIN")
         try:
-            if lines:
-                self.db.execute("INSERT INTO outbox (created, points, bytes, payload) VALUES (?, ?, ?, ?)",
-                                (now, len(lines), len(payload), payload))
+            self.db.executemany("INSERT INTO outbox (created, points, bytes, payload, kind) VALUES (?, ?, ?, ?, ?)",
+                                [(now, n, len(payload), payload, kind) for kind, n, payload in rows])
             if state:
                 saved_ns = time.time_ns()
                 self.db.executemany(
@@ -164,14 +178,14 @@ class OutboxStore:
         except BaseException:
             self.db.execute("ROLLBACK")
             raise
-        if lines:
-            self.points += len(lines)
-            self.bytes += len(payload)
+        if rows:
+            self.points += points
+            self.bytes += size
             if self.oldest is None:
                 self.oldest = now
             for o in self.outputs:
-                self.pending_points[o] += len(lines)
-                self.pending_bytes[o] += len(payload)
+                self.pending_points[o] += points
+                self.pending_bytes[o] += size
                 if self.pending_oldest[o] is None:
                     self.pending_oldest[o] = now
 
@@ -182,17 +196,32 @@ class OutboxStore:
 
     def peek(self, max_points: int, output: str | None = None) -> list[Chunk]:
         """The oldest chunks ``output`` has not passed (without it: the oldest stored), up to
-        ``max_points`` points (at least one chunk)."""
+        ``max_points`` points (at least one chunk). A correction comes alone: the points before
+        it are delivered first, those after it only once it is applied."""
         after = self.cursor[output] if output is not None else 0
         chunks: list[Chunk] = []
         total = 0
-        for row_id, created, points, payload in self.db.execute(
-                "SELECT id, created, points, payload FROM outbox WHERE id > ? ORDER BY id LIMIT 1000", (after,)):
-            if chunks and total + points > max_points:
+        for row_id, created, points, payload, kind in self.db.execute(
+                "SELECT id, created, points, payload, kind FROM outbox WHERE id > ? ORDER BY id LIMIT 1000", (after,)):
+            if chunks and (total + points > max_points or kind == CORRECTION):
                 break
-            chunks.append(Chunk(row_id, created, points, zlib.decompress(payload)))
+            chunks.append(Chunk(row_id, created, points, zlib.decompress(payload), kind))
             total += points
+            if kind == CORRECTION:
+                break
         return chunks
+
+    def correction_work(self, output: str, row_id: int) -> bytes | None:
+        """What ``output`` read back for the correction in row ``row_id``, if it got that far."""
+        row = self.db.execute("SELECT payload FROM correction_work WHERE output = ? AND row_id = ?",
+                              (output, row_id)).fetchone()
+        return None if row is None else zlib.decompress(row[0])
+
+    def save_correction_work(self, output: str, row_id: int, work: bytes) -> None:
+        """Keep what ``output`` read back before it deletes anything: a crash between the delete
+        and the rewrite then rewrites from it, not from what is left on the server."""
+        self.db.execute("INSERT OR REPLACE INTO correction_work (output, row_id, payload) VALUES (?, ?, ?)",
+                        (output, row_id, zlib.compress(work, 1)))
 
     def advance(self, output: str, upto: int) -> None:
         """``output`` is done with every row up to id ``upto``: move its cursor (never back) and
@@ -211,6 +240,7 @@ class OutboxStore:
                 "SELECT COALESCE(SUM(points), 0), COALESCE(SUM(bytes), 0) FROM outbox WHERE id > ? AND id <= ?",
                 (old, upto)).fetchone()
             self.db.execute("UPDATE output_cursor SET acked = ? WHERE output = ?", (upto, output))
+            self.db.execute("DELETE FROM correction_work WHERE output = ? AND row_id <= ?", (output, upto))
             floor = min(upto if o == output else self.cursor[o] for o in self.outputs)
             gone = self._delete_upto(floor)
             self.db.execute("COMMIT")
@@ -291,3 +321,23 @@ class OutboxStore:
                 "SELECT COALESCE(SUM(points), 0), COALESCE(SUM(bytes), 0) FROM outbox WHERE id > ?",
                 (self.cursor[o],)).fetchone()
             self.pending_oldest[o] = self._oldest_after(self.cursor[o])
+
+
+def _rows(lines: Sequence[str]) -> list[tuple[str, int, bytes]]:
+    """``lines`` as rows in their order: runs of points, and each correction record on its own."""
+    rows: list[tuple[str, int, bytes]] = []
+    run: list[str] = []
+
+    def flush() -> None:
+        if run:
+            rows.append((POINTS, len(run), zlib.compress("\n".join(run).encode(), 1)))
+            run.clear()
+
+    for line in lines:
+        if is_correction(line):
+            flush()
+            rows.append((CORRECTION, 0, zlib.compress(line.encode(), 1)))
+        else:
+            run.append(line)
+    flush()
+    return rows

@@ -24,8 +24,10 @@ from collections.abc import Awaitable, Callable
 from typing import Any
 
 from collector.core.backoff import Backoff
+from collector.core.correction import Correction
 from collector.influx.config import OutboxSettings, OutputSettings
-from collector.influx.outbox import Chunk, OutboxStore
+from collector.influx.correctors import make_corrector
+from collector.influx.outbox import CORRECTION, Chunk, OutboxStore
 from collector.influx.selection import Selection
 from collector.influx.writers import WriteError, Writer
 
@@ -33,7 +35,8 @@ WRITE_BUCKETS_S = (0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0
 """Upper bounds of the write-duration histogram (prometheus-client's default buckets)."""
 
 IN_FLIGHT = 3  # requests on the wire at once: InfluxDB parses one while the next arrives
-COUNTERS = ("written", "retries", "dead_lettered", "dropped", "requests", "filtered", "unreadable")
+COUNTERS = ("written", "retries", "dead_lettered", "dropped", "requests", "filtered", "unreadable", "corrected",
+            "uncorrected")
 
 log = logging.getLogger("collector.influx.sink")
 
@@ -47,6 +50,8 @@ class OutputSender:
         self.name = output.name
         self.settings = outbox
         self.writer = writer
+        self.corrector = make_corrector(writer)
+        self._correcting = asyncio.Lock()
         self.selection = selection
         self._store = store
         self._run = run  # runs a store call on the outbox's one SQLite thread
@@ -75,6 +80,8 @@ class OutputSender:
             "retries_total": self.counters["retries"],
             "dead_lettered_total": self.counters["dead_lettered"],
             "dropped_total": self.counters["dropped"],
+            "points_corrected_total": self.counters["corrected"],
+            "corrections_refused_total": self.counters["uncorrected"],
             "write_latency_seconds": self.last_latency_s,
             "link_up": int(bool(self.link_up)),
         }
@@ -125,6 +132,9 @@ class OutputSender:
         chunks: list[Chunk] = await self._run(self._store().peek, size * IN_FLIGHT, self.name)
         if not chunks:
             return False
+        if chunks[0].kind == CORRECTION:
+            await self._correct(chunks[0])
+            return True
         if self.selection.everything:
             selected = [(c, c.lines) for c in chunks]
         else:  # parsing is CPU work: off the event loop and off the SQLite thread
@@ -197,6 +207,46 @@ class OutputSender:
                 if inner.kind != "data":
                     raise
                 await self._bisect(part, inner)
+
+    async def _correct(self, chunk: Chunk) -> None:
+        """Apply a correction record in its place (collector/influx/correctors.py): read back and
+        kept, then deleted and written, then passed; a crash redoes it from what was kept."""
+        async with self._correcting:  # the stop's drain runs beside the loop: one correction at a time
+            if self._store().cursor[self.name] < chunk.id:
+                await self._correct_now(chunk)
+
+    async def _correct_now(self, chunk: Chunk) -> None:
+        record = Correction.from_line(chunk.body.decode())
+        if self.corrector is None:
+            self._once("cannot-correct", logging.WARNING, "output %s cannot rewrite what it stores: the points of "
+                       "%d machine(s) written before the clock stepped back stay dated %.0fs ahead", self.name,
+                       len(record.machines), -record.delta_ns / 1e9)
+        else:
+            start = time.perf_counter()
+            work: bytes | None = await self._run(self._store().correction_work, self.name, chunk.id)
+            try:
+                if work is None:
+                    work = await self.corrector.read(record)
+                    await self._run(self._store().save_correction_work, self.name, chunk.id, work)
+                await self.corrector.delete(record)
+            except WriteError as exc:
+                if exc.kind not in ("config", "data"):
+                    raise
+                # Refused (no permission, no such API, a query it will not run): this output
+                # cannot be corrected. Retrying would hold its points behind the record for ever.
+                self.counters["uncorrected"] += 1
+                log.error("output %s cannot correct what it stores (%s): the points of %d machine(s) written before "
+                          "the clock stepped back stay dated %.0fs ahead", self.name, exc, len(record.machines),
+                          -record.delta_ns / 1e9)
+            else:
+                # Deleted: the kept work is written until it is (a refusal here would lose the span).
+                points = await self.corrector.rewrite(work)
+                self.counters["corrected"] += points
+                log.warning("output %s: rewrote %d point(s) of %d machine(s) on the corrected clock (%.0fs earlier) "
+                            "in %.2fs", self.name, points, len(record.machines), -record.delta_ns / 1e9,
+                            time.perf_counter() - start)
+        await self._run(self._store().advance, self.name, chunk.id)
+        self._link(True, None)
 
     async def _startup_check(self) -> None:
         try:

@@ -62,6 +62,11 @@ class OutboxSink:
         filtered on ``public`` send only these machines' points from now on, stored ones included."""
         self.public = frozenset(machines)
 
+    def corrects(self) -> bool:
+        """Correction records go through the outbox in order; each output applies them in its
+        turn (collector/influx/correctors.py)."""
+        return True
+
     @property
     def influx(self) -> OutputSettings:
         return self.outputs[0]
