@@ -135,3 +135,16 @@ def test_state_timeline(runner: Runner) -> None:
     assert steps == {"m1": [State.BUSY.code, State.IDLE.code], "m3": [State.IDLE.code] * 2,
                      "m4": [State.BUSY.code] * 2}
 
+
+def test_provisioning_files_match_the_board() -> None:
+    """Test that the platform's provisioning names the board's data source uid (a Prometheus data
+    source on ${VM_URL}) and loads the board from the path docs/SHARING.md mounts it at."""
+    import yaml
+
+    folder = platform.JSON_DIR.parent / "provisioning"
+    [ds] = yaml.safe_load((folder / "platform" / "victoriametrics.yaml").read_text())["datasources"]
+    assert (ds["uid"], ds["type"], ds["url"]) == (platform.DATASOURCE_UID, "prometheus", "${VM_URL}")
+    assert platform.build()["templating"]["list"][0]["current"]["value"] == platform.DATASOURCE_UID
+    [provider] = yaml.safe_load((folder / "platform-boards" / "platform.yaml").read_text())["providers"]
+    sharing = (platform.JSON_DIR.parent.parent / "docs" / "SHARING.md").read_text()
+    assert f"dashboards/json-platform:{provider['options']['path']}" in sharing
