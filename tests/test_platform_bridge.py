@@ -164,3 +164,16 @@ def test_direct_mode_a_plant_feed_straight_to_the_platform_over_tls(platform: Pl
         direct.stop()
         posing.stop()
         own.stop()
+
+
+def test_the_bridge_forwards_the_feed_only() -> None:
+    """Test that deploy/mosquitto/plant-bridge.conf forwards one topic tree, the plant's feed, out
+    only (nothing of the platform comes in; the machines' raw topics never go out), over TLS, and
+    keeps its connection notices to itself."""
+    from tests.platform_helpers import BRIDGE
+
+    lines = [line.split() for line in BRIDGE.read_text().splitlines() if line.strip() and not line.startswith("#")]
+    assert [words for words in lines if words[0] == "topic"] == [["topic", "capacity/plant-berlin/#", "out", "1"]]
+    keys = {words[0]: words[1:] for words in lines}
+    assert keys["remote_username"] == ["plant-berlin"] and keys["address"][0].endswith(":8883")
+    assert "bridge_cafile" in keys and keys["notifications"] == ["false"] and keys["cleansession"] == ["false"]
