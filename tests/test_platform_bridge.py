@@ -15,6 +15,7 @@ from pathlib import Path
 import httpx
 import pytest
 
+from tests.browser import chromium
 from tests.exchange_helpers import exchanges, offer, payload
 from tests.fixtures._ports import free_port, wait_for
 from tests.fixtures.influxdb import VictoriaMetrics
@@ -56,6 +57,8 @@ def public_pairs(offers: list[dict[str, object]]) -> set[tuple[object, object]]:
     return {(o["plant"], o["machine"]) for o in offers}
 
 
+PAGE_ROWS = ("return [...document.querySelectorAll('#machines tbody tr')]"
+             ".map(tr => [tr.dataset.plant, tr.dataset.machine]);")
 WANT = {(plant, m) for plant, ms in PUBLIC.items() for m in ms}
 
 
@@ -67,7 +70,8 @@ def test_two_bridged_plants_show_their_public_machines_and_nothing_else(
     forwarded, a payload naming another plant or breaking the schema is counted and dropped by the
     exchange, and another plant's credentials are refused by the platform broker; a plant
     collector's last will crosses the bridge (its plant shows offline); and the platform's
-    VictoriaMetrics holds both plants' public machines' history, no private machine."""
+    VictoriaMetrics holds both plants' public machines' history, no private machine. The offers
+    API, the search and the cross-plant page (headless Chromium) agree."""
     brokers = {plant: start_plant_broker(tmp_path / plant, plant, platform) for plant in PUBLIC}
     collectors = {plant: PlantCollector(plant, tmp_path / f"{plant}-collector") for plant in PUBLIC}
     pw = tmp_path / "exchange.pw"
@@ -103,6 +107,13 @@ def test_two_bridged_plants_show_their_public_machines_and_nothing_else(
             b_as_a.close()
             offers = ex.get("/api/v1/offers")
             assert public_pairs(offers) == WANT and {o["state"] for o in offers} == {"idle"}
+
+            # The cross-plant page, in a real browser: the same machines, nothing else.
+            with chromium() as driver:
+                driver.get(f"{ex.base}/")
+                wait_for(lambda: {tuple(r) for r in driver.execute_script(PAGE_ROWS)} == WANT, 10,
+                         "both plants' public machines on the page")
+                assert "secret" not in driver.page_source
 
             # A restart rebuilds from the retained offers alone (the bridge kept the retain flag).
             with exchanges(platform.broker.port, tmp_path, 1, PREFIX, *login) as (late,):
