@@ -127,21 +127,45 @@ class Probe:
         return out
 
 
-def platform_changes(vm: VictoriaMetrics, after_ns: int, stop_ns: int) -> dict[str, dict[int, int]]:
-    """Per machine: ms -> state_code of the state changes victoria-metrics holds."""
+def platform_changes(vm: VictoriaMetrics, after_ns: int, last_ns: int | None = None) -> dict[str, dict[int, int]]:
+    """Per machine: ms -> state_code of the state changes victoria-metrics holds from ``after_ns``
+    up to ``last_ns`` (inclusive; None: all). VictoriaMetrics keeps milliseconds, so a bound is
+    compared in them: a point of the same millisecond as ``last_ns`` is in."""
     out: dict[str, dict[int, int]] = {}
     for series in vm.export('{__name__="machine_state_state_code"}'):
         mid = series["metric"]["machine"]
         for value, ts in zip(series["values"], series["timestamps"], strict=True):
-            if after_ns <= ts * MS < stop_ns:
+            if after_ns // MS <= ts and (last_ns is None or ts <= last_ns // MS):
                 out.setdefault(mid, {})[ts] = int(value)
     return out
 
 
 def platform_want(stream: Stream) -> dict[str, dict[int, int]]:
+    """The oracle's changes of the public machines, as the platform keeps them (ms, state_code)."""
     codes = {s.value: s.code for s in State}
     return {mid: {t // MS: codes[s] for t, s, _ in changes}
             for mid, changes in expected_changes(stream).items() if mid in PUBLIC and changes}
+
+
+def plant_public(influxd: InfluxD, after_ns: int) -> dict[str, dict[int, int]]:
+    """Every change the plant holds of a public machine (its clean stops' offline points
+    included), as the platform keeps them (ms, state_code)."""
+    codes = {s.value: s.code for s in State}
+    return {mid: {r["time"] // MS: codes[r["state"]] for r in rows}
+            for mid, rows in stored_changes(influxd, DB, after_ns).items() if mid in PUBLIC | {PROBE}}
+
+
+def platform_diff(got: dict[str, dict[int, int]], want: dict[str, dict[int, int]]) -> str:
+    """Per machine: the changes the platform lost, holds in excess, or holds with another state."""
+    out = []
+    for mid in sorted(set(got) | set(want)):
+        g, w = got.get(mid, {}), want.get(mid, {})
+        lost, extra = sorted(set(w) - set(g)), sorted(set(g) - set(w))
+        other = sorted(t for t in set(g) & set(w) if g[t] != w[t])
+        if lost or extra or other:
+            out.append(f"{mid}: lost {[(t, w[t]) for t in lost]}, extra {[(t, g[t]) for t in extra]}, "
+                       f"other state (ms, held, wanted) {[(t, g[t], w[t]) for t in other]}")
+    return "; ".join(out) or "none"
 
 
 @pytest.mark.parametrize("outage_s", [pytest.param(5, id="5s"), pytest.param(30, id="30s", marks=pytest.mark.slow)])
@@ -187,25 +211,37 @@ def test_plant_and_platform_outputs_through_outages_and_kill_9(outage_s: int, mo
     publisher.join(span_s + 60)
     assert not publisher.is_alive()
 
+    # The oracle covers the stream (up to its last stamp). What comes after it is the collector's
+    # own: the offline points of its clean stop, stamped on each machine's time line (the last
+    # stamp plus the time since it arrived), so a few ms *before* the moment the test sends
+    # SIGTERM. The plant tells them by their reason; the platform has no reason (dropped), so it
+    # is checked against the oracle over the stream, then against the plant over everything.
+    want = platform_want(stream)
     deadline = time.monotonic() + 120
     while True:  # until the plant holds the oracle's history and the platform its public part
         diff = compare(stream, stored_changes(influxd, DB, after), after_ns=after, stop_ns=time.time_ns(),
                        intervals=stored_intervals(influxd, DB, after))
-        platform = platform_changes(victoria_metrics, after, time.time_ns())
-        if (diff.exact and {m: platform.get(m) for m in PUBLIC} == platform_want(stream)) \
-                or time.monotonic() > deadline:
+        platform = platform_changes(victoria_metrics, after, stream.last_ns)
+        if (diff.exact and {m: platform.get(m) for m in PUBLIC} == want) or time.monotonic() > deadline:
             break
         time.sleep(0.5)
-    stop_ns = time.time_ns()
     collector.stop()
     report = {k: (round(statistics.median(v), 3), round(max(v), 3), len(v)) for k, v in latency.items()}
     print(f"\nlatency to visible (median s, max s, probes) with {outage_s} s outages: {report}")
 
     assert diff.exact and diff.stored == diff.expected > 200, diff
     assert diff.intervals_expected > 100 and diff.intervals_wrong == 0, diff
-    platform = platform_changes(victoria_metrics, after, stop_ns)
-    assert set(platform) <= PUBLIC | {PROBE}, f"private machines on the platform: {set(platform) - PUBLIC - {PROBE}}"
-    assert {m: platform.get(m) for m in PUBLIC} == platform_want(stream)
+    assert {m: platform.get(m) for m in PUBLIC} == want, platform_diff(platform, want)
+    # Everything, the clean stops included: the platform holds exactly the plant's public part.
+    plant = plant_public(influxd, after)
+    for mid in PUBLIC:  # each ends with its clean stop, after the stream
+        last = max(plant[mid])
+        assert plant[mid][last] == State.OFFLINE.code and last > stream.last_ns // MS, (mid, last)
+    deadline = time.monotonic() + 30
+    while (held := platform_changes(victoria_metrics, after)) != plant and time.monotonic() < deadline:
+        time.sleep(0.2)
+    assert set(held) <= PUBLIC | {PROBE}, f"private machines on the platform: {set(held) - PUBLIC - {PROBE}}"
+    assert held == plant, platform_diff(held, plant)
     for up, down in (("platform", "plant"), ("plant", "platform")):
         base, during = latency[f"{up}, both up"], latency[f"{up}, {down} down"]
         assert statistics.median(during) <= statistics.median(base) + 0.3, report

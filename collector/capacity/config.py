@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from pydantic import Field, SecretStr, field_validator
 
+from adapters.mqtt.config import Tls
 from collector.core.durations import Duration
 from collector.core.strict import Strict
 
@@ -21,6 +22,7 @@ class FeedSettings(Strict):
     port: int | None = Field(None, ge=1, le=65535, description="Broker port when `broker` is not set; default 1883.")
     username: str | None = Field(None, description="User name when `broker` is not set.")
     password: SecretStr | None = Field(None, description="Password when `broker` is not set. Use `${MQTT_PASSWORD}`.")
+    tls: Tls | None = Field(None, description="TLS when `broker` is not set: e.g. straight to a platform broker's TLS listener (its CA in `ca_file`); the port then defaults to 8883.")
     topic_prefix: str = Field("capacity", description="First topic level(s) of the feed; no wildcards.")
     period: Duration = Field(120.0, gt=0, description="Every machine's message is published again at least this often (besides on every state change).")
     client_id: str | None = Field(None, description="MQTT client id; default `collector-capacity-<plant>`.")

@@ -37,7 +37,7 @@ def _status(plant: str, online: bool) -> bytes:
 
 def _client(config: Config, client_id: str) -> tuple[paho.Client, str, int]:
     feed = config.capacity.feed
-    broker = Broker(feed.host, feed.port, feed.username, feed.password)
+    broker = Broker(feed.host, feed.port, feed.username, feed.password, feed.tls)
     if feed.broker is not None:  # that source's broker, credentials, TLS and protocol
         broker = Broker.of(next(s for s in config.sources if s.id == feed.broker))  # type: ignore[arg-type]
     client = make_client(broker, client_id, "capacity feed")
@@ -57,7 +57,9 @@ class Feed:
         # The will covers the site's plant; machines of other plants share this connection.
         self.client.will_set(status_topic(self.prefix, self.plant), _status(self.plant, False), qos=QOS, retain=True)
         self.client.on_connect = self._on_connect
+        self.client.on_publish = self._on_publish
         self.published = 0
+        self.refused = 0
 
     def _on_connect(self, client: paho.Client, userdata: Any, flags: Any, reason: Any, props: Any) -> None:
         if reason.is_failure:
@@ -66,6 +68,17 @@ class Feed:
         log.info("capacity feed on mqtt://%s:%d/%s/", self.host, self.port, self.prefix)
         for plant in {self.plant, *self.capacity.plants()}:
             client.publish(status_topic(self.prefix, plant), _status(plant, True), qos=QOS, retain=True)
+
+    def _on_publish(self, client: paho.Client, userdata: Any, mid: int, reason: Any, props: Any) -> None:
+        # MQTT 5 says why a QoS 1 message was refused (3.1.1 cannot: the broker drops it silently).
+        # A platform broker's ACL refuses a plant's offers under a name that is not its login:
+        # without this line the plant would just be missing at the exchange.
+        if getattr(reason, "is_failure", False):
+            self.refused += 1
+            if self.refused == 1:
+                log.error("capacity feed: broker %s:%d refused a message: %s (is the MQTT user allowed to "
+                          "publish under %s/%s/? on a platform broker the user must be the plant's name)",
+                          self.host, self.port, reason, self.prefix, level(self.plant))
 
     def publish(self, only: set[str] | None = None) -> None:
         for rec in self.capacity.records(only):
