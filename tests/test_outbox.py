@@ -317,3 +317,57 @@ def test_an_outbox_file_of_a_newer_release_is_refused_and_left_alone(tmp_path: P
     with pytest.raises(SchemaError, match=r"schema version 99.*written by a newer collector"):
         OutboxStore(path)
     assert path.read_bytes() == before
+
+
+class GatedWriter:
+    """A server whose first write hangs until released: a delivery in flight when the stop comes."""
+
+    def __init__(self) -> None:
+        self.bodies: list[bytes] = []
+        self.entered = asyncio.Event()
+        self.release = asyncio.Event()
+
+    async def write(self, body: bytes) -> None:
+        self.entered.set()
+        await self.release.wait()
+        self.bodies.append(body)
+
+    async def check(self) -> str:
+        return "gated"
+
+    async def close(self) -> None:
+        return None
+
+
+async def test_the_stop_drain_waits_for_a_delivery_in_flight_and_sends_nothing_twice(tmp_path: Path) -> None:
+    """Test that a stop while the sender loop has a batch in flight delivers every line exactly
+    once: the stop's drain and the loop share the output's cursor, one delivery at a time."""
+    writer = GatedWriter()
+    lines = changes(40)
+    sink = OutboxSink(v1(None), outbox(tmp_path, batch_size=10), writer=writer)
+    await sink.__aenter__()
+    await sink.write(lines)
+    await asyncio.wait_for(writer.entered.wait(), 10)
+    stopping = asyncio.create_task(sink.__aexit__(None, None, None))
+    await asyncio.sleep(0)  # the drain starts while the loop's write is still in flight
+    writer.release.set()
+    await asyncio.wait_for(stopping, 10)
+    sent = [line for body in writer.bodies for line in body.decode().split("\n")]
+    assert sorted(sent) == sorted(lines), f"{len(sent)} lines sent for {len(lines)}"
+
+
+async def test_an_unexpected_error_in_the_start_up_check_does_not_stop_the_output(tmp_path: Path) -> None:
+    """Test that a check failing with something other than a WriteError (influxdb-client refusing
+    a server's bucket list, say) is logged and the output still delivers."""
+
+    class OddServer(GatedWriter):
+        async def check(self) -> str:
+            raise ValueError("Invalid value for `retention_rules`, must not be `None`")
+
+    writer = OddServer()
+    writer.release.set()
+    lines = changes(5)
+    async with OutboxSink(v1(None), outbox(tmp_path), writer=writer) as sink:
+        await sink.write(lines)
+        await until(lambda: sink.stats()["depth_points"] == 0, what="the outbox drained")
+    assert sorted(line for b in writer.bodies for line in b.decode().split("\n")) == sorted(lines)

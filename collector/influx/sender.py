@@ -52,6 +52,7 @@ class OutputSender:
         self.writer = writer
         self.corrector = make_corrector(writer)
         self._correcting = asyncio.Lock()
+        self._sending = asyncio.Lock()
         self.selection = selection
         self._store = store
         self._run = run  # runs a store call on the outbox's one SQLite thread
@@ -127,7 +128,13 @@ class OutputSender:
                 return
 
     async def send_one(self) -> bool:
-        """Deliver the oldest rows after the cursor; False when there are none."""
+        """Deliver the oldest rows after the cursor; False when there are none. One delivery at a
+        time per output: the stop's drain and the sender loop both call this, and two readers of
+        the same cursor would send the same rows twice (VictoriaMetrics keeps both copies)."""
+        async with self._sending:
+            return await self._send_one()
+
+    async def _send_one(self) -> bool:
         size = self.settings.batch_size
         chunks: list[Chunk] = await self._run(self._store().peek, size * IN_FLIGHT, self.name)
         if not chunks:
@@ -253,6 +260,10 @@ class OutputSender:
             target = await self.writer.check()
         except WriteError as exc:
             log.error("output %s: check failed: %s; buffering in the outbox and retrying", self.name, exc)
+            self.link_up = False
+        except Exception as exc:  # a check must never end the sender: writing is tried all the same
+            log.error("output %s: check failed unexpectedly (%s: %s); buffering in the outbox and retrying",
+                      self.name, type(exc).__name__, exc)
             self.link_up = False
         else:
             log.info("output %s: writing to %s", self.name, target)
