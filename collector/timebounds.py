@@ -80,6 +80,17 @@ class TimeBounds:
         return event._replace(ts_ns=ts)
 
 
+def stepped_back(event: Reading | Sample, state_began_ns: int, now_ns: int,
+                 report: Callable[[str, str], None]) -> Reading | Sample:
+    """[robust] A source stamp far before the machine's current state (more than ``max_future``
+    before it began): the source's clock stepped back. Reported, and taken at ``now_ns`` (the
+    arrival time, no earlier than the state), so the machine stays tracked while its clock is wrong."""
+    report(STEPPED_BACK, f"{event.machine}: timestamp {event.ts_ns} ns is "
+                         f"{(state_began_ns - event.ts_ns) / NS_PER_S:.0f}s before its current state "
+                         "(its clock stepped back?), taken at arrival time")
+    return event._replace(ts_ns=now_ns)
+
+
 def _describe(delta_ns: int) -> str:
     seconds = abs(delta_ns) / NS_PER_S
     if seconds < 3600:

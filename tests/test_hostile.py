@@ -218,4 +218,4 @@ async def test_a_reload_applies_new_limits_and_rules_to_discovered_machines(tmp_
     engine._process(MachineFound(machine="found-1", source="line", profile="cnc"))
     assert sorted(engine.trackers) == ["found-1"]
     assert engine.machines["found-1"].rules.rules[1].when == "spindle > 50"
-    assert engine.time_bounds.max_future_ns == 3600 * 10**9
+    assert engine.fleet.time_bounds.max_future_ns == 3600 * 10**9
