@@ -23,10 +23,10 @@ from zoneinfo import ZoneInfo
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
 from adapters.base import BoundMachine
-from collector.capacity.config import CapacitySettings
 from collector.capacity.forecast import forecast
 from collector.capacity.profile import ProfileStore
 from collector.capacity.records import record
+from collector.capacity_settings import CapacitySettings
 from collector.core.model import NS_PER_S, Interval, MachineInfo, State
 from collector.machines import ResolvedMachine
 from collector.rules import RuleSet, compile_rule

@@ -29,7 +29,7 @@ from pathlib import Path
 from typing import Any, TextIO
 
 from adapters import REGISTRY
-from adapters.base import AdapterContext, SourceConfig, SourceError
+from adapters.base import Adapter, AdapterContext, SourceConfig
 from adapters.mqtt.config import MqttSource
 from adapters.mtconnect.config import MtConnectSource
 from collector.capacity.records import silence_detected_by
@@ -39,6 +39,7 @@ from collector.core.backoff import Backoff
 from collector.core.badinput import BadInput
 from collector.core.model import Connectivity, Event, MachineFound, Quality, Reading, Sample, State, composite_name
 from collector.machines import ResolvedMachine, resolve_found
+from collector.supervision import supervise
 
 log = logging.getLogger(__name__)
 
@@ -133,32 +134,32 @@ class Checker:
     # -- sources ---------------------------------------------------------------------------------
 
     async def _source(self, source: SourceConfig) -> None:
-        factory = REGISTRY[source.type].load()
         source = _read_only(source)
         if isinstance(source, MqttSource):
             spy = self.spies[source.id] = TopicSpy(source)
             with contextlib.suppress(Exception):  # a hint for the summary, not needed to check
                 await spy.start()
-        backoff = Backoff(0.5, 5.0)
+        await supervise(self, source, Backoff(0.5, 5.0))  # run's loop (collector/supervision.py)
+
+    def source_adapter(self, source: SourceConfig) -> contextlib.AbstractAsyncContextManager[Adapter]:
         bound = [m.machine.bound for m in self.machines.values() if m.machine.source == source.id]
-        context = AdapterContext(self._data_dir(source), self.problems)
-        while True:
-            try:
-                async with factory(source, bound, context) as adapter:
-                    self.connected.add(source.id)
-                    self.say(f"source {source.id} ({source.type}): connected")
-                    async for batch in adapter:
-                        backoff.reset()
-                        for event in batch.events:
-                            self._event(source.id, event)
-                        if batch.ack is not None:  # our own throw-away session: keep the broker sending
-                            batch.ack()
-                raise SourceError("the adapter's stream ended")
-            except asyncio.CancelledError:
-                raise
-            except Exception as exc:
-                self.problems.add(f"source {source.id} ({source.type}): {exc or type(exc).__name__}")
-                await asyncio.sleep(backoff.next_delay())
+        return REGISTRY[source.type].load()(source, bound, AdapterContext(self._data_dir(source), self.problems))
+
+    async def source_read(self, source: SourceConfig, adapter: Adapter, progress: Backoff) -> None:
+        self.connected.add(source.id)
+        self.say(f"source {source.id} ({source.type}): connected")
+        async for batch in adapter:
+            progress.reset()
+            for event in batch.events:
+                self._event(source.id, event)
+            if batch.ack is not None:  # our own throw-away session: keep the broker sending
+                batch.ack()
+
+    def source_closed(self, source: SourceConfig) -> None:
+        pass
+
+    async def source_down(self, source: SourceConfig, exc: Exception, delay_s: float) -> None:
+        self.problems.add(f"source {source.id} ({source.type}): {exc or type(exc).__name__}")
 
     def _data_dir(self, source: SourceConfig) -> Path:
         if source.type == "opcua":  # its certificates: the ones `run` uses, see the module docstring

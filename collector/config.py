@@ -18,7 +18,7 @@ from pydantic_settings import BaseSettings, PydanticBaseSettingsSource, Settings
 
 from adapters import REGISTRY
 from adapters.base import SourceConfig
-from collector.capacity.config import Capability, CapacitySettings
+from collector.capacity_settings import Capability, CapacitySettings
 from collector.core.durations import Duration
 from collector.core.model import State
 from collector.core.strict import Strict

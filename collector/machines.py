@@ -8,7 +8,7 @@ from collections.abc import Mapping
 from dataclasses import dataclass, field
 
 from adapters.base import BoundMachine
-from collector.capacity.config import Capability
+from collector.capacity_settings import Capability
 from collector.config import Config, Machine, Profile, Rule
 from collector.core.errors import CollectorError
 from collector.core.model import MachineFound, MachineInfo

@@ -144,8 +144,8 @@ def test_windows_are_the_maximal_runs_of_hours_at_or_above_the_threshold(
 def test_kept_forecast_follows_new_rollups() -> None:
     """Test that the service's kept forecast is rebuilt when a roll-up of its machine arrives,
     and that roll-ups of a machine that is not public are not kept at all."""
-    from collector.capacity.config import CapacitySettings
     from collector.capacity.service import Capacity
+    from collector.capacity_settings import CapacitySettings
 
     capacity = Capacity(CapacitySettings(), None)
     t = dt.datetime(2026, 1, 5, 10, tzinfo=dt.UTC)

@@ -8,9 +8,9 @@ from collections.abc import Mapping, Sequence
 from typing import Any
 
 from adapters.base import SourceConfig
-from collector.capacity.config import Capability, CapacitySettings
 from collector.capacity.forecast import Forecast, forecast
 from collector.capacity.profile import ProfileStore
+from collector.capacity_settings import Capability, CapacitySettings
 from collector.core.errors import BadInputError
 from collector.core.model import NS_PER_S, State
 from collector.machines import ResolvedMachine

@@ -5,20 +5,19 @@ from __future__ import annotations
 
 import asyncio
 import datetime as dt
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import Any, Protocol
 from zoneinfo import ZoneInfo
 
-from collector.capacity.config import CapacitySettings
 from collector.capacity.forecast import Forecast, forecast
 from collector.capacity.profile import QUARTER_NS, ProfileStore
 from collector.capacity.records import record, silence_detected_by
+from collector.capacity_settings import CapacitySettings
+from collector.config import Config
 from collector.core.model import NS_PER_S, Interval, Output, StateChange
 from collector.machines import ResolvedMachine
-
-if TYPE_CHECKING:
-    from collector.engine import Engine
+from collector.tracker import TrackerStatus
 
 OutputCallback = Callable[[Sequence[Output]], None]
 
@@ -35,20 +34,35 @@ def compose(*callbacks: OutputCallback | None) -> OutputCallback | None:
     return both
 
 
+class Running(Protocol):
+    """What the capacity feed reads of a running collector (the engine): its machines, their
+    state now, and its config."""
+
+    clock: Callable[[], int]
+
+    @property
+    def config(self) -> Config: ...
+
+    @property
+    def machines(self) -> Mapping[str, ResolvedMachine]: ...
+
+    def snapshot(self) -> dict[str, TrackerStatus]: ...
+
+
 class Capacity:
     """``on_output`` goes to the engine; ``bind(engine)`` once the engine exists."""
 
     def __init__(self, settings: CapacitySettings, path: Path | None) -> None:
         self.settings = settings
         self.store = ProfileStore(path, ZoneInfo(settings.timezone), settings.decay)
-        self.engine: Engine | None = None
+        self.engine: Running | None = None
         self.changed = asyncio.Event()  # a public machine changed state (the feed waits on it)
         self.changed_machines: set[str] = set()
         # Forecasts change only with the hour and the profile: kept per machine for the hour
         # (building one is most of a record's cost, bench/capacity.py), dropped on new roll-ups.
         self._forecasts: dict[str, tuple[int, Forecast]] = {}
 
-    def bind(self, engine: Engine) -> None:
+    def bind(self, engine: Running) -> None:
         self.engine = engine
 
     def close(self) -> None:

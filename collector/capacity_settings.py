@@ -1,4 +1,5 @@
-"""The ``capacity:`` section of the config: the forecast's parameters and the MQTT feed."""
+"""The ``capacity:`` section of the config (the forecast's parameters and the MQTT feed), in the
+config layer: the config and the machines import it, and nothing of the capacity package."""
 
 from __future__ import annotations
 
