@@ -20,11 +20,10 @@ from starlette.routing import Route
 
 from collector.aas import api as aas_api
 from collector.capacity import api as capacity_api
-from collector.core.figures import availability, idle_hours, utilization
-from collector.core.model import NS_PER_S, State
 from collector.httpserver import serve
 from collector.metrics import CONTENT_TYPE as METRICS_CONTENT_TYPE
 from collector.metrics import metrics_text
+from collector.records import machine_status
 
 if TYPE_CHECKING:
     from collector.capacity.service import Capacity
@@ -42,16 +41,7 @@ NOT_FOUND = "not found: try /healthz /readyz /metrics /api/v1/machines /api/v1/m
 
 
 def machines_json(engine: Engine) -> list[dict[str, Any]]:
-    out = []
-    for mid, st in sorted(engine.snapshot().items()):
-        out.append({
-            "machine": mid, "plant": st.machine.plant, "line": st.machine.line, "cell": st.machine.cell,
-            "state": st.state.value, "since": st.since_ns / NS_PER_S, "reason": st.reason,
-            "seconds": {s.value: st.totals_ns.get(s, 0) / NS_PER_S for s in State},
-            "utilization": utilization(st.totals_ns), "availability": availability(st.totals_ns),
-            "idle_hours": idle_hours(st.totals_ns),
-        })
-    return out
+    return [machine_status(mid, st) for mid, st in sorted(engine.snapshot().items())]  # collector/records.py
 
 
 def readiness(engine: Engine) -> tuple[int, str]:

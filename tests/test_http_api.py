@@ -79,3 +79,21 @@ def test_validate_and_demo_end_their_last_line() -> None:
 
 async def states(client: httpx.AsyncClient) -> dict[str, tuple[str, str]]:
     return {m["machine"]: (m["state"], m["line"]) for m in (await client.get("/api/v1/machines")).json()}
+
+
+def test_machine_records_are_the_model_s() -> None:
+    """Test that /api/v1/machines answers with records valid against the MachineStatus model's own
+    JSON Schema (checked with jsonschema, software we did not write), with the fields docs/HTTP.md lists."""
+    import jsonschema
+
+    from collector.http import machines_json
+    from collector.records import MachineStatus
+
+    engine = Engine(load_config(EXAMPLE), NullSink())
+    validator = jsonschema.Draft202012Validator(MachineStatus.model_json_schema())
+    records = machines_json(engine)
+    assert records and all(validator.is_valid(r) for r in records)
+    assert list(records[0]) == ["machine", "plant", "line", "cell", "state", "since", "reason", "seconds",
+                                "utilization", "availability", "idle_hours"]
+    assert records[0]["state"] == "offline" and records[0]["utilization"] is None
+    assert not validator.is_valid({**records[0], "state": "sleeping"})

@@ -22,6 +22,7 @@ import paho.mqtt.client as paho
 
 from adapters.mqtt.client import Broker, make_client
 from collector.capacity.records import iso
+from collector.capacity.schema import FeedStatus
 from collector.capacity.service import Capacity
 from collector.capacity.topics import level, machine_topic, status_topic
 from collector.config import Config
@@ -32,7 +33,7 @@ QUEUE_MAX = 2_000
 
 
 def _status(plant: str, online: bool) -> bytes:
-    return json.dumps({"plant": plant, "online": online, "updated": iso(time.time_ns())}).encode()
+    return FeedStatus(plant=plant, online=online, updated=iso(time.time_ns())).model_dump_json().encode()
 
 
 def _client(config: Config, client_id: str) -> tuple[paho.Client, str, int]:

@@ -1,11 +1,12 @@
-"""The OpenAPI 3.1 description of the capacity API, served at ``/api/v1/openapi.json``."""
+"""The OpenAPI 3.1 description of the capacity API, served at ``/api/v1/openapi.json``: the
+paths written here, the records' schemas generated from their models (collector/capacity/schema.py)."""
 
 from __future__ import annotations
 
 from typing import Any
 
 from collector import __version__
-from collector.capacity.schema import MACHINE
+from collector.capacity.schema import components
 
 JSON = dict[str, Any]
 
@@ -63,8 +64,19 @@ def openapi(token: bool) -> JSON:
                  "description": "Idle capacity of the machines this collector marks public, and when they are "
                                 "usually free. Nothing of other machines appears here."},
         "paths": {"/api/v1/capacity": {"get": list_op}, "/api/v1/capacity/{machine}": {"get": one_op}},
-        "components": {"schemas": {"Machine": MACHINE}},
+        "components": {"schemas": components()},
     }
     if token:
         doc["components"]["securitySchemes"] = {"bearer": {"type": "http", "scheme": "bearer"}}
     return doc
+
+
+def main() -> None:
+    """``docs/capacity-openapi.json``: the document as a collector with ``http.token`` serves it."""
+    import json
+
+    print(json.dumps(openapi(token=True), indent=2))
+
+
+if __name__ == "__main__":
+    main()

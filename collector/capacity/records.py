@@ -1,5 +1,6 @@
 """The public record of a machine (what the API, the page and the feed share) and the API's
-filters. Only what the schema lists goes out: no reasons, signals or values."""
+filters. The record is a ``MachineRecord`` (collector/capacity/schema.py, where it is declared
+once): only what it lists goes out, no reasons, signals or values."""
 
 from __future__ import annotations
 
@@ -10,6 +11,7 @@ from typing import Any
 from adapters.base import SourceConfig
 from collector.capacity.forecast import Forecast, forecast
 from collector.capacity.profile import ProfileStore
+from collector.capacity.schema import MachineRecord
 from collector.capacity_settings import Capability, CapacitySettings
 from collector.core.errors import BadInputError
 from collector.core.model import NS_PER_S, State
@@ -43,7 +45,7 @@ def record(machine: ResolvedMachine, status: TrackerStatus, store: ProfileStore,
     if fc is None:
         fc = forecast(store.profile(info.id), dt.datetime.fromtimestamp(now_ns / NS_PER_S, store.zone),
                       settings.threshold)
-    return {
+    return MachineRecord.model_validate({
         "machine": info.id, "name": info.name or info.id, "plant": info.plant, "line": info.line, "kind": info.kind,
         "nameplate": dict(info.nameplate),
         "capabilities": machine.capabilities, "state": status.state.value, "since": iso(status.since_ns),
@@ -60,7 +62,7 @@ def record(machine: ResolvedMachine, status: TrackerStatus, store: ProfileStore,
         "evidence": {"last_heard": None if status.last_reading_ns is None else iso(status.last_reading_ns),
                      "silence_detected_by": list(silence)},
         "updated": iso(now_ns),
-    }
+    }).model_dump(mode="json")
 
 
 class FilterError(BadInputError):
