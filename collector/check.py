@@ -142,7 +142,8 @@ class Checker:
         await supervise(self, source, Backoff(0.5, 5.0))  # run's loop (collector/supervision.py)
 
     def source_adapter(self, source: SourceConfig) -> contextlib.AbstractAsyncContextManager[Adapter]:
-        bound = [m.machine.bound for m in self.machines.values() if m.machine.source == source.id]
+        # The configured machines: a reopen does not bind those found meanwhile (they are found again).
+        bound = [m.machine.bound for m in self.machines.values() if m.configured and m.machine.source == source.id]
         return REGISTRY[source.type].load()(source, bound, AdapterContext(self._data_dir(source), self.problems))
 
     async def source_read(self, source: SourceConfig, adapter: Adapter, progress: Backoff) -> None:
