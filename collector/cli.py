@@ -95,9 +95,11 @@ def build_parser() -> argparse.ArgumentParser:
 
     demo = sub.add_parser("demo", help="run a simulated plant and show a live board",
                           description="Start a simulated plant (a dozen machines with work cycles, setups, alarms "
-                                      "and switch-offs) and the collector on it, and show a live board of every "
-                                      "machine's state, since when, why, availability and idle hours. No outside "
-                                      "service is needed. Ctrl-C stops.")
+                                      "and switch-offs, following a week of shifts) and the collector on it, and show "
+                                      "a live board of every machine's state, since when, why, availability and idle "
+                                      "hours. The plant's last weeks are simulated first (--history-weeks), so the "
+                                      "capacity page (/capacity) shows free hours, usual free windows and its heatmap "
+                                      "at once, marked as simulated. No outside service is needed. Ctrl-C stops.")
     demo.add_argument("-c", "--config", type=Path, default=None,
                       help="config to run (default: the example plant shipped with the package, config/example.yaml)")
     demo.add_argument("--speed", type=float, default=None,
@@ -105,6 +107,10 @@ def build_parser() -> argparse.ArgumentParser:
     demo.add_argument("--for", type=float, dest="duration", metavar="SECONDS", help="stop after SECONDS")
     demo.add_argument("--no-board", action="store_true",
                       help="print state changes as log lines instead of the live board")
+    demo.add_argument("--history-weeks", type=float, default=2.0, metavar="WEEKS",
+                      help="simulate this many weeks of the plant's past first, in virtual time, through the same "
+                           "roll-ups and capacity profile as live data, so free hours, usual free windows and the "
+                           "heatmap show at once; marked `simulated` (default: 2, about 4 s; 0: start empty)")
     demo.set_defaults(func=cmd_demo)
 
     _register_ops(sub)
@@ -339,7 +345,7 @@ def cmd_demo(args: argparse.Namespace) -> int:
     if loaded is None:
         return 2
     return asyncio.run(run_demo(loaded, speed=args.speed, duration=args.duration, board=not args.no_board,
-                                install_stop=_install_stop))
+                                install_stop=_install_stop, history_weeks=args.history_weeks))
 
 
 def cmd_simulate(args: argparse.Namespace) -> int:

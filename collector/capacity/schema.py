@@ -80,6 +80,9 @@ MACHINE: JSON = {
             },
         },
         "updated": _TIME | {"description": "When this record was made."},
+        "simulated": {"const": True, "description": (
+            "Present only when the record's history (free hours, forecast) was generated, not measured: "
+            "`collector demo`'s simulated plant. Never set by a collector reading real machines.")},
     },
 }
 
