@@ -14,7 +14,7 @@ from jsonschema import Draft202012Validator
 
 from collector.capacity.schema import MACHINE
 from collector.exchange.index import NS_PER_S, Index
-from collector.exchange.query import HOUR_NS, QueryError, free_hours, offers, parse_query, search
+from collector.exchange.query import HOUR_NS, OFFERS_PARAMS, QueryError, free_hours, offers, parse_query, search
 from tests.exchange_helpers import PREFIX, offer, payload, status
 
 NOW = dt.datetime(2026, 12, 7, 9, 30, tzinfo=dt.UTC)  # a Monday, half past nine
@@ -23,7 +23,7 @@ STALE = 600.0
 
 
 def shown(index: Index, raw: str = "") -> list[dict[str, Any]]:
-    return offers(index, parse_query(raw), NOW_NS, STALE)
+    return offers(index, parse_query(raw, OFFERS_PARAMS), NOW_NS, STALE).records
 
 
 def test_a_valid_offer_is_indexed_and_an_empty_payload_deletes_it() -> None:
@@ -281,3 +281,63 @@ def test_the_run_time_validator_agrees_with_jsonschema(top: dict[str, Any], fore
     assert (outcome == "schema") is (not REFERENCE.is_valid(rec)), (outcome, rec)
     if outcome == "offer":
         assert index.offers[("p", "m")].record == rec
+
+
+def _many(n: int) -> Index:
+    index = Index(PREFIX)
+    for i in range(n):
+        plant = f"plant-{i % 7}"
+        rec = offer(plant, f"m-{i:03d}", NOW, state="idle" if i % 3 == 0 else "busy")
+        assert index.apply(f"{PREFIX}/{plant}/m-{i:03d}", payload(rec), NOW_NS) == "offer"
+    return index
+
+
+def test_offers_come_in_pages_that_add_up_to_the_whole_ordered_list() -> None:
+    """Test that the listing pages with limit and offset (default 100): the pages, in turn, are the
+    whole list in its order (free now first, then plant and machine), and the total counts every match."""
+    index = _many(250)
+    first = offers(index, parse_query("", OFFERS_PARAMS), NOW_NS, STALE)
+    assert (len(first.records), first.total, first.next_offset) == (100, 250, 100)
+    everything = offers(index, parse_query("limit=1000", OFFERS_PARAMS), NOW_NS, STALE).records
+    assert len(everything) == 250
+    assert everything == sorted(everything, key=lambda r: (not r["free_now"], r["plant"], r["machine"]))
+    pages, offset = [], 0
+    while True:
+        page = offers(index, parse_query(f"limit=37&offset={offset}", OFFERS_PARAMS), NOW_NS, STALE)
+        pages += page.records
+        if page.next_offset is None:
+            break
+        offset = page.next_offset
+    assert pages == everything
+    free = offers(index, parse_query("free_now=true&limit=5&offset=80", OFFERS_PARAMS), NOW_NS, STALE)
+    assert free.total == 84 and len(free.records) == 4 and free.next_offset is None
+    assert offers(index, parse_query("offset=900", OFFERS_PARAMS), NOW_NS, STALE).records == []
+
+
+@pytest.mark.parametrize("raw", ["limit=0", "limit=1001", "limit=2.5", "offset=-1", "offset=x", "limit="])
+def test_a_bad_page_is_refused(raw: str) -> None:
+    with pytest.raises(QueryError):
+        offers(_many(3), parse_query(raw, OFFERS_PARAMS), NOW_NS, STALE)
+
+
+async def test_the_listing_links_its_next_page_with_the_same_filters() -> None:
+    """Test the HTTP side of paging: X-Total-Count, and a Link rel=next that keeps a raw capability
+    filter and leads, page by page, through every match."""
+    import httpx
+
+    from collector.exchange.app import Exchange, build_app
+
+    exchange = Exchange(_many(250), clock=lambda: NOW_NS)
+    transport = httpx.ASGITransport(app=build_app(exchange))
+    async with httpx.AsyncClient(transport=transport, base_url="http://exchange") as client:
+        url: str | None = "/api/v1/offers?capability.process=milling&limit=60"
+        seen: list[str] = []
+        while url is not None:
+            response = await client.get(url)
+            assert response.status_code == 200 and response.headers["x-total-count"] == "250"
+            seen += [r["machine"] for r in response.json()]
+            link = response.headers.get("link")
+            url = None if link is None else link.split(">")[0].lstrip("<")
+            assert link is None or "capability.process=milling" in link
+        assert len(seen) == len(set(seen)) == 250
+        assert (await client.get("/api/v1/offers?limit=0")).status_code == 400

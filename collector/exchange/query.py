@@ -186,6 +186,22 @@ def evidence_age_s(offer: Offer, now_ns: int) -> float | None:
     return max(0.0, age)
 
 
+def _stale(age_s: float | None, stale_after_s: float) -> bool:
+    return age_s is None or age_s > stale_after_s
+
+
+def stale(offer: Offer, now_ns: int, stale_after_s: float) -> bool:
+    """``show(...).record["exchange"]["stale"]``."""
+    return _stale(evidence_age_s(offer, now_ns), stale_after_s)
+
+
+def free_now(index: Index, key: tuple[str, str], offer: Offer, now_ns: int, stale_after_s: float) -> bool:
+    """``show(...).record["free_now"]`` without building the record (a listing sorts every match
+    by it, and shows only a page)."""
+    return (bool(offer.record["free_now"]) and index.plant_online(key[0]) is not False
+            and not _stale(evidence_age_s(offer, now_ns), stale_after_s))
+
+
 def show(index: Index, key: tuple[str, str], offer: Offer, now_ns: int, stale_after_s: float) -> Shown:
     """The record as published, but: a plant whose status says offline shows its machines offline
     and not free; an offer whose evidence is older than ``stale_after_s`` (``evidence_age_s``) is
@@ -194,7 +210,7 @@ def show(index: Index, key: tuple[str, str], offer: Offer, now_ns: int, stale_af
     rec = dict(offer.record)
     online = index.plant_online(key[0])
     age_s = evidence_age_s(offer, now_ns)
-    stale = age_s is None or age_s > stale_after_s
+    stale = _stale(age_s, stale_after_s)
     if online is False:
         status = index.plants[key[0]]
         rec.update(state="offline", since=iso(max(status.updated_ns, offer.updated_ns)), free_now=False,
@@ -210,24 +226,57 @@ def show(index: Index, key: tuple[str, str], offer: Offer, now_ns: int, stale_af
     return Shown(offer, rec, online)
 
 
-def offers(index: Index, query: Query, now_ns: int, stale_after_s: float) -> list[dict[str, Any]]:
-    """Every offer that matches, free now first, then by plant and machine."""
-    shown = [show(index, k, o, now_ns, stale_after_s).record for k, o in index.offers.items()
-             if matches(o.record, query)]
-    found = [r for r in shown if query.free_now is None or r["free_now"] is query.free_now]
-    found.sort(key=lambda r: (not r["free_now"], r["plant"], r["machine"]))
-    return found
+@dataclass(frozen=True, slots=True)
+class Page:
+    records: list[dict[str, Any]]
+    total: int  # matching offers in all
+    offset: int
+    limit: int
+
+    @property
+    def next_offset(self) -> int | None:
+        end = self.offset + len(self.records)
+        return end if end < self.total else None
 
 
-def _positive(query: Query, name: str, default: float | None, most: float) -> float:
+PAGE_DEFAULT = 100
+PAGE_MOST = 1000
+OFFERS_PARAMS = ("limit", "offset")
+
+
+def offers(index: Index, query: Query, now_ns: int, stale_after_s: float) -> Page:
+    """The matching offers, free now first, then by plant and machine: the page ``offset``,
+    ``limit`` (default 100, at most 1,000; a platform of 20,000 offers answers one page in
+    milliseconds, all of them in megabytes). Only the page's records are built."""
+    limit = int(_positive(query, "limit", PAGE_DEFAULT, PAGE_MOST, whole=True))
+    offset = int(_positive(query, "offset", 0, 2**31, whole=True, zero=True))
+    keyed = []
+    for key, offer in index.offers.items():
+        if not matches(offer.record, query):
+            continue
+        free = free_now(index, key, offer, now_ns, stale_after_s)
+        if query.free_now is None or free is query.free_now:
+            rec = offer.record
+            keyed.append((not free, rec["plant"], rec["machine"], key))
+    keyed.sort()
+    page = keyed[offset:offset + limit]
+    return Page([show(index, k[3], index.offers[k[3]], now_ns, stale_after_s).record for k in page], len(keyed),
+                offset, limit)
+
+
+def _positive(query: Query, name: str, default: float | None, most: float, *, whole: bool = False,
+              zero: bool = False) -> float:
     text = query.params.get(name)
     if text is None:
         if default is None:
             raise QueryError(f"{name}: required")
         return default
     value = _number(text)
-    if value is None or not 0 < value <= most:
-        raise QueryError(f"{name}: expected a number above 0 and at most {most:g}, got {text!r}")
+    least = "0 or more" if zero else "above 0"
+    if value is None or not (0 <= value if zero else 0 < value) or value > most:
+        raise QueryError(f"{name}: expected a number {least} and at most {most:g}, got {text!r}")
+    if whole and value != int(value):
+        raise QueryError(f"{name}: expected a whole number, got {text!r}")
     return value
 
 
@@ -244,9 +293,7 @@ def search(index: Index, query: Query, now_ns: int, stale_after_s: float) -> dic
         raise QueryError("free_now: not a search filter (the search is about the window ahead)")
     hours = _positive(query, "hours", None, 1e9)
     days = _positive(query, "within_days", 7.0, 7.0)
-    limit = _positive(query, "limit", 50, 10_000)
-    if limit != int(limit):
-        raise QueryError(f"limit: expected a whole number, got {query.params['limit']!r}")
+    limit = _positive(query, "limit", 50, 10_000, whole=True)
     end_ns = now_ns + int(days * 24 * HOUR_NS)
     ranked: list[tuple[float, tuple[str, str], Offer]] = []
     for key, offer in index.offers.items():
