@@ -192,7 +192,8 @@ def test_free_hours_in_a_window_equal_the_sum_over_its_hours(shares: list[float 
     o = index.offers[("p", "m")]
     begin = NOW_NS + begin_s * NS_PER_S
     end = begin + length_s * NS_PER_S
-    assert free_hours(o, begin, end) == pytest.approx(_brute(shares, o.forecast_start_ns, begin, end), abs=1e-6)
+    got = free_hours(*index.series(("p", "m")), o.forecast_start_ns, begin, end)
+    assert got == pytest.approx(_brute(shares, o.forecast_start_ns, begin, end), abs=1e-6)
 
 
 def test_search_ranks_by_free_hours_in_the_window_and_says_which_hours() -> None:
@@ -341,3 +342,57 @@ async def test_the_listing_links_its_next_page_with_the_same_filters() -> None:
             assert link is None or "capability.process=milling" in link
         assert len(seen) == len(set(seen)) == 250
         assert (await client.get("/api/v1/offers?limit=0")).status_code == 400
+
+
+@settings(max_examples=200, deadline=None)
+@given(shares=st.lists(st.one_of(st.none(), st.floats(0, 1)), min_size=168, max_size=168),
+       begin_s=st.integers(-2 * 86400, 8 * 86400), length_s=st.integers(0, 9 * 86400),
+       minute=st.integers(0, 59))
+def test_the_columns_free_hours_are_the_offers_own(shares: list[float | None], begin_s: int, length_s: int,
+                                                   minute: int) -> None:
+    """Test that the search's vectorised free hours (collector/exchange/columns.py) equal the
+    per-offer O(1) answer exactly, for any shares and window."""
+    import numpy as np
+
+    index = Index(PREFIX)
+    at = NOW.replace(minute=minute)
+    index.apply(f"{PREFIX}/p/m", payload(offer("p", "m", at, shares=shares)), NOW_NS)
+    begin = NOW_NS + begin_s * NS_PER_S
+    rows = np.array([index.columns.rows[("p", "m")]])
+    expected = free_hours(*index.series(("p", "m")), index.offers[("p", "m")].forecast_start_ns, begin,
+                          begin + length_s * NS_PER_S)
+    assert float(index.columns.free_hours(rows, begin, begin + length_s * NS_PER_S)[0]) == expected
+
+
+_VALUES = st.one_of(st.sampled_from(["steel", "1", "true", "milling"]), st.integers(0, 3), st.booleans(),
+                    st.lists(st.sampled_from(["steel", "brass", "1"]), min_size=1, max_size=2))
+
+
+@settings(max_examples=150, deadline=None)
+@given(caps=st.lists(st.dictionaries(st.sampled_from(["process", "axes", "flag"]), _VALUES, max_size=3),
+                     min_size=1, max_size=12),
+       filters=st.lists(st.tuples(st.sampled_from(["process", "axes", "flag"]), st.sampled_from(["=", ">=", "<"]),
+                                  st.sampled_from(["steel", "1", "true", "2", "milling", "0"])), max_size=2),
+       kind=st.sampled_from(["", "kind=mill", "kind=lathe"]), deleted=st.integers(0, 3))
+def test_postings_find_exactly_the_offers_the_filters_match(caps: list[dict[str, Any]],
+                                                            filters: list[tuple[str, str, str]], kind: str,
+                                                            deleted: int) -> None:
+    """Test that the listing's postings (equality) plus the checked comparisons give exactly the
+    offers the per-record rules (``matches``) accept, after updates and deletes too."""
+    from collector.exchange.query import _matching, matches
+
+    index = Index(PREFIX)
+    for i, c in enumerate(caps):
+        index.apply(f"{PREFIX}/p/m{i}", payload(offer("p", f"m{i}", NOW, kind="mill" if i % 2 else "lathe",
+                                                      capabilities={"process": "x"})), NOW_NS)
+        index.apply(f"{PREFIX}/p/m{i}", payload(offer("p", f"m{i}", NOW, kind="mill" if i % 2 else "lathe",
+                                                      capabilities=c)), NOW_NS)
+    for i in range(min(deleted, len(caps))):
+        index.apply(f"{PREFIX}/p/m{i}", b"", NOW_NS)
+    raw = "&".join([*(f"capability.{n}{op}{v}" for n, op, v in filters), *([kind] if kind else [])])
+    try:
+        query = parse_query(raw)
+    except QueryError:
+        return  # a comparison with a text value: refused before any matching
+    found = {index.columns.keys[r] for r in _matching(index, query).tolist()}
+    assert found == {k for k, o in index.offers.items() if matches(o.fields, query)}
