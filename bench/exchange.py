@@ -231,15 +231,16 @@ def timed_gets(base: str, paths: list[str]) -> list[float]:
 
 
 @contextmanager
-def broker(tmp: Path, nats_cluster: bool) -> Iterator[list[int]]:
-    """The MQTT ports to use: one (mosquitto) or three (the nats-server cluster's nodes)."""
+def broker(tmp: Path, nats_cluster: bool) -> Iterator[tuple[list[int], Callable[[int], None]]]:
+    """The MQTT ports to use, one (mosquitto) or three (the nats-server cluster's nodes), and how
+    to kill the node behind one of them."""
     if nats_cluster:
         from tests.fixtures.nats import NatsCluster
 
         cluster = NatsCluster(tmp / "nats", 3)
         cluster.start()
         try:
-            yield [node.mqtt_port for node in cluster.nodes]
+            yield [node.mqtt_port for node in cluster.nodes], lambda i: cluster.kill(cluster.nodes[i])
         finally:
             cluster.stop()
     else:
@@ -249,7 +250,7 @@ def broker(tmp: Path, nats_cluster: bool) -> Iterator[list[int]]:
         mosquitto = Mosquitto(free_port(), tmp / "mosquitto")
         mosquitto.start()
         try:
-            yield [mosquitto.port]
+            yield [mosquitto.port], lambda i: mosquitto.stop()
         finally:
             mosquitto.stop()
 
@@ -269,7 +270,7 @@ def main() -> None:
     tmp = Path(tempfile.mkdtemp(prefix="bench-exchange-"))
     result: dict[str, Any] = {"broker": "nats-server cluster of 3" if args.nats_cluster else "mosquitto"}
     try:
-        with broker(tmp, args.nats_cluster) as ports:
+        with broker(tmp, args.nats_cluster) as (ports, kill):
             now = dt.datetime.now(dt.UTC)
             keys = [(f"plant-{p:04d}", f"m-{m:02d}") for p in range(args.plants) for m in range(args.machines)]
             records = {k: make_offer(rng, k[0], k[1], now) for k in keys}
@@ -312,7 +313,7 @@ def main() -> None:
                               offers_page_p99_ms=pct(pages, 0.99), peak_rss_mb=max(peak[0], rss_mb(exchange.proc.pid,
                                                                                                      "VmHWM")))
                 if args.nats_cluster:
-                    result["after_kill"] = after_kill(tmp, ports, pub, exchange, keys, records, rng)
+                    result["after_kill"] = after_kill(tmp, ports, kill, pub, exchange, keys, records, rng)
             finally:
                 exchange.stop()
                 pub.close()
@@ -324,13 +325,11 @@ def main() -> None:
     print(json.dumps(result))
 
 
-def after_kill(tmp: Path, ports: list[int], pub: Publisher, exchange: Exchange, keys: list[tuple[str, str]],
-               records: dict[tuple[str, str], Any], rng: random.Random) -> dict[str, Any]:
+def after_kill(tmp: Path, ports: list[int], kill: Callable[[int], None], pub: Publisher, exchange: Exchange,
+               keys: list[tuple[str, str]], records: dict[tuple[str, str], Any], rng: random.Random) -> dict[str, Any]:
     """Node 1 killed (SIGKILL): does the running exchange (on node 2) keep every offer and take
     new updates (published to node 3), and does a cold exchange on node 3 find them all?"""
-    from tests.fixtures.nats import NatsCluster
-
-    NatsCluster.kill_node_on(ports[0])
+    kill(0)
     time.sleep(2)  # the cluster notices the lost route
     out: dict[str, Any] = {"killed": "node 1 (took the offers)", "running_exchange_offers": exchange.offers()}
     moved = rng.sample(keys, 50)
