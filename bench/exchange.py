@@ -184,15 +184,20 @@ async def updates(pub: Publisher, base: str, keys: list[tuple[str, str]], record
     lost = 0
     async with httpx.AsyncClient(base_url=base, timeout=10, limits=httpx.Limits(max_connections=64)) as client:
 
+        following: set[tuple[str, str]] = set()
+
         async def follow(key: tuple[str, str], updated: str, sent: float) -> None:
             nonlocal lost
-            while time.monotonic() - sent < 10:
-                response = await client.get(f"/api/v1/offers/{key[0]}/{key[1]}")
-                if response.status_code == 200 and response.json()["updated"] == updated:
-                    latencies.append((time.monotonic() - sent) * 1000)
-                    return
-                await asyncio.sleep(0.02)
-            lost += 1
+            try:
+                while time.monotonic() - sent < 10:
+                    response = await client.get(f"/api/v1/offers/{key[0]}/{key[1]}")
+                    if response.status_code == 200 and response.json()["updated"] == updated:
+                        latencies.append((time.monotonic() - sent) * 1000)
+                        return
+                    await asyncio.sleep(0.02)
+                lost += 1
+            finally:
+                following.discard(key)
 
         tasks = []
         start = time.monotonic()
@@ -201,6 +206,9 @@ async def updates(pub: Publisher, base: str, keys: list[tuple[str, str]], record
             due = int(elapsed * rate) + 1
             while n < due:
                 key = rng.choice(keys)
+                while key in following:  # a second update before the first shows would hide the first
+                    key = rng.choice(keys)
+                following.add(key)
                 rec = dict(records[key])
                 now = dt.datetime.now(dt.UTC)
                 state = rng.choice(STATES)

@@ -17,7 +17,6 @@ on the event loop only, like the index.
 from __future__ import annotations
 
 import math
-from collections.abc import Sequence
 from typing import Any
 
 import numpy as np
@@ -84,7 +83,7 @@ class Columns:
         for name, values in arrays.items():
             getattr(self, name)[:old] = values
 
-    def put(self, key: Key, fields: dict[str, Any], shares: Sequence[float], prefix: Sequence[float], start_ns: int,
+    def put(self, key: Key, fields: dict[str, Any], shares: npt.ArrayLike, prefix: npt.ArrayLike, start_ns: int,
             updated_ns: int,
             heard_ns: int | None, silence: bool, plant_offline: bool) -> None:
         row = self.rows.get(key)

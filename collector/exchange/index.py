@@ -13,13 +13,13 @@ from __future__ import annotations
 import datetime as dt
 import json
 import logging
-from array import array
 from collections import Counter
 from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Any
 
 import jsonschema_rs
+import numpy as np
 
 from collector.capacity.schema import FEED_STATUS, MACHINE
 from collector.capacity.topics import STATUS, level
@@ -77,13 +77,6 @@ def parse_time(text: str) -> int:
     return int(when.timestamp() * NS_PER_S)
 
 
-def _prefix(shares: array[float]) -> array[float]:
-    sums = array("d", [0.0])
-    for s in shares:
-        sums.append(sums[-1] + s)
-    return sums
-
-
 class Index:
     def __init__(self, prefix: str) -> None:
         self.prefix = prefix.split("/")
@@ -129,9 +122,9 @@ class Index:
                 parse_time(w["end"])
         except ValueError as exc:
             return self._reject("time", topic, str(exc))
-        shares = array("d", (0.0 if s is None else float(s) for s in rec["forecast"]["idle_share"]))
+        shares = np.array([0.0 if s is None else s for s in rec["forecast"]["idle_share"]], np.float64)
         fields = {k: rec[k] for k in FIELDS} | {"threshold": rec["forecast"]["threshold"]}
-        prefix = _prefix(shares)
+        prefix = np.concatenate(([0.0], np.cumsum(shares)))
         silence = bool(evidence["silence_detected_by"])
         self.offers[(plant, machine)] = Offer(payload, fields, times[0], times[1], received_ns, heard, silence)
         self.columns.put((plant, machine), fields, shares, prefix, times[1], times[0], heard, silence,

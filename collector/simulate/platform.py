@@ -110,9 +110,9 @@ async def run_platform(loaded: LoadedConfig, plants: int, *, history_weeks: floa
         print(f"platform broker: mosquitto on mqtt://127.0.0.1:{port} (a temp dir, removed at the end)", flush=True)
         sites = [plant(loaded, n, port) for n in range(1, plants + 1)]
         async with contextlib.AsyncExitStack() as stack:
-            exchange = Exchange(Index(sites[0].config.capacity.feed.topic_prefix))
-            subscriber = Subscriber(exchange, BrokerSettings("127.0.0.1", port, exchange.index.prefix[0]),
-                                    asyncio.get_running_loop())
+            prefix = sites[0].config.capacity.feed.topic_prefix
+            exchange = Exchange(Index(prefix))
+            subscriber = Subscriber(exchange, BrokerSettings("127.0.0.1", port, prefix), asyncio.get_running_loop())
             subscriber.start()
             stack.callback(subscriber.stop)
             try:
