@@ -396,3 +396,41 @@ def test_postings_find_exactly_the_offers_the_filters_match(caps: list[dict[str,
         return  # a comparison with a text value: refused before any matching
     found = {index.columns.keys[r] for r in _matching(index, query).tolist()}
     assert found == {k for k, o in index.offers.items() if matches(o.fields, query)}
+
+
+def _windows_by_hour(shares: list[float | None], start: int, threshold: float, begin: int,
+                     end: int) -> list[dict[str, Any]]:
+    """The free windows hour by hour, as plainly as they are defined (the reference)."""
+    from collector.exchange.query import iso
+
+    found, run = [], None
+    for i, s in enumerate(shares):
+        share = 0.0 if s is None else s
+        lo, hi = max(begin, start + i * HOUR_NS), min(end, start + (i + 1) * HOUR_NS)
+        if hi > lo and share > 0 and share >= threshold:
+            hours = share * (hi - lo) / HOUR_NS
+            run = (lo, hi, hours) if run is None else (run[0], hi, run[2] + hours)
+        elif run is not None:
+            found.append({"start": iso(run[0]), "end": iso(run[1]), "expected_free_hours": round(run[2], 3)})
+            run = None
+    if run is not None:
+        found.append({"start": iso(run[0]), "end": iso(run[1]), "expected_free_hours": round(run[2], 3)})
+    return found
+
+
+@settings(max_examples=200, deadline=None)
+@given(shares=st.lists(st.one_of(st.none(), st.sampled_from([0.0, 0.2, 0.5, 0.9, 1.0]), st.floats(0, 1)),
+                       min_size=168, max_size=168),
+       begin_s=st.integers(-2 * 86400, 8 * 86400), length_s=st.integers(0, 9 * 86400))
+def test_windows_are_the_runs_of_hours_at_the_threshold(shares: list[float | None], begin_s: int,
+                                                        length_s: int) -> None:
+    """Test that the search's windows (vectorised) equal the hour-by-hour definition."""
+    from collector.exchange.query import windows
+
+    index = Index(PREFIX)
+    index.apply(f"{PREFIX}/p/m", payload(offer("p", "m", NOW, shares=shares)), NOW_NS)
+    o = index.offers[("p", "m")]
+    begin = NOW_NS + begin_s * NS_PER_S
+    end = begin + length_s * NS_PER_S
+    expected = _windows_by_hour(shares, o.forecast_start_ns, 0.5, begin, end)
+    assert windows(o, index.series(("p", "m"))[0], begin, end) == expected

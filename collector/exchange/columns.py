@@ -17,6 +17,7 @@ on the event loop only, like the index.
 from __future__ import annotations
 
 import math
+from collections.abc import Callable
 from typing import Any
 
 import numpy as np
@@ -57,6 +58,7 @@ class Columns:
         self.caps: list[dict[str, Any] | None] = []  # by row: the capabilities (comparisons are checked on them)
         self._free_rows: list[int] = []
         self.postings: dict[Post, set[int]] = {}
+        self.numbers: dict[str, set[float]] = {}  # capability -> its numbers posted (for comparisons)
         self._row_posts: dict[int, list[Post]] = {}
         self.plant_rows: dict[str, set[int]] = {}
         self._alloc(size)
@@ -109,6 +111,8 @@ class Columns:
         self._row_posts[row] = found
         for p in found:
             self.postings.setdefault(p, set()).add(row)
+            if p[1] == "n":
+                self.numbers.setdefault(p[0], set()).add(p[2])
         self.shares[row] = shares
         self.prefix[row] = prefix
         self.start_ns[row] = start_ns
@@ -125,6 +129,8 @@ class Columns:
                 rows.discard(row)
                 if not rows:
                     del self.postings[p]
+                    if p[1] == "n":
+                        self.numbers[p[0]].discard(p[2])
 
     def drop(self, key: Key) -> None:
         row = self.rows.pop(key, None)
@@ -151,9 +157,15 @@ class Columns:
 
     # -- reading ------------------------------------------------------------------------------
 
+    def compared(self, name: str, holds: Callable[[float], bool]) -> list[Post]:
+        """The posts of capability ``name``'s numbers for which ``holds`` (a comparison): a row
+        holding any of them matches it (a number, or a list with one such number)."""
+        return [(name, "n", v) for v in self.numbers.get(name, ()) if holds(v)]
+
     def candidates(self, equal: list[list[Post]]) -> Rows:
         """The live rows matching every group of ``equal`` (a group matches when one of its posts
-        does: one filter's value under each type it can equal); all live rows with no group."""
+        does: one filter's value under each type it can equal, or each number a comparison
+        holds for); all live rows with no group."""
         found: set[int] | None = None
         for group in sorted(equal, key=lambda g: sum(len(self.postings.get(p, ())) for p in g)):
             rows: set[int] = set()

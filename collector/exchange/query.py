@@ -152,24 +152,22 @@ def free_hours(shares: Sequence[float], prefix: Sequence[float], start: int, beg
 
 def windows(offer: Offer, shares: Sequence[float], begin_ns: int, end_ns: int) -> list[dict[str, Any]]:
     """The runs of hours in [begin, end) whose share is at least the offer's own threshold (as the
-    plant's free windows are made), clipped to [begin, end), with their expected free hours."""
+    plant's free windows are made), clipped to [begin, end), with their expected free hours (each
+    hour's share × its part inside, summed in hour order)."""
     threshold = float(offer.fields["threshold"])
     start = offer.forecast_start_ns
-    found: list[dict[str, Any]] = []
-    run: tuple[int, int, float] | None = None
+    first, last = max(0, (begin_ns - start) // HOUR_NS), min(HOURS, -(-(end_ns - start) // HOUR_NS))
+    if last <= first:
+        return []
     # Only the hours that overlap [begin, end): the others neither start nor extend a run.
-    for i in range(max(0, (begin_ns - start) // HOUR_NS), min(HOURS, -(-(end_ns - start) // HOUR_NS))):
-        share = shares[i]
-        lo, hi = max(begin_ns, start + i * HOUR_NS), min(end_ns, start + (i + 1) * HOUR_NS)
-        if hi > lo and share > 0 and share >= threshold:
-            hours = share * (hi - lo) / HOUR_NS
-            run = (lo, hi, hours) if run is None else (run[0], hi, run[2] + hours)
-        elif run is not None:
-            found.append({"start": iso(run[0]), "end": iso(run[1]), "expected_free_hours": round(run[2], 3)})
-            run = None
-    if run is not None:
-        found.append({"start": iso(run[0]), "end": iso(run[1]), "expected_free_hours": round(run[2], 3)})
-    return found
+    at = start + np.arange(first, last + 1, dtype=np.int64) * HOUR_NS
+    lo, hi = np.maximum(begin_ns, at[:-1]), np.minimum(end_ns, at[1:])
+    share = np.asarray(shares, dtype=np.float64)[first:last]
+    free = (hi > lo) & (share > 0) & (share >= threshold)
+    hours = (share * (hi - lo) / HOUR_NS).tolist()
+    edges = np.flatnonzero(np.diff(np.concatenate(([0], free.astype(np.int8), [0])))).tolist()
+    return [{"start": iso(int(lo[a])), "end": iso(int(hi[b - 1])), "expected_free_hours": round(sum(hours[a:b]), 3)}
+            for a, b in zip(edges[::2], edges[1::2], strict=True)]
 
 
 # -- what is shown ---------------------------------------------------------------------------------
@@ -271,20 +269,20 @@ def _equal_posts(query: Query) -> list[list[Post]]:
 
 
 def _matching(index: Index, query: Query) -> Rows:
-    """The rows of the offers that match the query's fields and capability filters: equality by
-    postings, comparisons (``<``, ``>=``...) checked on those rows' capabilities."""
+    """The rows of the offers that match the query's fields and capability filters, all by
+    postings: equality as posted, a comparison (``<``, ``>=``...) as the posted numbers of its
+    capability it holds for (``_holds``: a number, or a list with one; never a text or a flag)."""
     cols = index.columns
-    rows = cols.candidates(_equal_posts(query))
-    compare = [c for c in query.capabilities if c.op != "="]
-    if compare and len(rows):
-        by_row = cols.caps
-        kept = []
-        for row in rows.tolist():
-            caps = by_row[row]
-            if caps is not None and all(c.name in caps and _holds(caps[c.name], c) for c in compare):
-                kept.append(row)
-        rows = np.array(kept, np.int64)
-    return rows
+    groups = _equal_posts(query)
+    for c in query.capabilities:
+        if c.op != "=":
+            groups.append(cols.compared("capability." + c.name, functools.partial(_compares, c)))
+    return cols.candidates(groups)
+
+
+def _compares(cond: Condition, value: float) -> bool:
+    assert cond.number is not None  # parse_query refuses a comparison with no number
+    return bool(_COMPARE[cond.op](value, cond.number))
 
 
 def offers(index: Index, query: Query, now_ns: int, stale_after_s: float) -> Page:
