@@ -25,6 +25,7 @@ log = logging.getLogger("collector")
 EPILOG = """\
 examples:
   collector demo                          simulated plant + live board, no services needed
+  collector demo --plants 3               three simulated plants and the exchange (needs mosquitto installed)
   collector init > plant.yaml             a commented starter config to edit
   collector validate -c config.yaml       check a config; exit status 2 if invalid
   collector run -c config.yaml            collect and write to InfluxDB (through the outbox)
@@ -95,9 +96,11 @@ def build_parser() -> argparse.ArgumentParser:
 
     demo = sub.add_parser("demo", help="run a simulated plant and show a live board",
                           description="Start a simulated plant (a dozen machines with work cycles, setups, alarms "
-                                      "and switch-offs) and the collector on it, and show a live board of every "
-                                      "machine's state, since when, why, availability and idle hours. No outside "
-                                      "service is needed. Ctrl-C stops.")
+                                      "and switch-offs, following a week of shifts) and the collector on it, and show "
+                                      "a live board of every machine's state, since when, why, availability and idle "
+                                      "hours. The plant's last weeks are simulated first (--history-weeks), so the "
+                                      "capacity page (/capacity) shows free hours, usual free windows and its heatmap "
+                                      "at once, marked as simulated. No outside service is needed. Ctrl-C stops.")
     demo.add_argument("-c", "--config", type=Path, default=None,
                       help="config to run (default: the example plant shipped with the package, config/example.yaml)")
     demo.add_argument("--speed", type=float, default=None,
@@ -105,6 +108,15 @@ def build_parser() -> argparse.ArgumentParser:
     demo.add_argument("--for", type=float, dest="duration", metavar="SECONDS", help="stop after SECONDS")
     demo.add_argument("--no-board", action="store_true",
                       help="print state changes as log lines instead of the live board")
+    demo.add_argument("--history-weeks", type=float, default=None, metavar="WEEKS",
+                      help="simulate this many weeks of the plant's past first, in virtual time, through the same "
+                           "roll-ups and capacity profile as live data, so free hours, usual free windows and the "
+                           "heatmap show at once; marked `simulated` (default: 2, about 4 s; 1 a plant with "
+                           "--plants; 0: start empty)")
+    demo.add_argument("--plants", type=int, default=None, metavar="N",
+                      help="the platform side: N simulated plants (the demo plant under N names and seeds), each "
+                           "publishing its capacity offers to a mosquitto the demo starts (must be installed), and "
+                           "the exchange (`collector exchange`) on it, its page at http://127.0.0.1:9280/")
     demo.set_defaults(func=cmd_demo)
 
     _register_ops(sub)
@@ -331,15 +343,26 @@ async def _run(loaded: LoadedConfig, sink: Sink, duration: float | None) -> int:
 def cmd_demo(args: argparse.Namespace) -> int:
     from collector.demo import run_demo
 
-    if not args.no_board:  # log lines would tear the live board; warnings still show
+    if not args.no_board and args.plants is None:  # log lines would tear the live board; warnings still show
         logging.getLogger().setLevel(max(logging.WARNING, logging.getLogger().level))
 
     path = args.config or _default_example()
     loaded = load_or_report(path)
     if loaded is None:
         return 2
+    if args.plants is not None:
+        from collector.demo import with_shifts
+        from collector.simulate.platform import run_platform
+
+        if args.plants < 1:
+            print("collector demo: --plants must be 1 or more", file=sys.stderr)
+            return 2
+        weeks = 1.0 if args.history_weeks is None else args.history_weeks
+        return asyncio.run(run_platform(with_shifts(loaded), args.plants, history_weeks=weeks,
+                                        install_stop=_install_stop, duration=args.duration))
+    weeks = 2.0 if args.history_weeks is None else args.history_weeks
     return asyncio.run(run_demo(loaded, speed=args.speed, duration=args.duration, board=not args.no_board,
-                                install_stop=_install_stop))
+                                install_stop=_install_stop, history_weeks=weeks))
 
 
 def cmd_simulate(args: argparse.Namespace) -> int:

@@ -17,7 +17,7 @@ from adapters.simulate.config import SimulateSource
 from collector.capacity.service import Capacity, compose
 from collector.configfile import LoadedConfig
 from collector.core.figures import availability, idle_hours, utilization
-from collector.core.model import NS_PER_S, Output, State, StateChange
+from collector.core.model import NS_PER_S, Output, State, StateChange, now_ns
 from collector.engine import Engine
 from collector.http import serve_status
 from collector.sinks import NullSink
@@ -73,8 +73,27 @@ async def _serve(stack: contextlib.AsyncExitStack, engine: Engine, capacity: Cap
                                                             capacity=capacity))
 
 
+def with_shifts(loaded: LoadedConfig) -> LoadedConfig:
+    """The demo's simulated machines follow a plant's week (adapters/simulate/week.py), in the
+    capacity section's time zone, live and in the generated history alike."""
+    zone = loaded.config.capacity.timezone
+    loaded.config.sources = [s.model_copy(update={"shifts": True, "timezone": zone})
+                             if isinstance(s, SimulateSource) else s for s in loaded.config.sources]
+    return loaded
+
+
 async def run_demo(loaded: LoadedConfig, *, speed: float | None, duration: float | None, board: bool,
-                   install_stop: Callable[[asyncio.Event, float | None], None]) -> int:
+                   install_stop: Callable[[asyncio.Event, float | None], None], history_weeks: float = 0.0) -> int:
+    loaded = with_shifts(loaded)
+    capacity = Capacity(loaded.config.capacity, None)  # the demo starts fresh every time
+    if history_weeks > 0:
+        # At the plant's own pace (the time-lapse is for the live part), before the engine starts:
+        # its first roll-up then follows the history's last one.
+        from collector.simulate.history import simulate_history
+
+        stats = simulate_history(loaded, capacity, end_ns=now_ns(), weeks=history_weeks)
+        print(f"simulated history: {history_weeks:g} week(s) of {stats.machines} public machine(s) in "
+              f"{stats.seconds:.1f} s (marked `simulated` in the capacity records and on the page)", flush=True)
     if speed is not None:  # a time-lapse compresses the machines' time and the tracker's alike
         loaded.config.sources = [
             s.model_copy(update={"speed": speed, "publish_every": s.publish_every / speed})
@@ -91,7 +110,6 @@ async def run_demo(loaded: LoadedConfig, *, speed: float | None, duration: float
                 log.info("%-10s %-7s -> %-7s after %6.1fs  (%s)", o.machine.id, o.previous.value, o.state.value,
                          o.previous_ns / NS_PER_S, o.reason)
 
-    capacity = Capacity(loaded.config.capacity, None)  # the demo starts fresh every time
     engine = Engine(loaded, sink, on_output=compose(capacity.on_output, None if board else log_changes))
     capacity.bind(engine)
     stop = asyncio.Event()

@@ -14,7 +14,7 @@ from jsonschema import Draft202012Validator
 
 from collector.capacity.schema import MACHINE
 from collector.exchange.index import NS_PER_S, Index
-from collector.exchange.query import HOUR_NS, QueryError, free_hours, offers, parse_query, search
+from collector.exchange.query import HOUR_NS, OFFERS_PARAMS, QueryError, free_hours, offers, parse_query, search
 from tests.exchange_helpers import PREFIX, offer, payload, status
 
 NOW = dt.datetime(2026, 12, 7, 9, 30, tzinfo=dt.UTC)  # a Monday, half past nine
@@ -23,7 +23,7 @@ STALE = 600.0
 
 
 def shown(index: Index, raw: str = "") -> list[dict[str, Any]]:
-    return offers(index, parse_query(raw), NOW_NS, STALE)
+    return offers(index, parse_query(raw, OFFERS_PARAMS), NOW_NS, STALE).records
 
 
 def test_a_valid_offer_is_indexed_and_an_empty_payload_deletes_it() -> None:
@@ -192,7 +192,8 @@ def test_free_hours_in_a_window_equal_the_sum_over_its_hours(shares: list[float 
     o = index.offers[("p", "m")]
     begin = NOW_NS + begin_s * NS_PER_S
     end = begin + length_s * NS_PER_S
-    assert free_hours(o, begin, end) == pytest.approx(_brute(shares, o.forecast_start_ns, begin, end), abs=1e-6)
+    got = free_hours(*index.series(("p", "m")), o.forecast_start_ns, begin, end)
+    assert got == pytest.approx(_brute(shares, o.forecast_start_ns, begin, end), abs=1e-6)
 
 
 def test_search_ranks_by_free_hours_in_the_window_and_says_which_hours() -> None:
@@ -281,3 +282,155 @@ def test_the_run_time_validator_agrees_with_jsonschema(top: dict[str, Any], fore
     assert (outcome == "schema") is (not REFERENCE.is_valid(rec)), (outcome, rec)
     if outcome == "offer":
         assert index.offers[("p", "m")].record == rec
+
+
+def _many(n: int) -> Index:
+    index = Index(PREFIX)
+    for i in range(n):
+        plant = f"plant-{i % 7}"
+        rec = offer(plant, f"m-{i:03d}", NOW, state="idle" if i % 3 == 0 else "busy")
+        assert index.apply(f"{PREFIX}/{plant}/m-{i:03d}", payload(rec), NOW_NS) == "offer"
+    return index
+
+
+def test_offers_come_in_pages_that_add_up_to_the_whole_ordered_list() -> None:
+    """Test that the listing pages with limit and offset (default 100): the pages, in turn, are the
+    whole list in its order (free now first, then plant and machine), and the total counts every match."""
+    index = _many(250)
+    first = offers(index, parse_query("", OFFERS_PARAMS), NOW_NS, STALE)
+    assert (len(first.records), first.total, first.next_offset) == (100, 250, 100)
+    everything = offers(index, parse_query("limit=1000", OFFERS_PARAMS), NOW_NS, STALE).records
+    assert len(everything) == 250
+    assert everything == sorted(everything, key=lambda r: (not r["free_now"], r["plant"], r["machine"]))
+    pages, offset = [], 0
+    while True:
+        page = offers(index, parse_query(f"limit=37&offset={offset}", OFFERS_PARAMS), NOW_NS, STALE)
+        pages += page.records
+        if page.next_offset is None:
+            break
+        offset = page.next_offset
+    assert pages == everything
+    free = offers(index, parse_query("free_now=true&limit=5&offset=80", OFFERS_PARAMS), NOW_NS, STALE)
+    assert free.total == 84 and len(free.records) == 4 and free.next_offset is None
+    assert offers(index, parse_query("offset=900", OFFERS_PARAMS), NOW_NS, STALE).records == []
+
+
+@pytest.mark.parametrize("raw", ["limit=0", "limit=1001", "limit=2.5", "offset=-1", "offset=x", "limit="])
+def test_a_bad_page_is_refused(raw: str) -> None:
+    with pytest.raises(QueryError):
+        offers(_many(3), parse_query(raw, OFFERS_PARAMS), NOW_NS, STALE)
+
+
+async def test_the_listing_links_its_next_page_with_the_same_filters() -> None:
+    """Test the HTTP side of paging: X-Total-Count, and a Link rel=next that keeps a raw capability
+    filter and leads, page by page, through every match."""
+    import httpx
+
+    from collector.exchange.app import Exchange, build_app
+
+    exchange = Exchange(_many(250), clock=lambda: NOW_NS)
+    transport = httpx.ASGITransport(app=build_app(exchange))
+    async with httpx.AsyncClient(transport=transport, base_url="http://exchange") as client:
+        url: str | None = "/api/v1/offers?capability.process=milling&limit=60"
+        seen: list[str] = []
+        while url is not None:
+            response = await client.get(url)
+            assert response.status_code == 200 and response.headers["x-total-count"] == "250"
+            seen += [r["machine"] for r in response.json()]
+            link = response.headers.get("link")
+            url = None if link is None else link.split(">")[0].lstrip("<")
+            assert link is None or "capability.process=milling" in link
+        assert len(seen) == len(set(seen)) == 250
+        assert (await client.get("/api/v1/offers?limit=0")).status_code == 400
+
+
+@settings(max_examples=200, deadline=None)
+@given(shares=st.lists(st.one_of(st.none(), st.floats(0, 1)), min_size=168, max_size=168),
+       begin_s=st.integers(-2 * 86400, 8 * 86400), length_s=st.integers(0, 9 * 86400),
+       minute=st.integers(0, 59))
+def test_the_columns_free_hours_are_the_offers_own(shares: list[float | None], begin_s: int, length_s: int,
+                                                   minute: int) -> None:
+    """Test that the search's vectorised free hours (collector/exchange/columns.py) equal the
+    per-offer O(1) answer exactly, for any shares and window."""
+    import numpy as np
+
+    index = Index(PREFIX)
+    at = NOW.replace(minute=minute)
+    index.apply(f"{PREFIX}/p/m", payload(offer("p", "m", at, shares=shares)), NOW_NS)
+    begin = NOW_NS + begin_s * NS_PER_S
+    rows = np.array([index.columns.rows[("p", "m")]])
+    expected = free_hours(*index.series(("p", "m")), index.offers[("p", "m")].forecast_start_ns, begin,
+                          begin + length_s * NS_PER_S)
+    assert float(index.columns.free_hours(rows, begin, begin + length_s * NS_PER_S)[0]) == expected
+
+
+_VALUES = st.one_of(st.sampled_from(["steel", "1", "true", "milling"]), st.integers(0, 3), st.booleans(),
+                    st.lists(st.sampled_from(["steel", "brass", "1"]), min_size=1, max_size=2))
+
+
+@settings(max_examples=150, deadline=None)
+@given(caps=st.lists(st.dictionaries(st.sampled_from(["process", "axes", "flag"]), _VALUES, max_size=3),
+                     min_size=1, max_size=12),
+       filters=st.lists(st.tuples(st.sampled_from(["process", "axes", "flag"]), st.sampled_from(["=", ">=", "<"]),
+                                  st.sampled_from(["steel", "1", "true", "2", "milling", "0"])), max_size=2),
+       kind=st.sampled_from(["", "kind=mill", "kind=lathe"]), deleted=st.integers(0, 3))
+def test_postings_find_exactly_the_offers_the_filters_match(caps: list[dict[str, Any]],
+                                                            filters: list[tuple[str, str, str]], kind: str,
+                                                            deleted: int) -> None:
+    """Test that the listing's postings (equality) plus the checked comparisons give exactly the
+    offers the per-record rules (``matches``) accept, after updates and deletes too."""
+    from collector.exchange.query import _matching, matches
+
+    index = Index(PREFIX)
+    for i, c in enumerate(caps):
+        index.apply(f"{PREFIX}/p/m{i}", payload(offer("p", f"m{i}", NOW, kind="mill" if i % 2 else "lathe",
+                                                      capabilities={"process": "x"})), NOW_NS)
+        index.apply(f"{PREFIX}/p/m{i}", payload(offer("p", f"m{i}", NOW, kind="mill" if i % 2 else "lathe",
+                                                      capabilities=c)), NOW_NS)
+    for i in range(min(deleted, len(caps))):
+        index.apply(f"{PREFIX}/p/m{i}", b"", NOW_NS)
+    raw = "&".join([*(f"capability.{n}{op}{v}" for n, op, v in filters), *([kind] if kind else [])])
+    try:
+        query = parse_query(raw)
+    except QueryError:
+        return  # a comparison with a text value: refused before any matching
+    found = {index.columns.keys[r] for r in _matching(index, query).tolist()}
+    assert found == {k for k, o in index.offers.items() if matches(o.fields, query)}
+
+
+def _windows_by_hour(shares: list[float | None], start: int, threshold: float, begin: int,
+                     end: int) -> list[dict[str, Any]]:
+    """The free windows hour by hour, as plainly as they are defined (the reference)."""
+    from collector.exchange.query import iso
+
+    found, run = [], None
+    for i, s in enumerate(shares):
+        share = 0.0 if s is None else s
+        lo, hi = max(begin, start + i * HOUR_NS), min(end, start + (i + 1) * HOUR_NS)
+        if hi > lo and share > 0 and share >= threshold:
+            hours = share * (hi - lo) / HOUR_NS
+            run = (lo, hi, hours) if run is None else (run[0], hi, run[2] + hours)
+        elif run is not None:
+            found.append({"start": iso(run[0]), "end": iso(run[1]), "expected_free_hours": round(run[2], 3)})
+            run = None
+    if run is not None:
+        found.append({"start": iso(run[0]), "end": iso(run[1]), "expected_free_hours": round(run[2], 3)})
+    return found
+
+
+@settings(max_examples=200, deadline=None)
+@given(shares=st.lists(st.one_of(st.none(), st.sampled_from([0.0, 0.2, 0.5, 0.9, 1.0]), st.floats(0, 1)),
+                       min_size=168, max_size=168),
+       begin_s=st.integers(-2 * 86400, 8 * 86400), length_s=st.integers(0, 9 * 86400))
+def test_windows_are_the_runs_of_hours_at_the_threshold(shares: list[float | None], begin_s: int,
+                                                        length_s: int) -> None:
+    """Test that the search's windows (vectorised) equal the hour-by-hour definition."""
+    from collector.exchange.query import windows
+
+    index = Index(PREFIX)
+    index.apply(f"{PREFIX}/p/m", payload(offer("p", "m", NOW, shares=shares)), NOW_NS)
+    o = index.offers[("p", "m")]
+    begin = NOW_NS + begin_s * NS_PER_S
+    end = begin + length_s * NS_PER_S
+    expected = _windows_by_hour(shares, o.forecast_start_ns, 0.5, begin, end)
+    assert windows(o, index.series(("p", "m"))[0], begin, end) == expected

@@ -53,7 +53,7 @@ def test_golden_exchange_case(path: Path, n: int, case: dict[str, Any]) -> None:
     outcomes = [index.apply(m["topic"], _payload(m), first) for m in case["messages"]]
     assert outcomes == case["expected"]["outcomes"], case["description"]
     for moment in case["expected"]["at"]:
-        shown = offers(index, parse_query(""), _ns(moment["now"]), float(case["stale_after"]))
+        shown = offers(index, parse_query(""), _ns(moment["now"]), float(case["stale_after"])).records
         got = [{"plant": o["plant"], "machine": o["machine"], "state": o["state"], "free_now": o["free_now"],
                 "stale": o["exchange"]["stale"]} for o in shown]
         assert got == moment["offers"], f"{case['description']} at {moment['now']}"

@@ -18,11 +18,15 @@ import zlib
 from collections.abc import AsyncIterator, Sequence
 from dataclasses import dataclass
 from typing import Any, Self
+from zoneinfo import ZoneInfo
 
 from adapters.base import AdapterContext, Batch, BoundMachine, SourceConfig
 from adapters.simulate.config import SimulateSource
+from adapters.simulate.week import Week, make_week
 from collector.core.model import NS_PER_S, Sample, now_ns
 
+BATCH_S = 450.0  # a batch's mean work: 7.5 cycles of 20-90 s with short gaps
+WEEK_SALT = 0x5EED  # the week's dice apart from the cycles' (adding a week leaves the cycles' seed)
 DEFAULT_SIGNALS = {"execution": "execution", "spindle_rpm": "spindle_rpm", "alarm": "alarm", "mode": "mode"}
 
 # phase -> the value of each simulated quantity
@@ -41,7 +45,10 @@ _QUANTITIES: dict[str, dict[str, Any]] = {
 
 
 @dataclass
-class _Machine:
+class SimMachine:
+    """One simulated machine's behaviour, driven by ``next_phase`` at the times it names
+    (``phase_ends``): the adapter on the wall clock, ``collector demo``'s history in virtual time."""
+
     bound: BoundMachine
     signals: dict[str, str]
     rng: random.Random
@@ -49,6 +56,7 @@ class _Machine:
     phase_ends: float = 0.0
     cycles_left: int = 0
     rpm: float = 0.0
+    week: Week | None = None  # shifts: true (adapters/simulate/week.py)
 
     def next_phase(self, now: float, speed: float) -> None:
         r = self.rng
@@ -60,9 +68,11 @@ class _Machine:
             elif self.cycles_left > 0:
                 self._enter("gap", now, r.uniform(1, 6), speed)
             else:
-                self._enter("wait", now, r.uniform(30, 300), speed)
+                self._wait(now, speed)
         elif self.phase in ("gap", "setup", "alarm"):
             self._enter("work", now, r.uniform(20, 90), speed)
+        elif self._switched_off(now, speed):
+            return
         elif self.phase == "off":
             self._enter("wait", now, r.uniform(10, 60), speed)
         else:  # waiting for work: a new batch (maybe after a setup), or switched off for a while
@@ -75,9 +85,34 @@ class _Machine:
             else:
                 self._enter("work", now, r.uniform(20, 90), speed)
 
-    def _enter(self, phase: str, now: float, seconds: float, speed: float) -> None:
+    def _wait(self, now: float, speed: float) -> None:
+        """Waiting for the next batch: as long as the hour's orders say (with a week), at most to
+        the end of the hour (the next hour may have other orders)."""
+        if self.week is None:
+            self._enter("wait", now, self.rng.uniform(30, 300), speed)
+            return
+        if self._switched_off(now, speed):  # the batch ran past the shift: switched off at its end
+            return
+        share, hour_end = self.week.hour(now)
+        assert share is not None
+        seconds = self.rng.uniform(0.5, 1.5) * BATCH_S * share / (1 - share)
+        self._enter("wait", now, seconds, speed, until=hour_end)
+
+    def _switched_off(self, now: float, speed: float) -> bool:
+        """Outside the shifts, a machine whose week says so is switched off until the next hour."""
+        if self.week is None:
+            return False
+        share, hour_end = self.week.hour(now)
+        if share is not None:
+            return False
+        self.phase, self.phase_ends, self.rpm = "off", max(hour_end, now + 1e-3), 0.0
+        return True
+
+    def _enter(self, phase: str, now: float, seconds: float, speed: float, until: float | None = None) -> None:
         self.phase = phase
         self.phase_ends = now + seconds / speed
+        if until is not None and until > now:
+            self.phase_ends = min(self.phase_ends, until)
         self.rpm = self.rng.uniform(800, 4000) if phase == "work" else 0.0
 
     def sample(self, ts_ns: int) -> Sample | None:
@@ -89,15 +124,24 @@ class _Machine:
         return Sample(self.bound.id, {name: values.get(quantity) for name, quantity in self.signals.items()}, ts_ns)
 
 
+def sim_machines(config: SimulateSource, machines: Sequence[BoundMachine]) -> list[SimMachine]:
+    """The source's machines, each seeded from the source's seed and its id (and its week, with
+    ``shifts``, from both too), so the same config gives the same plant wherever it runs."""
+    seed = config.seed if config.seed is not None else random.randrange(2**32)
+    zone = ZoneInfo(config.timezone)
+    out = []
+    for m in machines:
+        mixed = seed ^ zlib.crc32(m.id.encode())
+        week = make_week(random.Random(mixed ^ WEEK_SALT), zone) if config.shifts else None
+        out.append(SimMachine(m, m.signals or DEFAULT_SIGNALS, random.Random(mixed), week=week))
+    return out
+
+
 class SimulateAdapter:
     def __init__(self, config: SourceConfig, machines: Sequence[BoundMachine], context: AdapterContext) -> None:
         assert isinstance(config, SimulateSource)
         self.config = config
-        seed = config.seed if config.seed is not None else random.randrange(2**32)
-        self._machines = [
-            _Machine(m, m.signals or DEFAULT_SIGNALS, random.Random(seed ^ zlib.crc32(m.id.encode())))
-            for m in machines
-        ]
+        self._machines = sim_machines(config, machines)
 
     async def __aenter__(self) -> Self:
         return self

@@ -109,7 +109,9 @@ class ProfileStore:
                 self.replayed += 1
                 continue
             self.applied[mid] = iv.end_ns
-            buckets = self.buckets.setdefault(mid, empty_buckets())
+            buckets = self.buckets.get(mid)
+            if buckets is None:  # (not setdefault: that would build 168 buckets for every roll-up)
+                buckets = self.buckets[mid] = empty_buckets()
             hours = dirty.setdefault(mid, set())
             for a, b in _pieces(iv.start_ns, iv.end_ns):
                 share = (b - a) / length

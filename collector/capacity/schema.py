@@ -98,12 +98,15 @@ class MachineRecord(_Record):
     # Optional (never null): records made before it are still valid, see Evidence.
     evidence: Evidence | SkipJsonSchema[None] = Field(None, json_schema_extra=_no_default)
     updated: Time = Field(description="When this record was made.")
+    simulated: Literal[True] | SkipJsonSchema[None] = Field(None, json_schema_extra=_no_default, description=(
+        "Present only when the record's history (free hours, forecast) was generated, not measured: "
+        "`collector demo`'s simulated plant. Never set by a collector reading real machines."))
 
-    @field_validator("evidence", mode="before")
+    @field_validator("evidence", "simulated", mode="before")
     @classmethod
     def _absent_not_null(cls, value: object) -> object:
         if value is None:
-            raise ValueError("evidence may be left out, not null")
+            raise ValueError("may be left out, not null")
         return value
 
 

@@ -61,6 +61,9 @@ class Capacity:
         # Forecasts change only with the hour and the profile: kept per machine for the hour
         # (building one is most of a record's cost, bench/capacity.py), dropped on new roll-ups.
         self._forecasts: dict[str, tuple[int, Forecast]] = {}
+        # The profile holds generated history (``collector demo``, collector/simulate/history.py):
+        # every record says so (`simulated: true`), and the page with it.
+        self.simulated = False
 
     def bind(self, engine: Running) -> None:
         self.engine = engine
@@ -96,6 +99,9 @@ class Capacity:
         recs = [record(m, snapshot[m.info.id], self.store, self.settings, now, self._forecast(m.info.id, now),
                        silence_detected_by(m, sources.get(m.source)))
                 for m in self.public() if m.info.id in snapshot and (only is None or m.info.id in only)]
+        if self.simulated:
+            for rec in recs:
+                rec["simulated"] = True
         return sorted(recs, key=lambda r: (not r["free_now"], r["idle_since"] or "", r["machine"]))
 
     def _forecast(self, machine: str, now_ns: int) -> Forecast:

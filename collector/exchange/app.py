@@ -23,7 +23,18 @@ from collector.aas import api as aas_api
 from collector.aas.builder import Key, Links
 from collector.exchange.index import WHYS, Index
 from collector.exchange.models import Health, Plant, openapi
-from collector.exchange.query import SEARCH_PARAMS, QueryError, iso, offers, parse_query, search, show
+from collector.exchange.query import (
+    OFFERS_PARAMS,
+    SEARCH_PARAMS,
+    QueryError,
+    free_now,
+    iso,
+    offers,
+    parse_query,
+    search,
+    show,
+    stale,
+)
 
 METRICS_TYPE = "text/plain; version=0.0.4; charset=utf-8"
 
@@ -64,12 +75,12 @@ class ExchangeCollector(Collector):
         ex = self.exchange
         index = ex.index
         now = ex.clock()
-        shown = [show(index, k, o, now, ex.stale_after_s).record for k, o in index.offers.items()]
-        yield GaugeMetricFamily("exchange_offers", "Offers in the index.", value=len(shown))
+        offers_now = list(index.offers.items())
+        yield GaugeMetricFamily("exchange_offers", "Offers in the index.", value=len(offers_now))
         yield GaugeMetricFamily("exchange_offers_free_now", "Offers free now (plant online, evidence fresh, idle).",
-                                value=sum(r["free_now"] for r in shown))
+                                value=sum(free_now(index, k, o, now, ex.stale_after_s) for k, o in offers_now))
         yield GaugeMetricFamily("exchange_offers_stale", "Offers whose evidence is older than the bound.",
-                                value=sum(r["exchange"]["stale"] for r in shown))
+                                value=sum(stale(o, now, ex.stale_after_s) for _, o in offers_now))
         plants = {k[0] for k in index.offers} | set(index.plants)
         yield GaugeMetricFamily("exchange_plants", "Plants with an offer or a status.", value=len(plants))
         yield GaugeMetricFamily("exchange_plants_offline", "Plants whose status says offline (their will fired).",
@@ -97,10 +108,16 @@ def build_app(exchange: Exchange) -> Starlette:
 
     async def list_offers(request: Request) -> Response:
         try:
-            query = parse_query(request.url.query)
+            query = parse_query(request.url.query, OFFERS_PARAMS)
+            page = offers(exchange.index, query, exchange.clock(), exchange.stale_after_s)
         except QueryError as exc:
             return _bad(exc)
-        return JSONResponse(offers(exchange.index, query, exchange.clock(), exchange.stale_after_s))
+        headers = {"X-Total-Count": str(page.total)}
+        if page.next_offset is not None:  # RFC 8288: the next page, with the same filters (raw, as parsed)
+            kept = [p for p in request.url.query.split("&") if p and not p.startswith(("offset=", "limit="))]
+            following = "&".join([*kept, f"offset={page.next_offset}", f"limit={page.limit}"])
+            headers["Link"] = f'<{request.url.path}?{following}>; rel="next"'
+        return JSONResponse(page.records, headers=headers)
 
     async def one_offer(request: Request) -> Response:
         key = (request.path_params["plant"], request.path_params["machine"])
@@ -122,7 +139,7 @@ def build_app(exchange: Exchange) -> Starlette:
         counts = {n: [0, 0] for n in names}
         for key, offer in index.offers.items():
             counts[key[0]][0] += 1
-            counts[key[0]][1] += show(index, key, offer, now, exchange.stale_after_s).record["free_now"]
+            counts[key[0]][1] += free_now(index, key, offer, now, exchange.stale_after_s)
         out = []
         for name in names:
             status = index.plants.get(name)

@@ -11,6 +11,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING
 
 if TYPE_CHECKING:
+    from collector.exchange.app import Exchange
     from collector.exchange.subscriber import BrokerSettings
 
 log = logging.getLogger(__name__)
@@ -93,10 +94,37 @@ async def serve(settings: BrokerSettings, listen: tuple[str, int], stale_after_s
     exchange = Exchange(Index(settings.prefix), stale_after_s, history_url=history_url)
     subscriber = Subscriber(exchange, settings, loop)
     subscriber.start()
+    freezer = asyncio.create_task(freeze_settled(exchange), name="gc-freeze")
     try:
         async with serve_http(build_app(exchange), listen[0], listen[1]) as port:
             log.info("exchange on http://%s:%d/ (offers from mqtt://%s:%d/%s/+/+)", listen[0], port, settings.host,
                      settings.port, settings.prefix)
             await stop.wait()
     finally:
+        freezer.cancel()
         await asyncio.to_thread(subscriber.stop)
+
+
+FREEZE_AFTER = 1000  # messages since the last freeze
+
+
+async def freeze_settled(exchange: Exchange) -> None:
+    """Once the retained offers are in (the number of offers has not changed for a second after at
+    least FREEZE_AFTER messages), move what exists into the garbage collector's permanent
+    generation: the index of 20,000 offers is some 300,000 objects that a full collection would
+    walk again and again, a pause in whichever request it falls (bench/exchange.py: searches'
+    99th percentile). Updates after it are new objects and collected as usual. The order of the
+    offers is sorted then too, not in the first search after the flood."""
+    import gc
+
+    frozen_at, size = 0, -1
+    while True:
+        await asyncio.sleep(1.0)
+        index = exchange.index
+        if len(index.offers) == size and index.messages - frozen_at >= FREEZE_AFTER:
+            index.columns.settle()  # the listing's order, sorted now rather than in the next request
+            gc.collect()
+            gc.freeze()
+            frozen_at = index.messages
+            log.debug("exchange: %d offers moved out of the collector's scans", size)
+        size = len(index.offers)

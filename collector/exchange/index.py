@@ -14,13 +14,16 @@ import datetime as dt
 import json
 import logging
 from collections import Counter
+from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Any
 
 import jsonschema_rs
+import numpy as np
 
 from collector.capacity.schema import FEED_STATUS, MACHINE
 from collector.capacity.topics import STATUS, level
+from collector.exchange.columns import Columns
 
 log = logging.getLogger(__name__)
 NS_PER_S = 1_000_000_000
@@ -31,16 +34,28 @@ MAX_PAYLOAD = 64 * 1024
 WHYS = ("topic", "too_large", "json", "schema", "time", "plant_mismatch", "machine_mismatch", "status_schema")
 
 
+# What a listing or a search filters and sorts on, kept parsed; the rest of the record stays in
+# the payload as received and is parsed when shown (20,000 records kept parsed took ~380 MB).
+FIELDS = ("plant", "machine", "name", "kind", "line", "capabilities", "state", "free_now")
+
+
 @dataclass(frozen=True, slots=True)
 class Offer:
-    record: dict[str, Any]  # as the plant published it, valid against the schema
+    payload: bytes  # as the plant published it, valid against the schema
+    fields: dict[str, Any]  # FIELDS of the record, and the forecast's threshold
     updated_ns: int  # the record's `updated`: when the plant made it
     forecast_start_ns: int  # idle_share[0] is the hour from here
     received_ns: int  # when this exchange got it (a restart receives every retained offer anew)
-    shares: tuple[float, ...]  # forecast.idle_share with null (never seen) as 0: never counted free
-    prefix: tuple[float, ...]  # prefix[i] = sum(shares[:i]), so a window's free hours cost O(1)
+    # forecast.idle_share (null, never seen, as 0: never counted free) and its prefix sums are
+    # kept once, in the index's columns (``Index.series``).
     heard_ns: int | None  # evidence.last_heard: the machine's last reading at the plant; None: none or not sent
     silence_detected: bool  # the plant's source tells silence from idle (evidence.silence_detected_by not empty)
+
+    @property
+    def record(self) -> dict[str, Any]:
+        """The record as published."""
+        rec: dict[str, Any] = json.loads(self.payload)
+        return rec
 
 
 @dataclass(frozen=True, slots=True)
@@ -62,13 +77,6 @@ def parse_time(text: str) -> int:
     return int(when.timestamp() * NS_PER_S)
 
 
-def _prefix(shares: tuple[float, ...]) -> tuple[float, ...]:
-    sums = [0.0]
-    for s in shares:
-        sums.append(sums[-1] + s)
-    return tuple(sums)
-
-
 class Index:
     def __init__(self, prefix: str) -> None:
         self.prefix = prefix.split("/")
@@ -80,6 +88,7 @@ class Index:
         self._machine = jsonschema_rs.Draft202012Validator(MACHINE)
         self._status = jsonschema_rs.Draft202012Validator(FEED_STATUS)
         self._logged: set[str] = set()
+        self.columns = Columns()
 
     def apply(self, topic: str, payload: bytes, received_ns: int) -> str:
         """Take one message; returns what it did: ``offer``, ``deleted``, ``status`` or the why of
@@ -94,6 +103,7 @@ class Index:
             return self._apply_status(topic, plant, payload, received_ns)
         if not payload:
             if self.offers.pop((plant, machine), None) is not None:
+                self.columns.drop((plant, machine))
                 self.version += 1
             return "deleted"
         rec = self._parse(topic, payload, self._machine, "schema")
@@ -112,15 +122,20 @@ class Index:
                 parse_time(w["end"])
         except ValueError as exc:
             return self._reject("time", topic, str(exc))
-        shares = tuple(0.0 if s is None else float(s) for s in rec["forecast"]["idle_share"])
-        self.offers[(plant, machine)] = Offer(rec, times[0], times[1], received_ns, shares, _prefix(shares), heard,
-                                              bool(evidence["silence_detected_by"]))
+        shares = np.array([0.0 if s is None else s for s in rec["forecast"]["idle_share"]], np.float64)
+        fields = {k: rec[k] for k in FIELDS} | {"threshold": rec["forecast"]["threshold"]}
+        prefix = np.concatenate(([0.0], np.cumsum(shares)))
+        silence = bool(evidence["silence_detected_by"])
+        self.offers[(plant, machine)] = Offer(payload, fields, times[0], times[1], received_ns, heard, silence)
+        self.columns.put((plant, machine), fields, shares, prefix, times[1], times[0], heard, silence,
+                         self.plant_online(plant) is False)
         self.version += 1
         return "offer"
 
     def _apply_status(self, topic: str, plant: str, payload: bytes, received_ns: int) -> str:
         if not payload:
             if self.plants.pop(plant, None) is not None:
+                self.columns.set_plant(plant, False)
                 self.version += 1
             return "deleted"
         status = self._parse(topic, payload, self._status, "status_schema")
@@ -133,6 +148,7 @@ class Index:
         except ValueError as exc:
             return self._reject("time", topic, str(exc))
         self.plants[plant] = PlantStatus(status["online"], updated)
+        self.columns.set_plant(plant, not status["online"])
         self.version += 1
         return "status"
 
@@ -158,10 +174,17 @@ class Index:
                         "(exchange_rejected_offers_total)", topic[:200], why, detail)
         return why
 
+    def series(self, key: tuple[str, str]) -> tuple[Sequence[float], Sequence[float]]:
+        """An offer's hourly idle shares (null as 0) and their prefix sums (``prefix[i]`` = the sum
+        of the first ``i`` shares, so a window's free hours cost O(1))."""
+        row = self.columns.rows[key]
+        return self.columns.shares[row].tolist(), self.columns.prefix[row].tolist()
+
     def clear(self) -> None:
         """Forget every offer and status (on a reconnect: the retained messages come again)."""
         self.offers.clear()
         self.plants.clear()
+        self.columns.clear()
         self.version += 1
 
     def plant_online(self, plant_level: str) -> bool | None:

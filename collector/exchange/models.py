@@ -130,10 +130,21 @@ def openapi() -> JSON:
         "paths": {
             "/api/v1/offers": {"get": {
                 "operationId": "listOffers", "summary": "Offers of every plant, free now first",
-                "description": _CAPS, "parameters": [*_FILTERS, _query(
+                "description": _CAPS + " Paged: `limit` offers from `offset`; `X-Total-Count` says how many "
+                                       "match, and `Link: <…>; rel=\"next\"` gives the next page while there is one.",
+                "parameters": [*_FILTERS, _query(
                     "free_now", "Only offers free now (true) or not (false).", {"type": "string",
-                                                                                 "enum": ["true", "false"]})],
-                "responses": {"200": _json({"type": "array", "items": _ref("Offer")}, "The matching offers."),
+                                                                                 "enum": ["true", "false"]}),
+                    _query("limit", "At most this many offers (default 100).",
+                           {"type": "integer", "minimum": 1, "maximum": 1000}),
+                    _query("offset", "Skip this many matching offers (default 0).",
+                           {"type": "integer", "minimum": 0, "maximum": 2**31})],
+                "responses": {"200": _json({"type": "array", "items": _ref("Offer")}, "A page of the matching offers.")
+                              | {"headers": {
+                                  "X-Total-Count": {"description": "Matching offers in all.",
+                                                    "schema": {"type": "integer", "minimum": 0}},
+                                  "Link": {"description": "The next page (RFC 8288, rel=\"next\"), while there is one.",
+                                           "schema": {"type": "string"}}}},
                               "400": _ERROR}}},
             "/api/v1/offers/{plant}/{machine}": {"get": {
                 "operationId": "getOffer", "summary": "One offer, by the topic levels of its plant and machine",

@@ -23,6 +23,7 @@ from collector.exchange.app import Exchange
 
 log = logging.getLogger(__name__)
 QOS = 1
+RESUBSCRIBE_S = 2.0
 
 
 @dataclass(frozen=True)
@@ -64,6 +65,7 @@ class Subscriber:
         self.client.on_subscribe = self._on_subscribe
         self.client.on_disconnect = self._on_disconnect
         self.client.on_message = self._on_message
+        self._refused = False
 
     def _set(self, subscribed: bool) -> None:
         self.exchange.subscribed = subscribed
@@ -83,10 +85,22 @@ class Subscriber:
     def _on_subscribe(self, client: paho.Client, userdata: Any, mid: int, reasons: Any, props: Any) -> None:
         failed = [r for r in reasons if r.is_failure]
         if failed:
-            log.error("exchange: the broker refused the subscription to %s: %s (the ACL must let this user read it)",
-                      self.topic, failed[0])
+            # An ACL that forbids it, or a clustered broker still electing the leader of the stream
+            # behind it (nats-server right after a node was lost): asked again until it is granted.
+            if not self._refused:
+                log.error("exchange: the broker refused the subscription to %s: %s (the ACL must let this user read "
+                          "it); asking again every %g s", self.topic, failed[0], RESUBSCRIBE_S)
+            self._refused = True
+            self.loop.call_soon_threadsafe(self.loop.call_later, RESUBSCRIBE_S, self._resubscribe, client)
             return
+        if self._refused:
+            log.info("exchange: subscribed to %s", self.topic)
+        self._refused = False
         self.loop.call_soon_threadsafe(self._set, True)
+
+    def _resubscribe(self, client: paho.Client) -> None:
+        if client.is_connected():
+            client.subscribe(self.topic, qos=QOS)
 
     def _on_disconnect(self, client: paho.Client, userdata: Any, flags: Any, reason: Any, props: Any) -> None:
         log.warning("exchange: disconnected from the broker (%s); reconnecting", reason)
