@@ -55,6 +55,7 @@ from collector.core.model import (
     StateChange,
 )
 from collector.machines import ResolvedMachine, resolve_found
+from collector.reorder import Reorder, windows
 from collector.sinks import Resumable, Sink
 from collector.timebounds import STEPPED_BACK, TimeBounds
 from collector.timekeeping import SyncWait
@@ -121,6 +122,7 @@ class Engine:
         self.stats = EngineStats()
         self.machines: dict[str, ResolvedMachine] = {}
         self.trackers: dict[str, Tracker] = {}
+        self.reorder = Reorder()  # readings that may come out of order wait here (collector/reorder.py)
         self._limits(loaded)  # [robust]
         self.machines_per_source: dict[str, int] = {}
         self.shard = self.config.shard
@@ -157,7 +159,7 @@ class Engine:
         restart and already committed: skipped)."""
         trackers = self.trackers.values()
         return {"clamped": sum(t.clamped for t in trackers), "out_of_order": sum(t.out_of_order for t in trackers),
-                "replayed": sum(t.replayed for t in trackers)}
+                "replayed": sum(t.replayed for t in trackers), "duplicate": self.reorder.duplicates}
 
     def snapshot(self) -> dict[str, TrackerStatus]:
         now = self.clock()
@@ -219,6 +221,7 @@ class Engine:
         for mid in changes["machines_removed"]:
             self.machines.pop(mid)
             self._arrived.pop(mid, None)
+            self.reorder.forget(mid)
             out += self.trackers.pop(mid).stop(now, "removed from the config")
             self._dirty.discard(mid)
         for mid in changes["machines_changed"]:
@@ -262,6 +265,7 @@ class Engine:
         self._stamping = {s.id for s in loaded.config.sources if s.stamps_at_source()}  # sources on their own clock
         self._max_future_ns = self.time_bounds.max_future_ns
         self._rules = {m.profile: m.rules for m in loaded.machines}
+        self.reorder.configure(windows(loaded.config.sources))
 
     # -- machines --------------------------------------------------------------------------
 
@@ -294,6 +298,7 @@ class Engine:
         if not isinstance(self.sink, Resumable):
             return
         saved = await self.sink.load_state()
+        self.reorder.restore(saved, time.monotonic_ns())  # held readings: kept with the trackers' state
         if not saved:
             return
         self._snapshots = dict(saved)  # what is left waits for machines discovered later
@@ -337,13 +342,16 @@ class Engine:
                     log.info("source %s (%s) connected", source.id, source.type)
                     self.stats.source_online[source.id] = True
                     self._adapters[source.id] = adapter
+                    self.reorder.connected(source.id, time.monotonic_ns(), resumed=adapter.catching_up())
                     self._lost.pop(source.id, None)
                     unsettled = Unsettled()
                     try:
                         async for batch in adapter:
                             backoff.reset()
                             # A large batch means a backlog: commit it at once (see _enqueue).
-                            await self._settle(self._process_all(batch.events), batch.ack,
+                            events = self.reorder.take(source.id, batch.events, time.monotonic_ns(),
+                                                       redelivered=batch.redelivered)
+                            await self._settle(self._process_all(events), batch.ack,
                                                hold=len(batch.events) < PACE_BELOW, messages=batch.messages,
                                                unsettled=unsettled)
                     finally:
@@ -403,25 +411,28 @@ class Engine:
         source-stamped reading is allowed), but never past an event an adapter has read and not
         yet handed over."""
         out = self._check_clock()
+        mono = time.monotonic_ns()
+        out += self._process_all(self.reorder.due(mono))
         now = self._watermark()
         late_now = min(now, self.clock() - self._lateness_ns)
         held = self._held_sources()
         for source in [s for s in self._lost if s not in held]:
-            out += self._process(self._lost.pop(source))
+            out += self._process_all([*self.reorder.flush(source), self._lost.pop(source)])
         if now < self._next_due:
             # No tracker is due (every tick below would return at once): a plant of 1,000
             # machines changing once a minute is due about once a minute, not four times a second.
             return out
         arrival = self._arrival_sources()
-        mono = time.monotonic_ns()
+        # Time waits for held readings, and for a source that may still redeliver (collector/reorder.py).
+        waiting, holding, lags = held | self.reorder.catching_up(mono), self.reorder.holding(), self.reorder.lags()
         next_due = _NEVER
         for mid, tracker in self.trackers.items():
             sid = self.machines[mid].source
             if sid in arrival:
-                emitted = tracker.tick(now)
+                emitted = tracker.tick(now, hold=mid in holding)
             else:
-                emitted = tracker.tick(self._own_now(mid, tracker, late_now, mono, self._lateness_ns),
-                                       hold=sid in held)
+                emitted = tracker.tick(self._own_now(mid, tracker, late_now - lags.get(sid, 0) if lags else late_now,
+                                                     mono, self._lateness_ns), hold=sid in waiting or mid in holding)
             if emitted:
                 out += emitted
                 self._dirty.add(mid)
@@ -637,7 +648,7 @@ class Engine:
         if self._carry:
             out, self._carry = self._carry + out, []
         dirty, self._dirty = self._dirty, set()
-        state: dict[str, dict[str, Any]] = {}
+        state: dict[str, dict[str, Any]] = self.reorder.checkpoint()  # held readings, before the batch's ack
         for mid in dirty:
             tracker = self.trackers.get(mid)
             if tracker is not None:
@@ -662,7 +673,7 @@ class Engine:
     async def _shutdown(self) -> None:
         now = self._stop_ns if self._stop_ns is not None else self.clock()
         mono = time.monotonic_ns()
-        out: list[Output] = []
+        out = self._process_all(self.reorder.flush())  # a clean stop: what is held goes in as it is
         for mid, tracker in self.trackers.items():
             stamping = self.machines[mid].source in self._stamping
             out += tracker.stop(self._own_now(mid, tracker, now, mono, 0) if stamping else now)
