@@ -44,8 +44,13 @@ from adapters.base import SourceConfig
 from collector.core.model import NS_PER_S, Connectivity, Event, Quality, Reading, Sample
 
 KEY = "\x00held\x00"
-"""Prefix of a machine's held readings in the checkpoint (the outbox's tracker_state table, beside
-the trackers' snapshots): a machine id does not start with NUL."""
+"""Prefix of the held readings in the checkpoint (the outbox's tracker_state table, beside the
+trackers' snapshots; a machine id does not start with NUL): ``KEY`` alone marks how the last run
+ended; ``KEY + machine + NUL + n`` is chunk ``n`` of a machine's held readings."""
+CHUNK = 64
+"""Held readings per checkpoint entry: a commit rewrites only the chunks that changed (a new
+reading joins the open one), not every held reading of the machine, so a long hold (a collector
+killed again and again within the catch-up window) costs each commit about what it adds."""
 DUP_GRACE_NS = 5_000_000_000
 """A redelivered message (MQTT DUP) seen while catching up keeps the window open this much longer:
 a broker redelivers its unacknowledged messages in a burst, and the rest of it is on its way."""
@@ -66,6 +71,7 @@ class _Held(NamedTuple):
     seq: int  # arrival order among equal stamps
     arrived: int  # monotonic ns
     catching_up: bool  # arrived in the source's catch-up window: waits for its end too
+    chunk: int  # the checkpoint entry it is kept in
     event: Reading | Sample
 
 
@@ -74,6 +80,32 @@ class _Machine:
     source: str
     held: list[_Held] = field(default_factory=list)  # sorted by (ts, seq)
     released: int | None = None  # the newest stamp released
+    # chunk -> seq -> the held reading as the checkpoint stores it (encoded once, when it comes)
+    chunks: dict[int, dict[int, list[Any] | None]] = field(default_factory=dict)
+    open_chunk: int = 0
+    dirty: set[int] = field(default_factory=set)  # chunks changed since the last checkpoint
+
+    def add(self, h: _Held) -> None:
+        bisect.insort(self.held, h)
+        self.chunks.setdefault(h.chunk, {})[h.seq] = _encode(h.event) if _plain(h.event) else None
+        self.dirty.add(h.chunk)
+
+    def chunk_for_next(self) -> int:
+        """The open chunk, or a free number once it is full (numbers are reused: entries stay few)."""
+        if len(self.chunks.get(self.open_chunk, ())) >= CHUNK:
+            n = 0
+            while len(self.chunks.get(n, ())):
+                n += 1
+            self.open_chunk = n
+        return self.open_chunk
+
+    def drop(self, released: list[_Held]) -> None:
+        for h in released:
+            chunk = self.chunks[h.chunk]
+            del chunk[h.seq]
+            if not chunk:
+                del self.chunks[h.chunk]
+            self.dirty.add(h.chunk)
 
 
 class Reorder:
@@ -88,6 +120,12 @@ class Reorder:
         self._seq = 0
         self._next = _NEVER  # no held reading is due before this (monotonic ns)
         self._lags: dict[str, int] = {}
+        # Whether the last run stopped cleanly (its checkpoint says so): it acknowledged all it read,
+        # so the first connect of each source has nothing to receive again and opens no window.
+        self._clean_stop = False
+        self._connected: set[str] = set()
+        self._run_marked = False  # this run's checkpoint says "not stopped cleanly" (until it is)
+        self._stopping = False
 
     # -- config and connections -------------------------------------------------------------
 
@@ -101,7 +139,9 @@ class Reorder:
         """A source (re)connected; ``resumed``: it kept a session that may deliver again, late,
         what it sent before (its catch-up window opens)."""
         catch_up = self.windows.get(source, Window()).catch_up
-        if resumed and catch_up:
+        first = source not in self._connected
+        self._connected.add(source)
+        if resumed and catch_up and not (first and self._clean_stop):
             self.catch_up_until[source] = now + catch_up
             self._next = 0
 
@@ -150,8 +190,8 @@ class Reorder:
                 out.append(event)
             else:
                 out.append(event)
-        for mid in list(self._holding.get(source, ())):
-            self._release_due(mid, now, out)
+        if now >= self._next:
+            out += self.due(now)
         return out
 
     def due(self, now: int) -> list[Event]:
@@ -174,10 +214,16 @@ class Reorder:
                     self._release(mid, _NEVER, out)
         return out
 
+    def stopping(self) -> None:
+        """A clean stop: everything read was acknowledged; the next checkpoint says so."""
+        self._stopping = True
+
     def forget(self, machine: str) -> None:
         """A machine removed from the config: what it holds is dropped."""
-        m = self.machines.pop(machine, None)
+        m = self.machines.get(machine)
         if m is not None:
+            m.drop(list(m.held))
+            m.held.clear()
             self._holding.get(m.source, set()).discard(machine)
             self._dirty.add(machine)
 
@@ -186,30 +232,40 @@ class Reorder:
     def checkpoint(self) -> dict[str, dict[str, Any]]:
         """The held readings of every machine changed since the last call, of sources that
         redeliver: committed with the batch's effect, before its acknowledgement."""
-        if not self._dirty:
+        if not self._dirty and self._run_marked and not self._stopping:
             return {}
         dirty, self._dirty = self._dirty, set()
         out: dict[str, dict[str, Any]] = {}
+        if not self._run_marked or self._stopping:
+            out[KEY] = {"clean": self._stopping}
+            self._run_marked = True
         for mid in dirty:
-            m = self.machines.get(mid)
-            if m is None:
-                out[KEY + mid] = {"held": []}
-            elif self.windows.get(m.source, Window()).persist:
-                out[KEY + mid] = {"source": m.source, "released": m.released,
-                                  "held": [_encode(h.event) for h in m.held if _plain(h.event)]}
+            m = self.machines[mid]
+            if not self.windows.get(m.source, Window()).persist:
+                m.dirty.clear()
+                continue
+            for n in m.dirty:
+                held = m.chunks.get(n, {}).values()
+                out[f"{KEY}{mid}\x00{n}"] = {"source": m.source, "released": m.released,
+                                            "held": [item for item in held if item is not None]}
+            m.dirty.clear()
         return out
 
     def restore(self, saved: dict[str, tuple[dict[str, Any], int]], now: int) -> None:
         """Take this module's entries out of the checkpoint ``saved`` (the rest are the trackers'):
         their readings are held again, as if they arrived now while catching up."""
-        for key in [k for k in saved if k.startswith(KEY)]:
+        mark = saved.pop(KEY, None)
+        self._clean_stop = mark is not None and bool(mark[0].get("clean"))
+        for key in sorted(k for k in saved if k.startswith(KEY)):
             snap, _ = saved.pop(key)
             source = snap.get("source")
             if not snap.get("held") or source is None:
                 continue
-            mid = key[len(KEY):]
+            mid = key[len(KEY):].rpartition("\x00")[0]
             m = self.machines.setdefault(mid, _Machine(source))
-            m.released = snap.get("released")
+            released = snap.get("released")
+            if released is not None:
+                m.released = released if m.released is None else max(m.released, released)
             for item in snap["held"]:
                 self._insert(m, mid, _decode(mid, item), now, catching_up=True)
             catch_up = self.windows.get(source, Window()).catch_up
@@ -235,12 +291,14 @@ class Reorder:
             i += 1
         self._insert(m, mid, event, now, catching_up=catching_up)
         deadline = now + window
+        if catching_up:
+            deadline = max(deadline, self.catch_up_until[source])
         if deadline < self._next:
             self._next = deadline
 
     def _insert(self, m: _Machine, mid: str, event: Reading | Sample, now: int, *, catching_up: bool) -> None:
         self._seq += 1
-        bisect.insort(m.held, _Held(event.ts_ns, self._seq, now, catching_up, event))
+        m.add(_Held(event.ts_ns, self._seq, now, catching_up, m.chunk_for_next(), event))
         self._holding.setdefault(m.source, set()).add(mid)
         self._dirty.add(mid)
 
@@ -270,9 +328,11 @@ class Reorder:
         n = bisect.bisect_right(m.held, (upto, _NEVER))
         if not n:
             return
-        out.extend(h.event for h in m.held[:n])
-        m.released = m.held[n - 1].ts if m.released is None else max(m.released, m.held[n - 1].ts)
+        released = m.held[:n]
+        out.extend(h.event for h in released)
+        m.released = released[-1].ts if m.released is None else max(m.released, released[-1].ts)
         del m.held[:n]
+        m.drop(released)
         self._dirty.add(mid)
         if not m.held:
             self._holding.get(m.source, set()).discard(mid)

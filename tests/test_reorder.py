@@ -14,7 +14,7 @@ from hypothesis import strategies as st
 from collector.configfile import load_config_text
 from collector.core.model import Connectivity, Interval, Output, Reading, Sample, StateChange
 from collector.engine import Engine
-from collector.reorder import KEY, Reorder, Window
+from collector.reorder import CHUNK, KEY, Reorder, Window
 
 S = 1_000_000_000
 MS = 1_000_000
@@ -73,6 +73,7 @@ def test_an_in_order_source_passes_through_untouched() -> None:
     r.configure({"src": Window()})
     events: list[Any] = [sample(5), sample(3)]
     assert r.take("src", events, 0) is events
+    assert r.checkpoint() == {KEY: {"clean": False}}  # once per run: it has not stopped cleanly (yet)
     assert r.checkpoint() == {}
 
 
@@ -120,7 +121,25 @@ def test_held_readings_survive_a_restart_through_the_checkpoint() -> None:
     assert again.take("src", [sample(5)], 101 * S) == [] and again.duplicates == 1
     assert again.due(129 * S) == []
     assert again.due(130 * S) == [Reading("m1", "exec", "ACTIVE", 4 * S), sample(5)]
-    assert KEY + "m1" in again.checkpoint()
+    assert again.checkpoint()[KEY + "m1\x000"]["held"] == []  # released: the entry is emptied
+
+
+def test_a_commit_rewrites_only_the_chunks_that_changed() -> None:
+    """Test that a long hold is kept in chunks of CHUNK readings, that a new reading dirties only the
+    open chunk, and that all of them come back after a restart."""
+    r = Reorder()
+    r.configure({"src": Window(catch_up=30 * S, persist=True)})
+    r.connected("src", 0, resumed=True)
+    r.take("src", [sample(1 + i / 1000) for i in range(CHUNK * 2 + 10)], S)
+    first = r.checkpoint()
+    assert sorted(k for k in first if k != KEY) == [f"{KEY}m1\x00{n}" for n in range(3)]
+    r.take("src", [sample(0.5)], 2 * S)
+    assert list(r.checkpoint()) == [f"{KEY}m1\x002"]
+    again = Reorder()
+    again.configure({"src": Window(catch_up=30 * S, persist=True)})
+    saved = {k: (v, 0) for k, v in first.items()}
+    again.restore(saved, 0)
+    assert again.held() == CHUNK * 2 + 10 and saved == {}
 
 
 def test_a_source_that_does_not_redeliver_keeps_nothing_in_the_checkpoint() -> None:
@@ -129,7 +148,31 @@ def test_a_source_that_does_not_redeliver_keeps_nothing_in_the_checkpoint() -> N
     r = Reorder()
     r.configure({"src": Window(window=S)})
     r.take("src", [sample(5)], 0)
-    assert r.checkpoint() == {}
+    assert list(r.checkpoint()) == [KEY]
+
+
+def test_after_a_clean_stop_the_first_connect_opens_no_window() -> None:
+    """Test that a run that stopped cleanly (it acknowledged all it read) lets the next run's first
+    connect go without a catch-up window, and that after a crash, or on a later reconnect, it opens."""
+    def run(saved: dict[str, tuple[dict[str, Any], int]]) -> Reorder:
+        r = Reorder()
+        r.configure({"src": Window(catch_up=30 * S, persist=True)})
+        r.restore(saved, 0)
+        return r
+
+    crashed = run({})
+    saved = {k: (v, 0) for k, v in crashed.checkpoint().items()}
+    after_crash = run(dict(saved))
+    after_crash.connected("src", 0, resumed=True)
+    assert after_crash.catching_up(S) == {"src"}
+    crashed.stopping()
+    clean = {k: (v, 0) for k, v in crashed.checkpoint().items()}
+    assert clean[KEY][0] == {"clean": True}
+    r = run(clean)
+    r.connected("src", 0, resumed=True)
+    assert r.catching_up(S) == set()
+    r.connected("src", 2 * S, resumed=True)  # a lost connection: messages may have been in flight
+    assert r.catching_up(3 * S) == {"src"}
 
 
 # -- through the engine: any order within the window, the in-order history ------------------------
