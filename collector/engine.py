@@ -378,7 +378,7 @@ class Engine:
                 self._held.setdefault(source.id, time.monotonic())
                 self._lost.setdefault(source.id, lost)
             else:
-                await self._commit(self._process(lost))
+                await self._commit(self._process_all([*self.reorder.flush(source.id), lost]))
             await asyncio.sleep(delay)
 
     async def _settle(self, out: list[Output], ack: Callable[[], None] | None, *, hold: bool = True,

@@ -202,7 +202,7 @@ profiles:
       - {state: busy, when: "execution == 'ACTIVE'"}
       - {state: idle}
 machines:
-  - {id: m1, source: line, profile: lathe}
+  - {id: m1, source: line, profile: lathe%s}
 """
 
 
@@ -210,10 +210,11 @@ class Sim:
     """The engine with both its clocks in the test's hand: readings handed over as a source would,
     the ticker run every 250 ms, and every output kept."""
 
-    def __init__(self, monkeypatch: pytest.MonkeyPatch, start_ns: int, window_s: int = WINDOW_S) -> None:
+    def __init__(self, monkeypatch: pytest.MonkeyPatch, start_ns: int, window_s: int = WINDOW_S,
+                 machine: str = "") -> None:
         self.now = start_ns  # the wall clock; the monotonic clock is the same line here
         with tempfile.TemporaryDirectory() as tmp:
-            loaded = load_config_text(CONFIG % (tmp, window_s), base_dir=Path(tmp))
+            loaded = load_config_text(CONFIG % (tmp, window_s, machine), base_dir=Path(tmp))
         self.engine = Engine(loaded, object(), clock=lambda: self.now)  # type: ignore[arg-type]  # never written
         monkeypatch.setattr("collector.engine.time.monotonic_ns", lambda: self.now)
         self.out: list[Output] = []
@@ -319,3 +320,20 @@ def test_without_a_window_nothing_waits(monkeypatch: pytest.MonkeyPatch) -> None
     sim.run_until(START + S)
     sim.deliver([Sample("m1", {"execution": "ACTIVE", "alarm": False}, START + S)])
     assert [o.state for o in sim.out if isinstance(o, StateChange)] == ["busy"]
+
+
+def test_a_machine_with_held_readings_is_not_judged_silent(monkeypatch: pytest.MonkeyPatch) -> None:
+    """Test that staleness waits while a source catches up: a machine (`stale_after: 3s`) whose next
+    reading is held for the catch-up window (35 s) is not made offline meanwhile, although its
+    last released reading is older than that; once released, it goes stale from its last reading."""
+    sim = Sim(monkeypatch, START, window_s=0, machine=", stale_after: 3s")
+    sim.run_until(START + S)
+    sim.deliver([Sample("m1", {"execution": "ACTIVE", "alarm": False}, START + S)])  # no window: at once
+    sim.engine.reorder.connected("line", sim.now, resumed=True)  # a reconnect: the catch-up window opens
+    sim.run_until(START + 2 * S)
+    sim.deliver([Sample("m1", {"execution": "ACTIVE", "alarm": False}, START + 2 * S)])
+    sim.run_until(START + 30 * S)
+    assert [(o.state, o.ts_ns - START) for o in sim.out if isinstance(o, StateChange)] == [("busy", S)]
+    sim.run_until(START + 60 * S)
+    changes = [(o.state, o.ts_ns - START) for o in sim.out if isinstance(o, StateChange)]
+    assert changes == [("busy", S), ("offline", 2 * S)]
