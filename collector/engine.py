@@ -674,7 +674,6 @@ class Engine:
         now = self._stop_ns if self._stop_ns is not None else self.clock()
         mono = time.monotonic_ns()
         out = self._process_all(self.reorder.flush())  # a clean stop: what is held goes in as it is
-        self.reorder.stopping()
         for mid, tracker in self.trackers.items():
             stamping = self.machines[mid].source in self._stamping
             out += tracker.stop(self._own_now(mid, tracker, now, mono, 0) if stamping else now)

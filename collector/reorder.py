@@ -45,8 +45,8 @@ from collector.core.model import NS_PER_S, Connectivity, Event, Quality, Reading
 
 KEY = "\x00held\x00"
 """Prefix of the held readings in the checkpoint (the outbox's tracker_state table, beside the
-trackers' snapshots; a machine id does not start with NUL): ``KEY`` alone marks how the last run
-ended; ``KEY + machine + NUL + n`` is chunk ``n`` of a machine's held readings."""
+trackers' snapshots; a machine id does not start with NUL): ``KEY + machine + NUL + n`` is chunk
+``n`` of a machine's held readings."""
 CHUNK = 64
 """Held readings per checkpoint entry: a commit rewrites only the chunks that changed (a new
 reading joins the open one), not every held reading of the machine, so a long hold (a collector
@@ -120,12 +120,6 @@ class Reorder:
         self._seq = 0
         self._next = _NEVER  # no held reading is due before this (monotonic ns)
         self._lags: dict[str, int] = {}
-        # Whether the last run stopped cleanly (its checkpoint says so): it acknowledged all it read,
-        # so the first connect of each source has nothing to receive again and opens no window.
-        self._clean_stop = False
-        self._connected: set[str] = set()
-        self._run_marked = False  # this run's checkpoint says "not stopped cleanly" (until it is)
-        self._stopping = False
 
     # -- config and connections -------------------------------------------------------------
 
@@ -139,9 +133,9 @@ class Reorder:
         """A source (re)connected; ``resumed``: it kept a session that may deliver again, late,
         what it sent before (its catch-up window opens)."""
         catch_up = self.windows.get(source, Window()).catch_up
-        first = source not in self._connected
-        self._connected.add(source)
-        if resumed and catch_up and not (first and self._clean_stop):
+        # Also after a clean stop: messages in flight then (read by no one, or read and not handed
+        # over) were not acknowledged, and such a broker sends them again late.
+        if resumed and catch_up:
             self.catch_up_until[source] = now + catch_up
             self._next = 0
 
@@ -214,10 +208,6 @@ class Reorder:
                     self._release(mid, _NEVER, out)
         return out
 
-    def stopping(self) -> None:
-        """A clean stop: everything read was acknowledged; the next checkpoint says so."""
-        self._stopping = True
-
     def forget(self, machine: str) -> None:
         """A machine removed from the config: what it holds is dropped."""
         m = self.machines.get(machine)
@@ -232,13 +222,10 @@ class Reorder:
     def checkpoint(self) -> dict[str, dict[str, Any]]:
         """The held readings of every machine changed since the last call, of sources that
         redeliver: committed with the batch's effect, before its acknowledgement."""
-        if not self._dirty and self._run_marked and not self._stopping:
+        if not self._dirty:
             return {}
         dirty, self._dirty = self._dirty, set()
         out: dict[str, dict[str, Any]] = {}
-        if not self._run_marked or self._stopping:
-            out[KEY] = {"clean": self._stopping}
-            self._run_marked = True
         for mid in dirty:
             m = self.machines[mid]
             if not self.windows.get(m.source, Window()).persist:
@@ -254,8 +241,6 @@ class Reorder:
     def restore(self, saved: dict[str, tuple[dict[str, Any], int]], now: int) -> None:
         """Take this module's entries out of the checkpoint ``saved`` (the rest are the trackers'):
         their readings are held again, as if they arrived now while catching up."""
-        mark = saved.pop(KEY, None)
-        self._clean_stop = mark is not None and bool(mark[0].get("clean"))
         for key in sorted(k for k in saved if k.startswith(KEY)):
             snap, _ = saved.pop(key)
             source = snap.get("source")

@@ -73,7 +73,6 @@ def test_an_in_order_source_passes_through_untouched() -> None:
     r.configure({"src": Window()})
     events: list[Any] = [sample(5), sample(3)]
     assert r.take("src", events, 0) is events
-    assert r.checkpoint() == {KEY: {"clean": False}}  # once per run: it has not stopped cleanly (yet)
     assert r.checkpoint() == {}
 
 
@@ -132,7 +131,7 @@ def test_a_commit_rewrites_only_the_chunks_that_changed() -> None:
     r.connected("src", 0, resumed=True)
     r.take("src", [sample(1 + i / 1000) for i in range(CHUNK * 2 + 10)], S)
     first = r.checkpoint()
-    assert sorted(k for k in first if k != KEY) == [f"{KEY}m1\x00{n}" for n in range(3)]
+    assert sorted(first) == [f"{KEY}m1\x00{n}" for n in range(3)]
     r.take("src", [sample(0.5)], 2 * S)
     assert list(r.checkpoint()) == [f"{KEY}m1\x002"]
     again = Reorder()
@@ -148,31 +147,7 @@ def test_a_source_that_does_not_redeliver_keeps_nothing_in_the_checkpoint() -> N
     r = Reorder()
     r.configure({"src": Window(window=S)})
     r.take("src", [sample(5)], 0)
-    assert list(r.checkpoint()) == [KEY]
-
-
-def test_after_a_clean_stop_the_first_connect_opens_no_window() -> None:
-    """Test that a run that stopped cleanly (it acknowledged all it read) lets the next run's first
-    connect go without a catch-up window, and that after a crash, or on a later reconnect, it opens."""
-    def run(saved: dict[str, tuple[dict[str, Any], int]]) -> Reorder:
-        r = Reorder()
-        r.configure({"src": Window(catch_up=30 * S, persist=True)})
-        r.restore(saved, 0)
-        return r
-
-    crashed = run({})
-    saved = {k: (v, 0) for k, v in crashed.checkpoint().items()}
-    after_crash = run(dict(saved))
-    after_crash.connected("src", 0, resumed=True)
-    assert after_crash.catching_up(S) == {"src"}
-    crashed.stopping()
-    clean = {k: (v, 0) for k, v in crashed.checkpoint().items()}
-    assert clean[KEY][0] == {"clean": True}
-    r = run(clean)
-    r.connected("src", 0, resumed=True)
-    assert r.catching_up(S) == set()
-    r.connected("src", 2 * S, resumed=True)  # a lost connection: messages may have been in flight
-    assert r.catching_up(3 * S) == {"src"}
+    assert r.checkpoint() == {}
 
 
 # -- through the engine: any order within the window, the in-order history ------------------------
