@@ -122,7 +122,7 @@ class Engine:
         self.stats = EngineStats()
         self.machines: dict[str, ResolvedMachine] = {}
         self.trackers: dict[str, Tracker] = {}
-        self.reorder = Reorder()  # readings that may come out of order wait here (collector/reorder.py)
+        self.reorder = Reorder(self._owns)  # readings that may come out of order wait here (collector/reorder.py)
         self._limits(loaded)  # [robust]
         self.machines_per_source: dict[str, int] = {}
         self.shard = self.config.shard

@@ -36,7 +36,7 @@ Rules:
 from __future__ import annotations
 
 import bisect
-from collections.abc import Iterable, Mapping
+from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass, field
 from typing import Any, NamedTuple
 
@@ -109,7 +109,11 @@ class _Machine:
 
 
 class Reorder:
-    def __init__(self) -> None:
+    """``owns(machine)``: whether this collector tracks the machine (``shard:``); the readings of
+    machines another shard tracks are not held (the engine counts and drops them)."""
+
+    def __init__(self, owns: Callable[[str], bool] = lambda _: True) -> None:
+        self.owns = owns
         self.windows: dict[str, Window] = {}
         self.catch_up_until: dict[str, int] = {}  # source -> monotonic ns its catch-up window ends
         self.machines: dict[str, _Machine] = {}
@@ -263,6 +267,9 @@ class Reorder:
         mid = event.machine
         m = self.machines.get(mid)
         if m is None:
+            if not self.owns(mid):
+                out.append(event)
+                return
             m = self.machines[mid] = _Machine(source)
         if m.released is not None and event.ts_ns <= m.released:
             out.append(event)  # late: the tracker places it as it would without a buffer

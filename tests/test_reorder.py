@@ -141,6 +141,15 @@ def test_a_commit_rewrites_only_the_chunks_that_changed() -> None:
     assert again.held() == CHUNK * 2 + 10 and saved == {}
 
 
+def test_readings_of_machines_another_shard_tracks_are_not_held() -> None:
+    """Test that with `shard:` the readings of machines this collector does not track pass through
+    (the engine counts them) instead of filling the buffer and the checkpoint."""
+    r = Reorder(owns=lambda machine: machine == "m1")
+    r.configure({"src": Window(window=S)})
+    assert r.take("src", [sample(5), sample(5, machine="m2")], 0) == [sample(5, machine="m2")]
+    assert r.holding() == {"m1"}
+
+
 def test_a_source_that_does_not_redeliver_keeps_nothing_in_the_checkpoint() -> None:
     """Test that held readings of a source that would not deliver them again are not stored (a crash
     loses them like anything read and not committed; the time is then written offline)."""
