@@ -321,3 +321,17 @@ def test_a_machine_with_held_readings_is_not_judged_silent(monkeypatch: pytest.M
     sim.run_until(START + 60 * S)
     changes = [(o.state, o.ts_ns - START) for o in sim.out if isinstance(o, StateChange)]
     assert changes == [("busy", S), ("offline", 2 * S)]
+
+
+def test_metrics_show_held_readings_duplicates_and_redeliveries(monkeypatch: pytest.MonkeyPatch) -> None:
+    """Test that /metrics says how many readings are held, how many duplicates were dropped and how
+    many messages the broker marked as redelivered, per source."""
+    from collector.metrics import metrics_text
+
+    sim = Sim(monkeypatch, START)
+    reading = Sample("m1", {"execution": "ACTIVE", "alarm": False}, START)
+    sim.engine.reorder.take("line", [reading, reading], sim.now, redelivered=2)
+    text = metrics_text(sim.engine).decode()
+    assert "collector_readings_held 1.0" in text
+    assert 'collector_late_readings_total{why="duplicate"} 1.0' in text
+    assert 'collector_mqtt_redeliveries_total{source="line"} 2.0' in text
