@@ -44,7 +44,7 @@ class SourceConfig(Strict):
         "How long each reading waits, after it arrives, for older readings of its machine that may still come "
         "(several publishers for one machine, a gateway replaying its store, an upload of a buffered batch): held "
         "readings reach the trackers in their own time order, so a reading up to this much late is placed at its "
-        "own time. Costs this much in time to visible and about 0.2 KB per held reading. Default 0: a source that "
+        "own time. Costs this much in time to visible and about 0.7 KB per held reading. Default 0: a source that "
         "delivers in order pays nothing (nothing is held). A reading older than one already released is late as "
         "without a window (`collector_late_readings_total`). See docs/DESIGN.md, \"Readings out of order\"."),
         examples=["10s"])

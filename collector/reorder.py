@@ -363,6 +363,8 @@ def _decode(machine: str, item: list[Any]) -> Reading | Sample:
 
 def windows(sources: Iterable[SourceConfig]) -> dict[str, Window]:
     """Each source's hold, from its config (``reorder_window``, and the catch-up window of a source
-    that redelivers)."""
-    return {s.id: Window(int(s.reorder_window * NS_PER_S), int(s.catch_up_window() * NS_PER_S), s.redelivers())
+    that redelivers). Arrival-stamped readings have no catch-up window: stamped as they are read,
+    a late redelivery is dated by its arrival whatever is held, so holding would only delay."""
+    return {s.id: Window(int(s.reorder_window * NS_PER_S),
+                         int(s.catch_up_window() * NS_PER_S) if s.stamps_at_source() else 0, s.redelivers())
             for s in sources}

@@ -125,6 +125,7 @@ class MqttBroker(Strict):
         "when a broker delivers again what it sent before a crash or a lost connection, after newer messages: "
         "NATS does so only once its `ack_wait` (30 s by default) has passed. 35 s covers NATS's default; mosquitto "
         "redelivers at once and needs none. Costs this much in time to visible after a reconnect, nothing otherwise. "
+        "Only for readings with payload timestamps (arrival-stamped ones are dated when read, held or not). "
         "0: none (a late redelivery is then counted `out_of_order` and lost). Set it above your broker's redelivery "
         "delay (NATS: `mqtt.ack_wait`)."))
     keepalive: Duration = Field(30.0, ge=5, description="Keepalive; a broker silent for 1.5x this long counts as lost.")
