@@ -13,14 +13,12 @@ Exactness rules (docs/DESIGN.md, "Time and exactness"):
 - **Evidence while catching up.** A source that kept a backlog for us (a persistent MQTT
   session after a restart or a lost connection) may still be delivering it: until it has, its
   machines' time moves only as far as their own readings.
-- **The outbox is the checkpoint.** Each commit holds the points and the state of every
-  tracker they came from, in one SQLite transaction; a start resumes from it.
+- **The outbox is the checkpoint** (collector/checkpoints.py): each commit holds the points and
+  the state of the trackers they came from in one transaction; a start resumes from it.
 
-The engine supervises the sources (collector/supervision.py: a source that fails is marked
-offline, or held if it redelivers, collector/holds.py, and opened again after a backoff) and
-ticks; what a machine is and what an event does to it is the fleet's (collector/fleet.py), a
-step of our clock the time lines' (collector/timelines.py), committing the pipeline's
-(collector/commits.py), and a start carries on from the checkpoints (collector/checkpoints.py).
+The engine supervises the sources (collector/supervision.py, collector/holds.py) and ticks; a
+machine and what an event does to it are the fleet's (collector/fleet.py; readings out of order
+wait in collector/reorder.py), clock steps collector/timelines.py's, commits collector/commits.py's.
 """
 
 from __future__ import annotations
@@ -29,6 +27,7 @@ import asyncio
 import contextlib
 import logging
 import os
+import time
 from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass, field
 
@@ -57,8 +56,7 @@ from collector.tracker import Tracker, TrackerStatus
 log = logging.getLogger(__name__)
 
 HOLD_MAX_S = 60.0
-"""How long a redelivering source's machines wait for it to come back (after a restart or a lost
-connection) before the wall clock rolls their time up as offline."""
+"""How long a redelivering source's machines wait for it to come back before they go offline."""
 
 
 @dataclass
@@ -133,7 +131,7 @@ class Engine:
         """Readings the trackers could not place at their own time, by why (for /metrics):
         ``clamped`` (late at its source: placed at the time already rolled up), ``out_of_order``
         (older than the state it would change: ignored), ``replayed`` (delivered again after a
-        restart and already committed: skipped)."""
+        restart and already committed: skipped), ``duplicate`` (a copy of a held reading: dropped)."""
         return self.fleet.late_readings()
 
     def snapshot(self) -> dict[str, TrackerStatus]:
@@ -143,8 +141,7 @@ class Engine:
         if not await self.sync.wait(stop):
             return  # stopped while waiting: nothing was read, nothing is written
         if self.wall is not None and self.wall.check() is not None:
-            # Synchronized: the boot guess is gone. Nothing was read yet; the trackers start again
-            # on the new line (their start is when tracking began: offline before it).
+            # Synchronized: the boot guess is gone; nothing was read yet: the trackers start again.
             self.fleet.restart(self.clock())
         async with self.sink:
             await self._resume()
@@ -205,6 +202,7 @@ class Engine:
         """Carry on from the last commit (a crash) or the last clean stop (collector/checkpoints.py)."""
         if not await self.fleet.checkpoints.load(self.sink):
             return
+        self.fleet.reorder.restore(self.fleet.checkpoints.waiting, time.monotonic_ns())  # held readings
         resumed = sum(self.fleet.resume(self.machines[mid], tracker) for mid, tracker in self.trackers.items())
         log.info("resuming %d machine(s) from the state last committed", resumed)
         for source in self.config.sources:
@@ -229,12 +227,15 @@ class Engine:
         self.stats.source_online[source.id] = True
         self._adapters[source.id] = adapter
         self.holds.back(source.id)
+        self.fleet.reorder.connected(source.id, time.monotonic_ns(), resumed=adapter.catching_up())
         unsettled = Unsettled()
         try:
             async for batch in adapter:
                 progress.reset()
-                # A large batch means a backlog: commit it at once (see _enqueue).
-                await self._settle(self._process_all(batch.events), batch.ack, hold=len(batch.events) < PACE_BELOW,
+                # Held readings wait (collector/reorder.py); a large batch means a backlog: commit it at once.
+                events = self.fleet.reorder.take(source.id, batch.events, time.monotonic_ns(),
+                                                 redelivered=batch.redelivered)
+                await self._settle(self._process_all(events), batch.ack, hold=len(batch.events) < PACE_BELOW,
                                    messages=batch.messages, unsettled=unsettled)
         finally:
             # Held commits are stored and acknowledged on this connection before it closes.
@@ -256,7 +257,7 @@ class Engine:
             # backlog says what the machines did (collector/holds.py).
             self.holds.lose(source.id, lost)
         else:
-            await self._commit(self._process(lost))
+            await self._commit(self._process_all([*self.fleet.reorder.flush(source.id), lost]))
 
     async def _settle(self, out: list[Output], ack: Callable[[], None] | None, *, hold: bool = True,
                       messages: int = 0, unsettled: Unsettled | None = None) -> None:
@@ -277,12 +278,12 @@ class Engine:
         """Roll every tracker forward to the watermark: the wall clock (less the lateness a
         source-stamped reading is allowed), but never past an event an adapter has read and not
         yet handed over."""
-        out = self._check_clock()
+        out = self._check_clock() + self._process_all(self.fleet.reorder.due(time.monotonic_ns()))
         now = self._watermark()
         late_now = min(now, self.clock() - self._lateness_ns)
         held = self.holds.held(self._adapters)
         for lost in self.holds.expired(held):
-            out += self._process(lost)
+            out += self._process_all([*self.fleet.reorder.flush(lost.source), lost])
         if now < self._next_due:
             # No tracker is due (every tick below would return at once): a plant of 1,000
             # machines changing once a minute is due about once a minute, not four times a second.
@@ -395,4 +396,5 @@ class Engine:
         self.stats.lines_written += lines
 
     async def _shutdown(self) -> None:
-        await self._commit(self.fleet.stop(self._stop_ns if self._stop_ns is not None else self.clock()))
+        held = self._process_all(self.fleet.reorder.flush())  # a clean stop: what is held goes in as it is
+        await self._commit(held + self.fleet.stop(self._stop_ns if self._stop_ns is not None else self.clock()))

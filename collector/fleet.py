@@ -30,6 +30,7 @@ from collector.core.correction import Correction
 from collector.core.model import NS_PER_S, Connectivity, MachineFound, Output, Reading, Sample
 from collector.discovery import admitted, identified
 from collector.machines import ResolvedMachine
+from collector.reorder import Reorder, windows
 from collector.stepback import StepBacks
 from collector.timebounds import TimeBounds, stepped_back
 from collector.timelines import TimeLines
@@ -51,6 +52,7 @@ class Fleet:
         self.per_source: dict[str, int] = {}  # [robust] machines tracked, by source
         self.dirty: set[str] = set()  # trackers changed since the last commit
         self.carry: list[Output] = []  # outputs made outside a batch (resuming), for the next commit
+        self.reorder = Reorder(self.owns)  # readings that may come out of order wait here (collector/reorder.py)
         self.configure(loaded)
         for machine in loaded.machines:
             if self.owns(machine.info.id):
@@ -66,6 +68,7 @@ class Fleet:
         self.max_machines = {s.id: s.max_machines for s in loaded.config.sources}
         self.stamping = {s.id for s in loaded.config.sources if s.stamps_at_source()}  # sources on their own clock
         self._rules = {m.profile: m.rules for m in loaded.machines}
+        self.reorder.configure(windows(loaded.config.sources))
 
     # -- machines ----------------------------------------------------------------------------
 
@@ -116,6 +119,7 @@ class Fleet:
         for mid in changes["machines_removed"]:
             self.machines.pop(mid)
             self.lines.arrived.pop(mid, None)
+            self.reorder.forget(mid)
             out += self.trackers.pop(mid).stop(now, "removed from the config")
             self.dirty.discard(mid)
         for mid in changes["machines_changed"]:
@@ -202,14 +206,18 @@ class Fleet:
         catches up. Returns what they emitted, and the earliest time one is due again."""
         arrival = {sid for sid, cfg in self.sources.items() if not cfg.stamps_at_source()}
         mono = time.monotonic_ns()
+        # Time waits for held readings, and for a source that may still redeliver (collector/reorder.py).
+        waiting, holding, lags = held | self.reorder.catching_up(mono), self.reorder.holding(), self.reorder.lags()
         out: list[Output] = []
         next_due = NEVER
         for mid, tracker in self.trackers.items():
             sid = self.machines[mid].source
             if sid in arrival:
-                emitted = tracker.tick(now)
+                emitted = tracker.tick(now, hold=mid in holding)
             else:
-                emitted = tracker.tick(self.lines.own_now(mid, tracker, late_now, mono, lateness), hold=sid in held)
+                own_now = self.lines.own_now(mid, tracker, late_now - lags.get(sid, 0) if lags else late_now, mono,
+                                             lateness)
+                emitted = tracker.tick(own_now, hold=sid in waiting or mid in holding)
             if emitted:
                 out += emitted
                 self.dirty.add(mid)
@@ -242,7 +250,7 @@ class Fleet:
     def take_dirty(self) -> tuple[dict[str, dict[str, Any]], int]:
         """The state of every tracker changed since the last call, and the earliest one is due."""
         dirty, self.dirty = self.dirty, set()
-        state: dict[str, dict[str, Any]] = {}
+        state: dict[str, dict[str, Any]] = self.reorder.checkpoint()  # held readings, before the batch's ack
         next_due = NEVER
         for mid in dirty:
             tracker = self.trackers.get(mid)
@@ -258,7 +266,7 @@ class Fleet:
     def late_readings(self) -> dict[str, int]:
         trackers = self.trackers.values()
         return {"clamped": sum(t.clamped for t in trackers), "out_of_order": sum(t.out_of_order for t in trackers),
-                "replayed": sum(t.replayed for t in trackers)}
+                "replayed": sum(t.replayed for t in trackers), "duplicate": self.reorder.duplicates}
 
     def snapshot(self, now: int) -> dict[str, TrackerStatus]:
         return {mid: t.status(now) for mid, t in self.trackers.items()}

@@ -9,7 +9,9 @@ backslashes, newlines: all legal in an MQTT topic level).
     collector_events_total                      events the engine processed
     collector_state_changes_total, collector_intervals_total, collector_lines_written_total
     collector_bad_input_total{source, kind}     bad input per source and kind (see docs/RELIABILITY.md)
-    collector_late_readings_total{why}          readings clamped, out of order or replayed
+    collector_late_readings_total{why}          readings clamped, out of order, replayed, or duplicates dropped
+    collector_readings_held                     readings waiting to be sorted (collector/reorder.py)
+    collector_mqtt_redeliveries_total{source}   messages the broker marked as sent before (MQTT DUP)
     collector_commits_total, collector_other_shard_total, collector_adapter_errors_total{source}
     collector_source_up{source}                 1 while the source is connected
     collector_source_reconnects_total{source}
@@ -75,10 +77,18 @@ class EngineCollector(Collector):
             bad.add_metric([source, kind], n)
         yield bad
         late = CounterMetricFamily("collector_late_readings", "Readings not placed at their own time, by why "
-                                   "(clamped, out_of_order, replayed).", labels=["why"])
+                                   "(clamped, out_of_order, replayed; duplicate: a copy of a held reading, dropped).",
+                                   labels=["why"])
         for why, n in sorted(engine.late_readings().items()):
             late.add_metric([why], n)
         yield late
+        yield GaugeMetricFamily("collector_readings_held", "Readings held to be sorted (reorder_window, "
+                                "redelivery_window).", value=engine.fleet.reorder.held())
+        redelivered = CounterMetricFamily("collector_mqtt_redeliveries", "Messages the broker marked as sent "
+                                          "before (MQTT DUP), per source.", labels=["source"])
+        for source, n in sorted(engine.fleet.reorder.redeliveries.items()):
+            redelivered.add_metric([source], n)
+        yield redelivered
         yield CounterMetricFamily("collector_commits", "Outbox commits (points and tracker state together).",
                                   value=stats.commits)
         yield CounterMetricFamily("collector_other_shard", "Events for machines another shard tracks.",

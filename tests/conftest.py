@@ -13,7 +13,7 @@ pytest_plugins = sorted(
 # by `./dev test` as root). They get the `integration` marker, so `pytest -m "not integration"`
 # runs the rest in seconds, without root. Tests that start services by hand set
 # `pytestmark = pytest.mark.integration` in their module.
-SERVICE_FIXTURES = frozenset({"mosquitto", "mosquitto_tls", "influxd", "victoria_metrics", "opcua_server",
+SERVICE_FIXTURES = frozenset({"mosquitto", "mosquitto_tls", "nats", "influxd", "victoria_metrics", "opcua_server",
                               "machine_tools_server", "recording_proxy"})
 
 

@@ -274,4 +274,4 @@ machines: [{{id: m1, source: line, profile: m}}]
     changes = [o for o in out if isinstance(o, StateChange)]
     assert [(c.state, c.previous_ns) for c in changes[1:]] == [(State.IDLE, S), (State.BUSY, S + 100_000_000)]
     assert changes[-1].ts_ns - changes[0].ts_ns == 3600 * S + 2 * S + 100_000_000
-    assert engine.late_readings() == {"clamped": 0, "out_of_order": 0, "replayed": 0}
+    assert engine.late_readings() == {"clamped": 0, "out_of_order": 0, "replayed": 0, "duplicate": 0}

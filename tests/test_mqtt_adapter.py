@@ -269,6 +269,39 @@ async def test_acknowledged_batches_are_not_delivered_again_and_the_rest_are(mos
     assert [r.value for r in readings(again)] == list(range(150, 301))
 
 
+async def test_redelivered_messages_are_counted_by_their_dup_flag(mosquitto: Mosquitto) -> None:
+    """Test that messages a kept session delivers again (read, never acknowledged) carry the DUP flag
+    and each batch says how many it holds (collector/reorder.py counts them and, while catching up,
+    keeps its window open a little longer), and that first deliveries are not counted."""
+    source = make_source(mosquitto, protocol="3.1.1", subscriptions=[{"topic": "plc/{machine}/{signal}",
+                                                                      "payload": "value"}])
+    async with running(make_adapter(source, [machine("m1")])):
+        pass  # the session and its subscription
+    pub = Publisher(mosquitto)
+    try:
+        first, again = make_adapter(source, [machine("m1")]), make_adapter(source, [machine("m1")])
+        counts: list[tuple[int, int]] = []  # (readings, redelivered) per batch
+        async with first:
+            for i in range(20):
+                pub.publish("plc/m1/count", str(i), wait=i == 19)
+            batches = aiter(first)
+            while sum(n for n, _ in counts) < 20:  # read, never acknowledged
+                batch = await anext(batches)
+                counts.append((len(readings(batch.events)), batch.redelivered))
+        assert sum(d for _, d in counts) == 0
+        counts.clear()
+        async with again:
+            batches = aiter(again)
+            while sum(n for n, _ in counts) < 20:
+                batch = await anext(batches)
+                counts.append((len(readings(batch.events)), batch.redelivered))
+                assert batch.ack is not None
+                batch.ack()
+        assert sum(d for _, d in counts) == 20
+    finally:
+        pub.close()
+
+
 async def test_connection_loss_raises_source_error(mosquitto: Mosquitto) -> None:
     """Test that the iterator raises SourceError when the broker goes away (the supervisor reconnects),
     and that connecting to a stopped broker raises SourceError too."""

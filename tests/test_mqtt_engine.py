@@ -32,6 +32,7 @@ sources:
     host: 127.0.0.1
     port: {port}
     client_id: collector-e2e
+    redelivery_window: 0  # mosquitto sends again at once what was in flight (nats-server: tests/test_exactness_nats.py)
     subscriptions:
       - topic: "factory/{{plant}}/{{line}}/{{machine}}/status"
         payload: json

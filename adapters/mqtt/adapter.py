@@ -86,12 +86,15 @@ class _Client(paho.Client):
     _rbuf: bytes = b""
     _rpos: int = 0
     socket_reads = 0
+    redelivered = 0  # PUBLISH packets with the DUP flag, since the adapter last took the count
     on_publish_packet: Callable[[bytes, bytes, int, int], None] | None = None
 
     def _handle_publish(self) -> MQTTErrorCode:
         deliver, packet = self.on_publish_packet, self._in_packet
         if deliver is None or packet["command"] & 0x06 not in (0x00, 0x02):  # QoS 2 (and a malformed 3)
             return super()._handle_publish()
+        if packet["command"] & 0x08:  # DUP: the broker sent this message before (a redelivery)
+            self.redelivered += 1
         result = paho_packet.decode_publish(packet["command"], packet["packet"], self._protocol)
         deliver(result.topic, cast(bytes, result.payload), result.qos, result.mid)  # struct.unpack gives bytes
         return MQTTErrorCode.MQTT_ERR_SUCCESS
@@ -242,6 +245,8 @@ class MqttAdapter:
 
     def _on_message(self, client: paho.Client, userdata: Any, msg: paho.MQTTMessage) -> None:
         """paho's path (QoS 2)."""
+        if msg.dup and self._client is not None:
+            self._client.redelivered += 1
         self._on_publish(msg._topic, cast(bytes, msg.payload), msg.qos, msg.mid)
 
     def _on_publish(self, topic_bytes: bytes, payload: bytes, qos: int, mid: int) -> None:
@@ -282,7 +287,11 @@ class MqttAdapter:
                     self._resume()
                 if unacked:
                     self._outstanding += 1
-                yield Batch(batch, self._acker(unacked) if unacked else None, len(unacked))
+                client = self._client
+                redelivered = 0
+                if client is not None:
+                    redelivered, client.redelivered = client.redelivered, 0
+                yield Batch(batch, self._acker(unacked) if unacked else None, len(unacked), redelivered)
                 continue
             if self._lost is not None:
                 raise SourceError(self._lost)

@@ -119,6 +119,15 @@ class MqttBroker(Strict):
     clean_start: bool = Field(False, description="Start a fresh session. Off: the broker keeps subscriptions and queues QoS 1 messages while the collector is away.")
     session_expiry: Duration = Field(86400.0, description="MQTT 5: how long the broker keeps the session after a disconnect.")
     qos: Literal[0, 1, 2] = Field(1, description="Subscription QoS; 1 so no message is lost across reconnects.")
+    redelivery_window: Duration = Field(35.0, description=(
+        "With a kept session (`clean_start` off, `qos` 1 or 2): after each connect that resumes the session, readings "
+        "are held and sorted this long (and 5 s past the last redelivered message seen meanwhile), because that is "
+        "when a broker delivers again what it sent before a crash or a lost connection, after newer messages: "
+        "NATS does so only once its `ack_wait` (30 s by default) has passed. 35 s covers NATS's default; mosquitto "
+        "redelivers at once and needs none. Costs this much in time to visible after a reconnect, nothing otherwise. "
+        "Only for readings with payload timestamps (arrival-stamped ones are dated when read, held or not). "
+        "0: none (a late redelivery is then counted `out_of_order` and lost). Set it above your broker's redelivery "
+        "delay (NATS: `mqtt.ack_wait`)."))
     keepalive: Duration = Field(30.0, ge=5, description="Keepalive; a broker silent for 1.5x this long counts as lost.")
     connect_timeout: Duration = Field(10.0, gt=0, description="Time allowed to connect and be acknowledged.")
     username: str | None = Field(None, description="User name.")
@@ -174,6 +183,9 @@ class MqttSource(MqttBroker, SourceConfig):
 
     def redelivers(self) -> bool:
         return not self.clean_start and self.qos >= 1
+
+    def catch_up_window(self) -> float:
+        return self.redelivery_window if self.redelivers() else 0.0
 
     def stamps_at_source(self) -> bool:
         return any(s.timestamp is not None or s.payload == "sparkplug_b" for s in self.subscriptions)

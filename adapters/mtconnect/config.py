@@ -67,6 +67,9 @@ class MtConnectSource(SourceConfig):
         # loss (HTTP unreachable, its MQTT last will) takes the source's machines offline.
         return ("mtconnect_availability",)
 
+    def catch_up_window(self) -> float:
+        return self.mqtt.redelivery_window if self.mqtt is not None and self.transport == "mqtt" and self.redelivers() else 0.0
+
     def redelivers(self) -> bool:
         # HTTP: the agent's buffer is the kept session (the next sequence is stored after each
         # commit); MQTT: the broker's persistent session.
