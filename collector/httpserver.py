@@ -52,6 +52,12 @@ class _DeadlineProtocol(H11Protocol):
     _deadline: asyncio.TimerHandle | None = None
 
     def connection_made(self, transport: asyncio.Transport) -> None:  # type: ignore[override]
+        # asyncio turns Nagle off only on sockets made with proto IPPROTO_TCP; ours (see serve)
+        # has proto 0. With Nagle on, a small response's body (written after its head) waited for
+        # the client's delayed ACK: a 40 ms stall on small answers (bench/exchange.py's search tail).
+        sock = transport.get_extra_info("socket")
+        if sock is not None and sock.family in (socket.AF_INET, socket.AF_INET6):
+            sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
         super().connection_made(transport)
         self._watch()
 

@@ -128,3 +128,20 @@ async def test_oversized_requests_get_a_4xx_and_change_nothing(tmp_path: Path) -
             assert big.status_code == 413 and "request body over" in big.text
             assert (await http.get("/healthz")).status_code == 200
             assert (await http.get("/nope")).text.startswith("not found: try /healthz")
+
+
+async def test_connections_are_served_with_nagle_off(tmp_path: Path) -> None:
+    """Test that every accepted connection has TCP_NODELAY set. Our listening socket has proto 0,
+    so asyncio leaves Nagle on; a small answer (head and body written apart) then waited for the
+    client's delayed ACK, 40 ms (bench/exchange.py's search tail)."""
+    import gc
+    import socket
+
+    async with server(tmp_path) as port, httpx.AsyncClient(base_url=f"http://127.0.0.1:{port}") as client:
+        assert (await client.get("/healthz")).status_code == 200  # the connection stays open (keep-alive)
+        served = [p for p in gc.get_objects() if isinstance(p, httpserver._DeadlineProtocol)
+                  and not p.transport.is_closing()]
+        assert served, "no open server-side connection found"
+        for protocol in served:
+            sock = protocol.transport.get_extra_info("socket")
+            assert sock.getsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY) != 0
