@@ -8,12 +8,11 @@ from pydantic import Field, SecretStr, field_validator
 from adapters.mqtt.config import Tls
 from collector.core.durations import Duration
 from collector.core.strict import Strict
+from collector.core.zones import TimeZoneName
 
 # A capability value a buyer filters on: a word, a number, a flag, or a list of those.
 Scalar = str | int | float | bool
 Capability = Scalar | list[Scalar]
-
-
 
 
 class FeedSettings(Strict):
@@ -37,19 +36,9 @@ class FeedSettings(Strict):
 
 
 class CapacitySettings(Strict):
-    timezone: str = Field("UTC", description="IANA time zone whose hours of the week the forecast uses (the plant's), e.g. `Europe/Berlin`.", examples=["Europe/Berlin"])
+    timezone: TimeZoneName = Field("UTC", description="IANA time zone whose hours of the week the forecast uses (the plant's), e.g. `Europe/Berlin`.", examples=["Europe/Berlin"])
     decay: float = Field(0.8, gt=0, le=1, description="Weight of each older week in the hour-of-week profile relative to the week after it (1: all weeks count alike).")
     threshold: float = Field(0.5, ge=0, le=1, description="An hour of the week is in a free window when the machine was idle at least this share of its known time in that hour.")
     feed: FeedSettings = Field(default_factory=FeedSettings, description="The MQTT capacity feed.")
     history_url: str | None = Field(None, description="An InfluxDB 1.x `/query` URL, with `db=`, where buyers can read the public machines' roll-ups (e.g. the platform output's database). Linked in each machine's Asset Administration Shell (its Time Series Data submodel); unset: the shell links only to this collector's capacity API.", examples=["https://platform.example/influx/query?db=platform"])
 
-    @field_validator("timezone")
-    @classmethod
-    def _zone(cls, name: str) -> str:
-        from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
-
-        try:
-            ZoneInfo(name)
-        except (ZoneInfoNotFoundError, ValueError) as exc:
-            raise ValueError(f"unknown time zone {name!r}; expected an IANA name like Europe/Berlin") from exc
-        return name

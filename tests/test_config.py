@@ -70,6 +70,17 @@ def test_wrong_type_names_line_path_and_expectation(tmp_path: Path) -> None:
         "as an integer, got 'many'"]
 
 
+def test_unknown_time_zone_names_line_path_and_expectation(tmp_path: Path) -> None:
+    """Test that a time zone that is not an IANA name (one type for every zone field) stops the
+    start with its line and path, for the simulator's shifts and the capacity forecast alike."""
+    text = GOOD.replace("{id: sim, type: simulate}", "{id: sim, type: simulate, timezone: Europe/Berln}")
+    text += "capacity: {timezone: CEST}\n"
+    out = problems(text, tmp_path)
+    assert any(p.startswith(f"{tmp_path}/plant.yaml:3:") and "sources[0].timezone: unknown time zone "
+               "'Europe/Berln'; expected an IANA name like Europe/Berlin" in p for p in out), out
+    assert any("capacity.timezone: unknown time zone 'CEST'" in p for p in out), out
+
+
 def test_yaml_syntax_error_names_line(tmp_path: Path) -> None:
     """Test that a YAML syntax error is reported with file:line:col."""
     out = problems(GOOD.replace("profiles:", "profiles: [", 1), tmp_path)
