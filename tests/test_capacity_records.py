@@ -46,7 +46,7 @@ def test_the_published_schema_keeps_its_contract() -> None:
     assert set(MACHINE["required"]) == {"machine", "name", "plant", "line", "kind", "nameplate", "capabilities",
                                         "state", "since", "free_now", "idle_since", "free_hours", "forecast",
                                         "updated"}
-    assert set(MACHINE["properties"]) == set(MACHINE["required"]) | {"evidence"}
+    assert set(MACHINE["properties"]) == set(MACHINE["required"]) | {"evidence", "simulated"}  # both added optional
     assert MACHINE["properties"]["state"]["enum"] == ["busy", "idle", "setup", "down", "offline"]
     assert set(FEED_STATUS["required"]) == set(FEED_STATUS["properties"]) == {"plant", "online", "updated"}
     assert "$ref" not in json.dumps(MACHINE) and "$ref" not in json.dumps(FEED_STATUS)
@@ -60,6 +60,9 @@ def _golden() -> list[dict[str, Any]]:
     lambda r: None,
     lambda r: r.pop("evidence"),  # a feed from before the evidence
     lambda r: r.update(evidence=None),
+    lambda r: r.update(simulated=True),  # the demo's records
+    lambda r: r.update(simulated=None),
+    lambda r: r.update(simulated=False),
     lambda r: r.update(reason="alarm 17"),
     lambda r: r.update(state="sleeping"),
     lambda r: r["forecast"]["idle_share"].pop(),

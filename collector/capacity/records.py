@@ -35,9 +35,11 @@ def silence_detected_by(machine: ResolvedMachine, source: SourceConfig | None) -
 
 
 def record(machine: ResolvedMachine, status: TrackerStatus, store: ProfileStore, settings: CapacitySettings,
-           now_ns: int, fc: Forecast | None = None, silence: Sequence[str] = ()) -> dict[str, Any]:
+           now_ns: int, fc: Forecast | None = None, silence: Sequence[str] = (), *,
+           simulated: bool = False) -> dict[str, Any]:
     """``fc``: the machine's forecast if the caller keeps one (it changes only with the hour and
-    the profile); computed here otherwise. ``silence``: ``silence_detected_by`` of the machine."""
+    the profile); computed here otherwise. ``silence``: ``silence_detected_by`` of the machine.
+    ``simulated``: the history behind it was generated (`collector demo`), said in the record."""
     info = machine.info
     if not info.public:  # the one gate every channel goes through
         raise ValueError(f"machine {info.id} is not public")
@@ -62,7 +64,8 @@ def record(machine: ResolvedMachine, status: TrackerStatus, store: ProfileStore,
         "evidence": {"last_heard": None if status.last_reading_ns is None else iso(status.last_reading_ns),
                      "silence_detected_by": list(silence)},
         "updated": iso(now_ns),
-    }).model_dump(mode="json")
+        **({"simulated": True} if simulated else {}),
+    }).model_dump(mode="json", exclude=None if simulated else {"simulated"})  # absent, never null
 
 
 class FilterError(BadInputError):

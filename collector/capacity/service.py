@@ -97,11 +97,8 @@ class Capacity:
         snapshot, now = self.engine.snapshot(), self.engine.clock()
         sources = {s.id: s for s in self.engine.config.sources}
         recs = [record(m, snapshot[m.info.id], self.store, self.settings, now, self._forecast(m.info.id, now),
-                       silence_detected_by(m, sources.get(m.source)))
+                       silence_detected_by(m, sources.get(m.source)), simulated=self.simulated)
                 for m in self.public() if m.info.id in snapshot and (only is None or m.info.id in only)]
-        if self.simulated:
-            for rec in recs:
-                rec["simulated"] = True
         return sorted(recs, key=lambda r: (not r["free_now"], r["idle_since"] or "", r["machine"]))
 
     def _forecast(self, machine: str, now_ns: int) -> Forecast:
