@@ -37,6 +37,7 @@ from collector.aas.builder import (
     submodel,
     submodel_ref,
 )
+from collector.core.errors import BadInputError
 
 JSON = dict[str, Any]
 PATHS = ("/shells", "/submodels", "/description")  # what the routes serve, for auth and logs
@@ -59,7 +60,9 @@ class Catalog:
     links: Callable[[str, Key], Links]
 
 
-class _Problem(Exception):
+class _Problem(BadInputError):
+    """A request the AAS API cannot answer (400) or has no object for (404): a Part 2 Result."""
+
     def __init__(self, status: int, text: str) -> None:
         super().__init__(text)
         self.status = status

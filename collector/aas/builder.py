@@ -1,3 +1,4 @@
+
 """A public machine's capacity record in, its Asset Administration Shell out. Pure: no I/O, no
 clock; the record is the published one (collector.capacity.schema's ``machine``, plus the
 exchange's ``exchange`` block when the exchange serves it), so the plant and the platform build
@@ -25,6 +26,8 @@ from typing import Any
 from urllib.parse import quote, unquote
 
 from basyx.aas import model
+
+from collector.core.errors import BadInputError
 
 # Identifiers. No domain of ours to hang IRIs on, so URNs (RFC 8141 syntax; the NID is ours, not
 # registered). Plant and machine are percent-encoded, ':' too, so an id splits back unambiguously.
@@ -70,7 +73,7 @@ MAX_ID = 2000  # an Identifier's length limit
 Key = tuple[str, str]  # (plant, machine)
 
 
-class NotRepresentable(ValueError):
+class NotRepresentable(BadInputError):
     """A record whose plant and machine make ids longer than AAS allows: it has no shell."""
 
 

@@ -15,7 +15,9 @@ traceback (``collector.engine``).
     │   ├── AddressError             an OPC UA node address that does not parse
     │   ├── DocumentError            an MTConnect document that cannot be read
     │   ├── FilterError              a capacity API filter it cannot use (answered 400)
-    │   └── QueryError               an exchange query it cannot use (answered 400)
+    │   ├── QueryError               an exchange query it cannot use (answered 400)
+    │   ├── _Problem                 an AAS API request it cannot answer (400, 404)
+    │   └── NotRepresentable         a machine whose ids are too long for an AAS: no shell
     ├── WriteError                   InfluxDB refused a write or could not be reached
     ├── SchemaError                  an outbox file written by a newer release
     └── PushError                    Grafana: Unreachable, Unauthorized, TooOld (its version)
