@@ -6,7 +6,6 @@ from __future__ import annotations
 
 import datetime as dt
 import random
-import re
 import subprocess
 import time
 import zlib
@@ -25,7 +24,7 @@ from collector.core.model import NS_PER_S
 from collector.demo import with_shifts
 from collector.simulate.history import WEEK_S, simulate_history
 from tests.browser import chromium
-from tests.fixtures._proc import COLLECTOR, collector_env
+from tests.fixtures._proc import COLLECTOR, collector_env, first_match
 
 ROOT = Path(__file__).resolve().parent.parent
 EXAMPLE = ROOT / "config" / "example.yaml"
@@ -119,14 +118,7 @@ def test_demo_capacity_page_shows_history_within_ten_seconds(tmp_path: Path) -> 
                                 env=collector_env(COLLECTOR_HTTP__PORT="0"), stdout=subprocess.PIPE,
                                 stderr=subprocess.DEVNULL, text=True)
         try:
-            assert proc.stdout is not None
-            url = None
-            while url is None:
-                line = proc.stdout.readline()
-                assert line, "the demo ended before serving its page"
-                found = re.search(r"(http://\S+/capacity)", line)
-                url = found.group(1) if found else None
-            driver.get(url)
+            driver.get(first_match(proc, r"(http://\S+/capacity)", "the demo served its page"))
             script = """
               const rows = [...document.querySelectorAll('#machines tbody tr')].map(tr => {
                 const td = tr.querySelectorAll('td');

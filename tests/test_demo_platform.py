@@ -4,7 +4,6 @@ demo starts, and the exchange on it shows them all (collector/simulate/platform.
 from __future__ import annotations
 
 import asyncio
-import re
 import subprocess
 import time
 from pathlib import Path
@@ -15,7 +14,7 @@ import pytest
 
 from collector.configfile import load_config
 from collector.simulate import platform
-from tests.fixtures._proc import COLLECTOR, collector_env
+from tests.fixtures._proc import COLLECTOR, collector_env, first_match
 
 ROOT = Path(__file__).resolve().parent.parent
 EXAMPLE = ROOT / "config" / "example.yaml"
@@ -30,13 +29,7 @@ def test_three_plants_show_in_one_exchange(tmp_path: Path) -> None:
                             cwd=tmp_path, env=collector_env(), stdout=subprocess.PIPE, stderr=subprocess.DEVNULL,
                             text=True)
     try:
-        assert proc.stdout is not None
-        base = None
-        while base is None:
-            line = proc.stdout.readline()
-            assert line, "the demo ended before serving the exchange"
-            found = re.search(r"exchange .*?(http://[\d.]+:\d+)/", line)
-            base = found.group(1) if found else None
+        base = first_match(proc, r"exchange .*?(http://[\d.]+:\d+)/", "the demo served the exchange")
         deadline = time.monotonic() + 30
         while True:
             plants = httpx.get(f"{base}/api/v1/plants", timeout=10).json()

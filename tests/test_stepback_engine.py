@@ -6,9 +6,7 @@ a history in time order."""
 from __future__ import annotations
 
 import itertools
-from collections.abc import Mapping, Sequence
 from pathlib import Path
-from typing import Any, Self
 
 import pytest
 
@@ -17,26 +15,14 @@ from collector.core.correction import Correction, StoredPoint, corrected, is_cor
 from collector.core.model import Reading
 from collector.engine import Engine
 from collector.influx.selection import parse
-from tests.test_clock import FakeTime
+from tests.test_clock import FakeTime, RecordingSink
 from tests.test_stepback_v2 import _value
 
 S = 1_000_000_000
 
 
-class CorrectingSink:
+class CorrectingSink(RecordingSink):
     """Records what the engine commits, and says it applies correction records."""
-
-    def __init__(self) -> None:
-        self.lines: list[str] = []
-
-    async def __aenter__(self) -> Self:
-        return self
-
-    async def __aexit__(self, *exc: object) -> None:
-        return None
-
-    async def write(self, lines: Sequence[str], state: Mapping[str, dict[str, Any]] | None = None) -> None:
-        self.lines += lines
 
     def corrects(self) -> bool:
         return True
